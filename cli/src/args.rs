@@ -1,0 +1,57 @@
+//! The command line as clap sees it. Each subcommand's own flags live beside its code in
+//! `cmd/`; this file only names the subcommands and the global flags.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::cmd;
+
+/// kiln builds OCI images from Dockerfiles, without a daemon.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: GlobalArgs,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Flags every subcommand accepts, before or after its name.
+#[derive(Debug, clap::Args)]
+pub(crate) struct GlobalArgs {
+    /// The store directory [default: $XDG_DATA_HOME/kiln, /var/lib/kiln for root]
+    #[arg(long, global = true, env = "KILN_ROOT", value_name = "DIR")]
+    pub(crate) root: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Parse a Dockerfile and print its syntax tree as JSON
+    Parse(cmd::parse::ParseArgs),
+    /// Create an image from a root filesystem tarball or directory
+    Import(cmd::store::ImportArgs),
+    /// List the images in the store
+    Images(cmd::store::ImagesArgs),
+    /// Give an image in the store another name
+    Tag(cmd::store::TagArgs),
+    /// Remove image names from the store
+    Rmi(cmd::store::RmiArgs),
+    /// Print an image's config and manifest as JSON
+    Inspect(cmd::store::InspectArgs),
+    /// Remove what no image or cache entry uses any more
+    Prune(cmd::store::PruneArgs),
+    /// Show how much disk the store uses
+    Du(cmd::store::DuArgs),
+    /// Tools for developers of kiln and of Dockerfiles
+    #[command(subcommand)]
+    Debug(DebugCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DebugCommand {
+    /// Print a Dockerfile's syntax tree in BuildKit's `Dump()` format
+    Dump(cmd::parse::DumpArgs),
+    /// Run one command in a sandbox on a root filesystem directory
+    Run(cmd::sandbox::RunArgs),
+}

@@ -1,0 +1,25 @@
+//! One module per group of commands; `run` dispatches.
+
+pub(crate) mod parse;
+pub(crate) mod sandbox;
+pub(crate) mod store;
+
+use std::process::ExitCode;
+
+use crate::args::{Cli, Command, DebugCommand};
+
+pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let global = &cli.global;
+    match cli.command {
+        Command::Parse(args) => parse::parse(args),
+        Command::Import(args) => store::import(global, args),
+        Command::Images(args) => store::images(global, args),
+        Command::Tag(args) => store::tag(global, args),
+        Command::Rmi(args) => store::rmi(global, args),
+        Command::Inspect(args) => store::inspect(global, args),
+        Command::Prune(args) => store::prune(global, args),
+        Command::Du(args) => store::du(global, args),
+        Command::Debug(DebugCommand::Dump(args)) => parse::dump(args),
+        Command::Debug(DebugCommand::Run(args)) => sandbox::run(global, args),
+    }
+}

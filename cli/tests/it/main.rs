@@ -1,0 +1,6 @@
+//! Integration tests of the `kiln` binary: one test binary, one module per topic.
+
+mod parse;
+mod sandbox;
+mod store;
+mod support;

@@ -1,0 +1,1 @@
+//! `kiln` parse commands, end to end through the binary.

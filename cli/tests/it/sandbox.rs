@@ -1,0 +1,1 @@
+//! `kiln` sandbox commands, end to end through the binary.

@@ -1,0 +1,1 @@
+//! `kiln` store commands, end to end through the binary.

@@ -1,0 +1,3 @@
+//! Image assembly (config, history, manifest, index) and outputs: the local store,
+//! OCI and Docker archives, a local directory, a registry.
+#![forbid(unsafe_code)]

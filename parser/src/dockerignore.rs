@@ -1,0 +1,1 @@
+//! `.dockerignore` patterns and matching with BuildKit semantics.

@@ -1,0 +1,1 @@
+//! Shell-word expansion for build-time substitution, as BuildKit does it.
