@@ -1,0 +1,6 @@
+//! Integration tests of kiln-parser, including the conformance suites in
+//! `../shared/conformance` (skipped with a message when that folder is absent).
+
+mod dockerfile;
+mod dockerignore;
+mod shell;
