@@ -1,2 +1,22 @@
-//! Dockerfile AST + build options -> build graph, cache keys, the scheduler and the operations.
+//! Dockerfile AST + build options -> build graph, cache keys, the scheduler and the
+//! operations.
+//!
+//! The parts, in the order a build uses them:
+//! - [`graph`]: a DAG of vertices (an operation plus its inputs), merged when identical.
+//! - [`cache_key`]: each vertex's [`cache_key::CacheKey`], built from the op, its inputs'
+//!   keys and the content it reads; the parts are kept to explain a cache miss.
+//! - [`cache_index`]: the persistent map from keys to results, and the stat memo that
+//!   spares re-reading unchanged context files.
+//! - [`scheduler`]: runs the vertices a target needs, in parallel, cancelling on failure.
+//! - [`progress`]: the events a front end renders.
+//!
+//! The solver never prints, never mounts and never forks: it calls the snapshotter and
+//! the sandbox for that, and reports through [`progress::Progress`].
 #![forbid(unsafe_code)]
+
+pub mod cache_index;
+pub mod cache_key;
+pub mod cancel;
+pub mod graph;
+pub mod progress;
+pub mod scheduler;

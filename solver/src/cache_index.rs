@@ -1,0 +1,371 @@
+//! The persistent cache index: cache key -> result, and the stat memo for context files.
+//!
+//! It lives in one SQLite database in the store (`cache.db`), in WAL mode. SQLite was
+//! chosen over redb or fjall because two kiln processes may build into one store at the
+//! same time: SQLite coordinates readers and a writer across processes, while redb and
+//! fjall lock the file to a single process. A transaction is atomic, so a build killed at
+//! any point leaves the index as it was before or after a write, never in between.
+//!
+//! The index only ever points at results that are already durable: callers commit a
+//! snapshot first and record it here second, so a crash between the two loses a cache
+//! entry, never a result.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::cache_key::{CacheKey, KeyPart};
+
+/// An error reading or writing the index.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IndexError {
+    /// The database could not be opened, read or written.
+    #[error("cache index {path}: {source}")]
+    Database {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A stored record could not be decoded; the entry is ignored by readers.
+    #[error("cache index {path}: a damaged record for key {key}: {reason}")]
+    Damaged {
+        /// The database file.
+        path: PathBuf,
+        /// The key whose record is damaged.
+        key: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+}
+
+/// What the index remembers about one cached result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheRecord {
+    /// The result, as the caller encoded it (e.g. a snapshot id and image config).
+    pub value: Vec<u8>,
+    /// The parts the key was made of, for `--explain`.
+    pub parts: Vec<KeyPart>,
+}
+
+/// A file's identity as `stat` shows it; unchanged identity means unchanged content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    /// Device number.
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: i64,
+    /// Status change time, nanoseconds since the epoch (changes with mode and owner too).
+    pub ctime_ns: i64,
+}
+
+/// The open index. Cheap calls, safe to share between threads.
+pub struct CacheIndex {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS results (
+    key       TEXT PRIMARY KEY,
+    value     BLOB NOT NULL,
+    parts     TEXT NOT NULL,
+    created   INTEGER NOT NULL,
+    last_used INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS last_parts (
+    name  TEXT PRIMARY KEY,
+    parts TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS stat_memo (
+    dev      INTEGER NOT NULL,
+    ino      INTEGER NOT NULL,
+    size     INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL,
+    digest   BLOB NOT NULL,
+    PRIMARY KEY (dev, ino)
+);
+";
+
+impl CacheIndex {
+    /// Opens (creating if needed) the index at `path`.
+    pub fn open(path: &Path) -> Result<CacheIndex, IndexError> {
+        let db_err = |source| IndexError::Database {
+            path: path.to_owned(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(db_err)?;
+        // Another kiln process may hold the write lock for a moment; wait rather than fail.
+        conn.busy_timeout(Duration::from_secs(30)).map_err(db_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db_err)?;
+        conn.execute_batch(SCHEMA).map_err(db_err)?;
+        Ok(CacheIndex {
+            path: path.to_owned(),
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn db_err(&self, source: rusqlite::Error) -> IndexError {
+        IndexError::Database {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave the connection half-changed
+        // (SQLite rolls back an unfinished transaction), so a poisoned lock is usable.
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The record for `key`, and marks it used now (for pruning by age).
+    pub fn get(&self, key: &CacheKey) -> Result<Option<CacheRecord>, IndexError> {
+        let conn = self.conn();
+        let row: Option<(Vec<u8>, String)> = conn
+            .query_row(
+                "SELECT value, parts FROM results WHERE key = ?1",
+                params![key.to_hex()],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.db_err(e))?;
+        let Some((value, parts)) = row else {
+            return Ok(None);
+        };
+        conn.execute(
+            "UPDATE results SET last_used = ?2 WHERE key = ?1",
+            params![key.to_hex(), now_secs()],
+        )
+        .map_err(|e| self.db_err(e))?;
+        let parts = serde_json::from_str(&parts).map_err(|e| IndexError::Damaged {
+            path: self.path.clone(),
+            key: key.to_hex(),
+            reason: e.to_string(),
+        })?;
+        Ok(Some(CacheRecord { value, parts }))
+    }
+
+    /// Records `key` -> `record`, replacing an older record for the same key.
+    pub fn put(&self, key: &CacheKey, record: &CacheRecord) -> Result<(), IndexError> {
+        let parts = serde_json::to_string(&record.parts).unwrap_or_else(|_| "[]".to_owned());
+        let now = now_secs();
+        self.conn()
+            .execute(
+                "INSERT INTO results (key, value, parts, created, last_used)
+                 VALUES (?1, ?2, ?3, ?4, ?4)
+                 ON CONFLICT(key) DO UPDATE SET value = ?2, parts = ?3, last_used = ?4",
+                params![key.to_hex(), record.value, parts, now],
+            )
+            .map_err(|e| self.db_err(e))?;
+        Ok(())
+    }
+
+    /// Forgets `key`.
+    pub fn remove(&self, key: &CacheKey) -> Result<(), IndexError> {
+        self.conn()
+            .execute("DELETE FROM results WHERE key = ?1", params![key.to_hex()])
+            .map_err(|e| self.db_err(e))?;
+        Ok(())
+    }
+
+    /// Every record's key and value, for pruning (which needs to know what is referenced).
+    pub fn entries(&self) -> Result<Vec<(CacheKey, Vec<u8>)>, IndexError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT key, value FROM results")
+            .map_err(|e| self.db_err(e))?;
+        let rows = stmt
+            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get(1)?)))
+            .map_err(|e| self.db_err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (key, value) = row.map_err(|e| self.db_err(e))?;
+            if let Some(key) = CacheKey::from_hex(&key) {
+                out.push((key, value));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The key parts last recorded under a step's stable name (e.g. `stage/step`), so the
+    /// next build can explain what changed for that step.
+    pub fn last_parts(&self, name: &str) -> Result<Option<Vec<KeyPart>>, IndexError> {
+        let parts: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT parts FROM last_parts WHERE name = ?1",
+                params![name],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| self.db_err(e))?;
+        Ok(parts.and_then(|p| serde_json::from_str(&p).ok()))
+    }
+
+    /// Records the key parts of a step's latest build under its stable name.
+    pub fn set_last_parts(&self, name: &str, parts: &[KeyPart]) -> Result<(), IndexError> {
+        let parts = serde_json::to_string(parts).unwrap_or_else(|_| "[]".to_owned());
+        self.conn()
+            .execute(
+                "INSERT INTO last_parts (name, parts) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET parts = ?2",
+                params![name, parts],
+            )
+            .map_err(|e| self.db_err(e))?;
+        Ok(())
+    }
+
+    /// The remembered content digest of a file whose stamp is unchanged.
+    pub fn memo_get(&self, stamp: &FileStamp) -> Result<Option<[u8; 32]>, IndexError> {
+        let digest: Option<Vec<u8>> = self
+            .conn()
+            .query_row(
+                "SELECT digest FROM stat_memo WHERE dev = ?1 AND ino = ?2 AND size = ?3
+                 AND mtime_ns = ?4 AND ctime_ns = ?5",
+                params![
+                    stamp.dev as i64,
+                    stamp.ino as i64,
+                    stamp.size as i64,
+                    stamp.mtime_ns,
+                    stamp.ctime_ns
+                ],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| self.db_err(e))?;
+        Ok(digest.and_then(|d| <[u8; 32]>::try_from(d.as_slice()).ok()))
+    }
+
+    /// Remembers many (stamp, digest) pairs in one transaction.
+    pub fn memo_put_all(&self, entries: &[(FileStamp, [u8; 32])]) -> Result<(), IndexError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.db_err(e))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO stat_memo (dev, ino, size, mtime_ns, ctime_ns, digest)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT(dev, ino) DO UPDATE SET size = ?3, mtime_ns = ?4,
+                     ctime_ns = ?5, digest = ?6",
+                )
+                .map_err(|e| self.db_err(e))?;
+            for (stamp, digest) in entries {
+                stmt.execute(params![
+                    stamp.dev as i64,
+                    stamp.ino as i64,
+                    stamp.size as i64,
+                    stamp.mtime_ns,
+                    stamp.ctime_ns,
+                    &digest[..]
+                ])
+                .map_err(|e| self.db_err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.db_err(e))
+    }
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache_key::KeyBuilder;
+
+    fn key(text: &str) -> CacheKey {
+        let mut b = KeyBuilder::new("t");
+        b.part("x", text.as_bytes());
+        b.finish().0
+    }
+
+    #[test]
+    fn results_survive_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("cache.db");
+        let record = CacheRecord {
+            value: b"snapshot-1".to_vec(),
+            parts: KeyBuilder::new("t").finish().1,
+        };
+        {
+            let index = CacheIndex::open(&path).expect("open");
+            assert_eq!(index.get(&key("a")).expect("get"), None);
+            index.put(&key("a"), &record).expect("put");
+        }
+        let index = CacheIndex::open(&path).expect("reopen");
+        assert_eq!(index.get(&key("a")).expect("get"), Some(record));
+        assert_eq!(index.entries().expect("entries").len(), 1);
+        index.remove(&key("a")).expect("remove");
+        assert_eq!(index.get(&key("a")).expect("get"), None);
+    }
+
+    #[test]
+    fn two_handles_share_one_database() {
+        // As two kiln processes would: separate connections, interleaved writes.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("cache.db");
+        let a = CacheIndex::open(&path).expect("open a");
+        let b = CacheIndex::open(&path).expect("open b");
+        let record = CacheRecord {
+            value: vec![1],
+            parts: vec![],
+        };
+        a.put(&key("1"), &record).expect("put a");
+        b.put(&key("2"), &record).expect("put b");
+        assert!(b.get(&key("1")).expect("get").is_some());
+        assert!(a.get(&key("2")).expect("get").is_some());
+    }
+
+    #[test]
+    fn memo_needs_an_identical_stamp() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let index = CacheIndex::open(&dir.path().join("cache.db")).expect("open");
+        let stamp = FileStamp {
+            dev: 1,
+            ino: 2,
+            size: 3,
+            mtime_ns: 4,
+            ctime_ns: 5,
+        };
+        index.memo_put_all(&[(stamp, [7; 32])]).expect("put");
+        assert_eq!(index.memo_get(&stamp).expect("get"), Some([7; 32]));
+        let touched = FileStamp {
+            mtime_ns: 6,
+            ..stamp
+        };
+        assert_eq!(index.memo_get(&touched).expect("get"), None);
+    }
+
+    #[test]
+    fn last_parts_explain_the_next_build() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let index = CacheIndex::open(&dir.path().join("cache.db")).expect("open");
+        let mut b = KeyBuilder::new("exec");
+        b.part("argv", b"make");
+        let (_, parts) = b.finish();
+        index.set_last_parts("build/3", &parts).expect("set");
+        assert_eq!(index.last_parts("build/3").expect("get"), Some(parts));
+        assert_eq!(index.last_parts("build/4").expect("get"), None);
+    }
+}
