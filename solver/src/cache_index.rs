@@ -250,6 +250,36 @@ impl CacheIndex {
         Ok(digest.and_then(|d| <[u8; 32]>::try_from(d.as_slice()).ok()))
     }
 
+    /// Every remembered (stamp, digest) pair, read in one query.
+    pub fn memo_all(&self) -> Result<Vec<(FileStamp, [u8; 32])>, IndexError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT dev, ino, size, mtime_ns, ctime_ns, digest FROM stat_memo")
+            .map_err(|e| self.db_err(e))?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((
+                    FileStamp {
+                        dev: row.get::<_, i64>(0)? as u64,
+                        ino: row.get::<_, i64>(1)? as u64,
+                        size: row.get::<_, i64>(2)? as u64,
+                        mtime_ns: row.get(3)?,
+                        ctime_ns: row.get(4)?,
+                    },
+                    row.get::<_, Vec<u8>>(5)?,
+                ))
+            })
+            .map_err(|e| self.db_err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (stamp, digest) = row.map_err(|e| self.db_err(e))?;
+            if let Ok(digest) = <[u8; 32]>::try_from(digest.as_slice()) {
+                out.push((stamp, digest));
+            }
+        }
+        Ok(out)
+    }
+
     /// Remembers many (stamp, digest) pairs in one transaction.
     pub fn memo_put_all(&self, entries: &[(FileStamp, [u8; 32])]) -> Result<(), IndexError> {
         if entries.is_empty() {

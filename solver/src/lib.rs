@@ -17,6 +17,7 @@
 pub mod cache_index;
 pub mod cache_key;
 pub mod cancel;
+pub mod context;
 pub mod graph;
 pub mod progress;
 pub mod scheduler;
