@@ -20,4 +20,5 @@ pub mod cancel;
 pub mod context;
 pub mod graph;
 pub mod progress;
+pub mod request;
 pub mod scheduler;
