@@ -1,0 +1,1 @@
+//! Registry push and pull (OCI distribution protocol) through oci-client.
