@@ -20,6 +20,7 @@ pub mod cancel;
 pub mod context;
 pub mod graph;
 pub mod layered_view;
+pub mod ops;
 pub mod progress;
 pub mod request;
 pub mod scheduler;
