@@ -19,6 +19,7 @@ pub mod cache_key;
 pub mod cancel;
 pub mod context;
 pub mod graph;
+pub mod image_config;
 pub mod layered_view;
 pub mod ops;
 pub mod progress;

@@ -1,0 +1,186 @@
+//! The image configuration a stage builds up: the `config` object of the image JSON, in
+//! Docker's field names (BuildKit writes Docker's extensions — `Healthcheck`, `OnBuild`,
+//! `Shell` — into OCI configs too), and the history.
+//!
+//! Metadata instructions (ENV, LABEL, CMD ...) change only this; they make no layer.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// An empty JSON object, the value type of `ExposedPorts` and `Volumes`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Empty {}
+
+/// `HEALTHCHECK`, as Docker stores it (durations in nanoseconds).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HealthConfig {
+    /// `["NONE"]`, `["CMD", args...]` or `["CMD-SHELL", command]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub test: Vec<String>,
+    /// Time between checks.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub interval: i64,
+    /// Time one check may take.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub timeout: i64,
+    /// Grace period after start.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub start_period: i64,
+    /// Time between checks during the start period.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub start_interval: i64,
+    /// Failures before unhealthy.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub retries: u32,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
+}
+
+fn is_zero_u32(v: &u32) -> bool {
+    *v == 0
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
+}
+
+/// The `config` object of an image: what a container of it starts with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerConfig {
+    /// `USER`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user: String,
+    /// `EXPOSE`, as `80/tcp`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub exposed_ports: BTreeMap<String, Empty>,
+    /// `ENV`, as `KEY=value`, in the order first set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+    /// `ENTRYPOINT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    /// `CMD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<Vec<String>>,
+    /// `VOLUME`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub volumes: BTreeMap<String, Empty>,
+    /// `WORKDIR`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub working_dir: String,
+    /// `LABEL`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// `STOPSIGNAL`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stop_signal: String,
+    /// Whether `Cmd`/`Entrypoint` are already escaped (Windows only; BuildKit sets it for
+    /// shell-form commands on Linux too, for compatibility).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub args_escaped: bool,
+    /// `HEALTHCHECK`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<HealthConfig>,
+    /// `ONBUILD` triggers, as written after the keyword.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_build: Vec<String>,
+    /// `SHELL`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shell: Vec<String>,
+}
+
+/// The `PATH` a container gets when its image sets none (Docker's and BuildKit's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+impl ContainerConfig {
+    /// The value of `key` in `Env`.
+    pub fn env_get(&self, key: &str) -> Option<&str> {
+        self.env.iter().rev().find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k == key).then_some(v)
+        })
+    }
+
+    /// Sets `key` in `Env`, in place when it is already there (order is kept, as Docker).
+    pub fn env_set(&mut self, key: &str, value: &str) {
+        let entry = format!("{key}={value}");
+        match self
+            .env
+            .iter_mut()
+            .find(|pair| pair.split_once('=').map_or(pair.as_str(), |(k, _)| k) == key)
+        {
+            Some(existing) => *existing = entry,
+            None => self.env.push(entry),
+        }
+    }
+
+    /// `Env` as (key, value) pairs.
+    pub fn env_pairs(&self) -> Vec<(String, String)> {
+        self.env
+            .iter()
+            .map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                (k.to_owned(), v.to_owned())
+            })
+            .collect()
+    }
+}
+
+/// One history entry of the image JSON.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct History {
+    /// When the step ran (RFC 3339), or `SOURCE_DATE_EPOCH`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    /// The instruction, in BuildKit's words.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub created_by: String,
+    /// `buildkit.dockerfile.v0` for steps of a Dockerfile.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub comment: String,
+    /// True when the step made no layer.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub empty_layer: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_keeps_order_and_replaces_in_place() {
+        let mut c = ContainerConfig::default();
+        c.env_set("PATH", DEFAULT_PATH);
+        c.env_set("A", "1");
+        c.env_set("PATH", "/bin");
+        assert_eq!(c.env, vec!["PATH=/bin".to_owned(), "A=1".to_owned()]);
+        assert_eq!(c.env_get("A"), Some("1"));
+        assert_eq!(c.env_get("B"), None);
+    }
+
+    #[test]
+    fn serialises_with_docker_field_names_and_omits_empty_fields() {
+        let mut c = ContainerConfig {
+            cmd: Some(vec!["sh".into()]),
+            working_dir: "/app".into(),
+            ..ContainerConfig::default()
+        };
+        c.exposed_ports.insert("80/tcp".into(), Empty {});
+        c.healthcheck = Some(HealthConfig {
+            test: vec!["NONE".into()],
+            ..HealthConfig::default()
+        });
+        assert_eq!(
+            serde_json::to_string(&c).expect("json"),
+            r#"{"ExposedPorts":{"80/tcp":{}},"Cmd":["sh"],"WorkingDir":"/app","Healthcheck":{"Test":["NONE"]}}"#
+        );
+        let back: ContainerConfig =
+            serde_json::from_str(&serde_json::to_string(&c).expect("json")).expect("parse");
+        assert_eq!(back, c);
+    }
+}
