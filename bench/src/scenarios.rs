@@ -1,0 +1,421 @@
+//! The scenarios of issue 9, each with its physical floor where one exists.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::inputs;
+use crate::measure::{self, Sample};
+use crate::report::Row;
+
+/// Everything the scenarios share: the kiln binary, the output dir, the run count and a
+/// busybox root filesystem to import as the base image.
+pub(crate) struct World {
+    kiln: PathBuf,
+    out: PathBuf,
+    runs: usize,
+    rootfs: PathBuf,
+}
+
+/// One scenario: a name for `--only`, a line of explanation, and its runner.
+pub(crate) struct Scenario {
+    pub(crate) name: &'static str,
+    pub(crate) about: &'static str,
+    pub(crate) run: fn(&World) -> Vec<Row>,
+}
+
+pub(crate) const ALL: &[Scenario] = &[
+    Scenario {
+        name: "parse",
+        about: "kiln parse of a 10,000-instruction Dockerfile",
+        run: parse,
+    },
+    Scenario {
+        name: "parallel",
+        about: "three independent stages that each sleep 2 s",
+        run: parallel,
+    },
+    Scenario {
+        name: "copy",
+        about: "COPY of 10,000 small files + 200 MiB: cold, noop, one-change, touch",
+        run: copy,
+    },
+    Scenario {
+        name: "run-100m",
+        about: "RUN writing 100 MiB, exported to the store and to type=oci",
+        run: run_100m,
+    },
+    Scenario {
+        name: "sandbox",
+        about: "50 RUN true steps",
+        run: sandbox,
+    },
+];
+
+impl World {
+    pub(crate) fn new(kiln: PathBuf, out: &Path, runs: usize) -> anyhow::Result<World> {
+        let out = fs::canonicalize(out)?;
+        let rootfs = out.join("busybox-rootfs");
+        make_busybox_rootfs(&rootfs)?;
+        Ok(World {
+            kiln,
+            out,
+            runs: runs.max(1),
+            rootfs,
+        })
+    }
+
+    fn kiln(&self, root: &Path, args: &[&str]) -> Vec<String> {
+        let mut argv = vec![
+            self.kiln.to_string_lossy().into_owned(),
+            "--root".to_owned(),
+            root.to_string_lossy().into_owned(),
+        ];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        argv
+    }
+
+    /// A fresh store with the busybox base image imported as `base` (not timed).
+    fn fresh_store(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let root = self.out.join("stores").join(name);
+        if root.exists() {
+            fs::remove_dir_all(&root)?;
+        }
+        fs::create_dir_all(&root)?;
+        let rootfs = self.rootfs.to_string_lossy().into_owned();
+        measure::time(
+            &self.kiln(&root, &["import", &rootfs, "base"]),
+            &self.out,
+            &[],
+        )?;
+        Ok(root)
+    }
+
+    /// Times `argv` `self.runs` times, calling `before(i)` (untimed) before each run.
+    fn repeat(
+        &self,
+        mut before: impl FnMut(usize) -> anyhow::Result<Vec<String>>,
+    ) -> Result<Vec<Sample>, String> {
+        let mut samples = Vec::new();
+        for i in 0..self.runs {
+            let argv = before(i).map_err(|e| format!("{e:#}"))?;
+            samples.push(measure::time(&argv, &self.out, &[]).map_err(|e| format!("{e:#}"))?);
+        }
+        Ok(samples)
+    }
+
+    fn write_dockerfile(&self, name: &str, text: &str) -> anyhow::Result<PathBuf> {
+        let dir = self.out.join("dockerfiles");
+        fs::create_dir_all(&dir)?;
+        let path = dir.join(name);
+        fs::write(&path, text)?;
+        Ok(path)
+    }
+}
+
+fn make_busybox_rootfs(root: &Path) -> anyhow::Result<()> {
+    if root.join("bin/busybox").exists() {
+        return Ok(());
+    }
+    let busybox = Path::new("/bin/busybox");
+    anyhow::ensure!(
+        busybox.exists(),
+        "/bin/busybox is missing: apt-get install busybox-static"
+    );
+    for dir in ["bin", "etc", "tmp", "root"] {
+        fs::create_dir_all(root.join(dir))?;
+    }
+    fs::copy(busybox, root.join("bin/busybox"))?;
+    let list = std::process::Command::new(busybox).arg("--list").output()?;
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))?;
+        }
+    }
+    fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
+    fs::write(root.join("etc/group"), "root:x:0:\n")?;
+    Ok(())
+}
+
+fn sh(script: &str) -> Vec<String> {
+    vec!["sh".into(), "-c".into(), script.into()]
+}
+
+fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+fn parse(w: &World) -> Vec<Row> {
+    let result = (|| -> anyhow::Result<Vec<Sample>> {
+        let file = w.write_dockerfile("parse.Dockerfile", &inputs::long_dockerfile(10_000))?;
+        let root = w.out.join("stores/parse");
+        let file = path_str(&file);
+        w.repeat(|_| Ok(w.kiln(&root, &["parse", "--json", &file])))
+            .map_err(anyhow::Error::msg)
+    })();
+    vec![
+        Row::new(
+            "parse",
+            "kiln parse --json (10k instructions)",
+            result.map_err(|e| format!("{e:#}")),
+        )
+        .note("includes process start and JSON output"),
+    ]
+}
+
+fn parallel(w: &World) -> Vec<Row> {
+    let text = "FROM base AS a\nRUN sleep 2 && echo 1 > /f\n\
+                FROM base AS b\nRUN sleep 2 && echo 2 > /f\n\
+                FROM base AS c\nRUN sleep 2 && echo 3 > /f\n\
+                FROM base\nCOPY --from=a /f /a\nCOPY --from=b /f /b\nCOPY --from=c /f /c\n";
+    let result = (|| -> anyhow::Result<Vec<Sample>> {
+        let file = path_str(&w.write_dockerfile("parallel.Dockerfile", text)?);
+        let ctx = w.out.join("empty-context");
+        fs::create_dir_all(&ctx)?;
+        let ctx = path_str(&ctx);
+        w.repeat(|_| {
+            let root = w.fresh_store("parallel")?;
+            Ok(w.kiln(
+                &root,
+                &[
+                    "build",
+                    &ctx,
+                    "-f",
+                    &file,
+                    "-t",
+                    "parallel",
+                    "--progress=plain",
+                ],
+            ))
+        })
+        .map_err(anyhow::Error::msg)
+    })();
+    vec![
+        Row::new(
+            "parallel",
+            "kiln build, cold",
+            result.map_err(|e| format!("{e:#}")),
+        )
+        .note("ideal: 2.0 s"),
+    ]
+}
+
+fn copy(w: &World) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let ctx = w.out.join("copy-context");
+    if let Err(e) = inputs::copy_context(&ctx, 10_000, 100, 200 << 20) {
+        return vec![Row::new("copy", "generate inputs", Err(e.to_string()))];
+    }
+    let ctx_s = path_str(&ctx);
+    let file = match w.write_dockerfile("copy.Dockerfile", "FROM base\nCOPY . /data\n") {
+        Ok(f) => path_str(&f),
+        Err(e) => return vec![Row::new("copy", "write Dockerfile", Err(e.to_string()))],
+    };
+    let build = |root: &Path| {
+        w.kiln(
+            root,
+            &[
+                "build",
+                &ctx_s,
+                "-f",
+                &file,
+                "-t",
+                "copy",
+                "--progress=plain",
+            ],
+        )
+    };
+
+    let cold = w.repeat(|_| Ok(build(&w.fresh_store("copy")?)));
+    rows.push(Row::new("copy-cold", "kiln build, cold", cold));
+    let dest = w.out.join("copy-dest");
+    let cp = w.repeat(|_| {
+        let _ = fs::remove_dir_all(&dest);
+        Ok(vec![
+            "cp".into(),
+            "-a".into(),
+            ctx_s.clone(),
+            path_str(&dest),
+        ])
+    });
+    rows.push(Row::new("copy-cold", "cp -a (floor)", cp));
+    let tar = w.repeat(|_| {
+        let _ = fs::remove_dir_all(&dest);
+        fs::create_dir_all(&dest)?;
+        Ok(sh(&format!(
+            "tar -C '{ctx_s}' -c . | tar -C '{}' -x",
+            dest.display()
+        )))
+    });
+    rows.push(Row::new("copy-cold", "tar -c | tar -x (floor)", tar));
+    let _ = fs::remove_dir_all(&dest);
+
+    let warm = match w.fresh_store("copy-warm") {
+        Ok(root) => root,
+        Err(e) => {
+            rows.push(Row::new("noop", "store", Err(format!("{e:#}"))));
+            return rows;
+        }
+    };
+    if let Err(e) = measure::time(&build(&warm), &w.out, &[]) {
+        rows.push(Row::new("noop", "first build", Err(format!("{e:#}"))));
+        return rows;
+    }
+    rows.push(
+        Row::new(
+            "noop",
+            "kiln build, unchanged",
+            w.repeat(|_| Ok(build(&warm))),
+        )
+        .note("goal: < 100 ms"),
+    );
+    let small = ctx.join("d000/f00000.bin");
+    rows.push(Row::new(
+        "one-change",
+        "kiln build after rewriting one small file",
+        w.repeat(|i| {
+            fs::write(&small, format!("changed {i}")).context("rewrite")?;
+            Ok(build(&warm))
+        }),
+    ));
+    rows.push(
+        Row::new(
+            "touch",
+            "kiln build after touching every file",
+            w.repeat(|_| {
+                touch_all(&ctx)?;
+                Ok(build(&warm))
+            }),
+        )
+        .note("must stay all-cached"),
+    );
+    // Leave the generated context as it was generated, for the next run of the bench.
+    let _ = fs::remove_file(ctx.join(".complete"));
+    rows
+}
+
+fn touch_all(dir: &Path) -> anyhow::Result<()> {
+    let now = std::time::SystemTime::now();
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            touch_all(&path)?;
+        } else {
+            fs::File::options()
+                .write(true)
+                .open(&path)?
+                .set_modified(now)?;
+        }
+    }
+    Ok(())
+}
+
+fn run_100m(w: &World) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let text = "FROM base\nRUN head -c 104857600 /dev/urandom > /big\n";
+    let file = match w.write_dockerfile("run100m.Dockerfile", text) {
+        Ok(f) => path_str(&f),
+        Err(e) => return vec![Row::new("run-100m", "write Dockerfile", Err(e.to_string()))],
+    };
+    let ctx = w.out.join("empty-context");
+    let _ = fs::create_dir_all(&ctx);
+    let ctx = path_str(&ctx);
+    rows.push(Row::new(
+        "run-100m",
+        "kiln build to the local store, cold",
+        w.repeat(|_| {
+            let root = w.fresh_store("run100m")?;
+            Ok(w.kiln(
+                &root,
+                &["build", &ctx, "-f", &file, "-t", "big", "--progress=plain"],
+            ))
+        }),
+    ));
+    let oci = w.out.join("run100m-oci.tar");
+    let oci_dest = format!("type=oci,dest={}", oci.display());
+    let root = w.out.join("stores/run100m");
+    rows.push(Row::new(
+        "run-100m",
+        "export to type=oci (RUN cached)",
+        w.repeat(|_| {
+            Ok(w.kiln(
+                &root,
+                &[
+                    "build",
+                    &ctx,
+                    "-f",
+                    &file,
+                    "-o",
+                    &oci_dest,
+                    "--progress=plain",
+                ],
+            ))
+        }),
+    ));
+    let big = w.out.join("big-100m.bin");
+    if let Err(e) = inputs::random_file(&big, 100 << 20, 9) {
+        rows.push(Row::new("run-100m", "generate", Err(e.to_string())));
+        return rows;
+    }
+    let big_dir = path_str(&w.out);
+    rows.push(Row::new(
+        "run-100m",
+        "tar -c | gzip (floor)",
+        w.repeat(|_| {
+            Ok(sh(&format!(
+                "tar -C '{big_dir}' -c big-100m.bin | gzip > /dev/null"
+            )))
+        }),
+    ));
+    rows.push(Row::new(
+        "run-100m",
+        "tar -c | pigz (floor)",
+        w.repeat(|_| {
+            Ok(sh(&format!(
+                "tar -C '{big_dir}' -c big-100m.bin | pigz > /dev/null"
+            )))
+        }),
+    ));
+    let _ = fs::remove_file(&big);
+    let _ = fs::remove_file(&oci);
+    rows
+}
+
+fn sandbox(w: &World) -> Vec<Row> {
+    let mut text = String::from("FROM base\n");
+    for i in 0..50 {
+        text.push_str(&format!("RUN true # {i}\n"));
+    }
+    let result = (|| -> anyhow::Result<Vec<Sample>> {
+        let file = path_str(&w.write_dockerfile("sandbox.Dockerfile", &text)?);
+        let ctx = w.out.join("empty-context");
+        fs::create_dir_all(&ctx)?;
+        let ctx = path_str(&ctx);
+        w.repeat(|_| {
+            let root = w.fresh_store("sandbox")?;
+            Ok(w.kiln(
+                &root,
+                &[
+                    "build",
+                    &ctx,
+                    "-f",
+                    &file,
+                    "-t",
+                    "steps",
+                    "--progress=plain",
+                ],
+            ))
+        })
+        .map_err(anyhow::Error::msg)
+    })();
+    let row = Row::new(
+        "sandbox",
+        "kiln build, 50 x RUN true, cold",
+        result.map_err(|e| format!("{e:#}")),
+    );
+    let per_step = row
+        .median()
+        .map(|m| format!("{:.1} ms per step", m * 1000.0 / 50.0));
+    vec![row.note(per_step.unwrap_or_default())]
+}
