@@ -1,0 +1,85 @@
+//! `RegistryConfig`: how kiln reaches registries (TLS roots, insecure hosts, mirrors,
+//! credentials, retries, parallelism).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::auth::AuthConfig;
+
+/// How to reach registries. Built once by the cli (from flags and the kiln config file)
+/// and handed to [`super::Registry::new`].
+#[derive(Clone, Debug)]
+pub struct RegistryConfig {
+    /// Where credentials come from.
+    pub auth: AuthConfig,
+    /// Extra PEM CA bundles trusted on top of the system roots (e.g. a private CA).
+    /// `SSL_CERT_FILE`/`SSL_CERT_DIR` are honoured by the system-roots loader already.
+    pub ca_files: Vec<PathBuf>,
+    /// Registries (`host[:port]`) allowed to use plain HTTP, like docker's
+    /// `--insecure-registry`. Loopback hosts (localhost, 127.0.0.0/8, ::1) are always
+    /// allowed. HTTPS is still tried first; plain HTTP only if it fails.
+    pub insecure_registries: Vec<String>,
+    /// Docker Hub mirrors (`https://mirror.example`, `http://127.0.0.1:5001`, or
+    /// `host[:port]`), tried in order before Docker Hub for pulls of `docker.io` images.
+    /// A mirror given with `http://` may be reached over plain HTTP.
+    pub mirrors: Vec<String>,
+    /// Retries of transient failures (5xx, 429, broken connections).
+    pub retry: RetryPolicy,
+    /// How many blobs one push uploads at the same time.
+    pub max_parallel_uploads: usize,
+    /// Connect timeout per request.
+    pub connect_timeout: Duration,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            auth: AuthConfig::default(),
+            ca_files: Vec::new(),
+            insecure_registries: Vec::new(),
+            mirrors: Vec::new(),
+            retry: RetryPolicy::default(),
+            max_parallel_uploads: 4,
+            connect_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Exponential backoff for transient failures: wait `initial_backoff`, doubling up to
+/// `max_backoff`, between at most `attempts` tries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Total tries, the first included (at least 1).
+    pub attempts: u32,
+    /// Wait before the second try.
+    pub initial_backoff: Duration,
+    /// Upper bound of one wait.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 5,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait after failed try number `attempt` (1-based), with up to 25% jitter so
+    /// parallel uploads that failed together do not retry in lockstep.
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .initial_backoff
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+        let base = exp.min(self.max_backoff);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let jitter = base.mul_f64(f64::from(nanos % 1000) / 4000.0);
+        base + jitter
+    }
+}
