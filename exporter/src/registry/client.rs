@@ -113,11 +113,29 @@ impl Registry {
             };
             // Try HTTPS, then HTTP; "any HTTP answer" means the scheme works.
             let (found, _) = retry(policy, op.what, |_| async {
-                let https = http.get(format!("https://{host}/v2/")).send().await;
-                if https.is_ok() {
-                    return Ok("https");
+                let https_error = match http.get(format!("https://{host}/v2/")).send().await {
+                    Ok(_) => return Ok("https"),
+                    Err(e) => chain(&e),
+                };
+                // The host speaks TLS but its certificate is not trusted: falling back to
+                // plain HTTP would hide the real problem (and send credentials in clear).
+                if https_error.to_ascii_lowercase().contains("certificate") {
+                    return Err(Failure::Fatal(Error::Connect {
+                        registry: host.to_owned(),
+                        reason: format!("{https_error} (add the registry's CA to the CA files)"),
+                    }));
                 }
                 match http.get(format!("http://{host}/v2/")).send().await {
+                    // A TLS server answering plain HTTP says 400 and is no registry.
+                    Ok(r)
+                        if r.status() == reqwest::StatusCode::BAD_REQUEST
+                            && !r.headers().contains_key("docker-distribution-api-version") =>
+                    {
+                        Err(Failure::Fatal(Error::Connect {
+                            registry: host.to_owned(),
+                            reason: https_error,
+                        }))
+                    }
                     Ok(_) => Ok("http"),
                     Err(e) if e.is_connect() => Err(Failure::Transient(chain(&e))),
                     Err(e) => Err(Failure::Fatal(Error::Connect {
