@@ -36,7 +36,10 @@ struct Inner {
 #[derive(Clone)]
 pub(crate) struct Endpoint {
     pub(crate) host: String,
+    /// Pulls, manifests, HEADs, mounts and chunked uploads (PATCH per 4 MiB).
     pub(crate) oci: oci_client::Client,
+    /// Single-request streamed uploads (POST, then one PUT with the whole body).
+    pub(crate) oci_single: oci_client::Client,
     pub(crate) auth: oci_client::secrets::RegistryAuth,
     http: reqwest::Client,
     scheme: &'static str,
@@ -159,25 +162,33 @@ impl Registry {
         } else {
             ClientProtocol::Https
         };
-        let oci_config = ClientConfig {
-            protocol,
+        // ClientConfig is not Clone (it may hold a resolver closure): build it twice.
+        let oci_config = |single_request: bool| ClientConfig {
+            protocol: protocol.clone(),
             extra_root_certificates: self.inner.certificates.clone(),
             connect_timeout: Some(self.inner.config.connect_timeout),
             max_concurrent_upload: self.inner.config.max_parallel_uploads.max(1),
+            use_monolithic_push: single_request,
             // kiln picks the platform itself (pull.rs); oci-client must not.
             platform_resolver: None,
             user_agent: concat!("kiln/", env!("CARGO_PKG_VERSION")),
             ..ClientConfig::default()
         };
-        let oci = oci_client::Client::try_from(oci_config).map_err(|e| Error::Connect {
-            registry: host.to_owned(),
-            reason: chain(&e),
-        })?;
+        let build = |config| {
+            oci_client::Client::try_from(config).map_err(|e| Error::Connect {
+                registry: host.to_owned(),
+                reason: chain(&e),
+            })
+        };
+        let oci = build(oci_config(false))?;
+        let oci_single = build(oci_config(true))?;
         let auth = credential.to_oci();
         oci.store_auth_if_needed(host, &auth).await;
+        oci_single.store_auth_if_needed(host, &auth).await;
         Ok(Endpoint {
             host: host.to_owned(),
             oci,
+            oci_single,
             auth,
             http,
             scheme,

@@ -5,8 +5,9 @@
 //! the `docker-credential-*` protocol) and `kiln login`/`logout` ([`auth`]); transport
 //! (HTTPS with the system roots plus extra CA files, plain HTTP only for loopback and
 //! insecure-listed registries, Docker Hub mirrors) in [`Registry`]; push of an image's
-//! blobs and manifest ([`Registry::push_image`]): HEAD, cross-repository mount, chunked
-//! streamed upload, in parallel, retried with backoff; pull ([`Registry::resolve`] to
+//! blobs and manifest ([`Registry::push_image`]): HEAD, cross-repository mount, upload
+//! streamed from a reader (one request, or chunked above a size), in parallel, retried
+//! with backoff; pull ([`Registry::resolve`] to
 //! one platform's manifest and config, [`Registry::pull_blob`] streamed and verified).
 //!
 //! **Refuses**: Docker schema 1 manifests; nested indexes; holding a layer in memory (blobs

@@ -2,14 +2,16 @@
 //!
 //! Per blob: HEAD (present -> skipped); else a cross-repository mount from a repository
 //! the caller or an earlier target of the same push named (201 -> mounted; a 202 — the
-//! registry starting an upload instead — or any error falls back); else a chunked
-//! upload streamed from the blob's reader (oci-client's `push_blob_stream`: POST, PATCH
-//! per 4 MiB, PUT ?digest=). Each step is retried on 5xx, 429 and broken connections; an
+//! registry starting an upload instead — or any error falls back); else an upload
+//! streamed from the blob's reader through oci-client's `push_blob_stream`: one request
+//! (POST, PUT ?digest= with the whole body) up to `chunked_upload_above`, a chunked one
+//! (POST, a PATCH per 4 MiB, PUT ?digest=) above it or after a 413. Each step is retried on 5xx, 429 and broken connections; an
 //! upload restarts from byte 0 with a freshly opened reader.
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use futures_util::{StreamExt as _, TryStreamExt as _};
 use oci_client::errors::OciDistributionError;
@@ -264,6 +266,8 @@ impl Registry {
                 return Ok(report(BlobOutcome::Mounted { from: from.clone() }, 1));
             }
         }
+        let chunked =
+            std::sync::atomic::AtomicBool::new(blob.size > self.config().chunked_upload_above);
         let (_, attempts) = retry(policy, &format!("upload of {what}"), |_| async {
             let stream = reader_stream(blob).map_err(|source| {
                 Failure::Fatal(Error::BlobSource {
@@ -271,8 +275,12 @@ impl Registry {
                     source,
                 })
             })?;
-            endpoint
-                .oci
+            let client = if chunked.load(Ordering::Relaxed) {
+                &endpoint.oci
+            } else {
+                &endpoint.oci_single
+            };
+            client
                 .push_blob_stream(&reference, stream, digest, Some(blob.size))
                 .await
                 .map_err(|e| match e {
@@ -282,6 +290,14 @@ impl Registry {
                             digest: digest.to_owned(),
                             source: std::io::Error::other(m[LOCAL_READ.len()..].to_owned()),
                         })
+                    }
+                    // Request body too large for the registry (or a proxy): go chunked.
+                    OciDistributionError::ServerError { code: 413, .. }
+                        if !chunked.swap(true, Ordering::Relaxed) =>
+                    {
+                        Failure::Transient(
+                            "HTTP 413: body too large; switching to a chunked upload".to_owned(),
+                        )
                     }
                     other => classify(&op, other),
                 })

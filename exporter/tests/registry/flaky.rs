@@ -11,6 +11,15 @@ use crate::support::{
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_is_retried_after_a_dropped_connection() {
+    retried_push(RegistryConfig::default().chunked_upload_above).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_push_is_retried_after_a_dropped_connection() {
+    retried_push(1 << 20).await;
+}
+
+async fn retried_push(chunked_upload_above: u64) {
     if !tools_present() {
         return;
     }
@@ -19,7 +28,11 @@ async fn push_is_retried_after_a_dropped_connection() {
     let proxy = FlakyProxy::start(server.port, Direction::Upload, 1, 1 << 20);
     let work = tempfile::tempdir().unwrap();
     let image = TestImage::new(work.path(), 8, &[6_000_000], "amd64", &OCI);
-    let registry = Registry::new(config()).unwrap();
+    let registry = Registry::new(RegistryConfig {
+        chunked_upload_above,
+        ..config()
+    })
+    .unwrap();
     let via_proxy = ImageRef::parse(&format!("127.0.0.1:{}/flaky/app:1", proxy.port)).unwrap();
 
     let report = registry

@@ -1,6 +1,6 @@
 //! Push a generated image, check it with skopeo, push again, pull it back, mount it.
 
-use kiln_exporter::registry::{BlobOutcome, Digest, ImageRef, Platform, Registry};
+use kiln_exporter::registry::{BlobOutcome, Digest, ImageRef, Platform, Registry, RegistryConfig};
 
 use crate::support::{
     OCI, RegistryServer, ServerOptions, TestImage, config, skopeo, skopeo_inspect, tools_present,
@@ -125,6 +125,24 @@ async fn push_inspect_repush_pull_and_mount() {
         "{mounted:#?}"
     );
     skopeo_inspect(&format!("{host}/other/app:1"), None);
+
+    // Large blobs go up chunked (a PATCH per 4 MiB); the result is the same image.
+    let chunked = Registry::new(RegistryConfig {
+        chunked_upload_above: 1 << 20,
+        ..config()
+    })
+    .unwrap();
+    let target = ImageRef::parse(&format!("{host}/chunked/app:1")).unwrap();
+    let report = chunked
+        .push_image(std::slice::from_ref(&target), &image.push_image())
+        .await
+        .unwrap();
+    assert_eq!(report.uploaded(), 3, "{report:#?}");
+    let inspect = skopeo_inspect(&target.to_string(), None);
+    assert_eq!(
+        inspect["Digest"].as_str().unwrap(),
+        image.manifest_digest().as_str()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
