@@ -37,7 +37,7 @@ fn build_image(dir: &Path, megabytes: usize) -> Image {
     drop(tar);
     let gz_path = dir.join("layer.tar.gz");
     let status = Command::new("pigz")
-        .args(["-0", "-c"])
+        .args(["-0", "-n", "-c"])
         .arg(&tar_path)
         .stdout(std::fs::File::create(&gz_path).unwrap())
         .status()

@@ -1,7 +1,8 @@
-//! Images kiln did not push: from `skopeo copy`, multi-platform indexes, Docker schema2.
+//! Images kiln did not push: from `skopeo copy`, multi-platform indexes, Docker schema2,
+//! Docker Hub names through a mirror.
 
 use kiln_exporter::registry::{
-    DOCKER_MANIFEST, Digest, ImageRef, OCI_INDEX, Platform, PushImage, Registry,
+    DOCKER_MANIFEST, Digest, ImageRef, OCI_INDEX, Platform, PushImage, Registry, RegistryConfig,
 };
 
 use crate::support::{
@@ -186,4 +187,43 @@ fn gunzip(data: &[u8]) -> Vec<u8> {
     writer.join().unwrap();
     assert!(out.status.success());
     out.stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_hub_names_are_pulled_through_the_mirror() {
+    if !tools_present() {
+        return;
+    }
+    let mirror = RegistryServer::start(ServerOptions::default());
+    let work = tempfile::tempdir().unwrap();
+    let image = TestImage::new(work.path(), 11, &[3000], "amd64", &OCI);
+    let registry = Registry::new(RegistryConfig {
+        mirrors: vec![format!("http://{}", mirror.host())],
+        ..config()
+    })
+    .unwrap();
+    // Seed the mirror as a pull-through cache would hold it: library/busybox:latest.
+    let seeded = ImageRef::parse(&format!("{}/library/busybox:latest", mirror.host())).unwrap();
+    registry
+        .push_image(&[seeded], &image.push_image())
+        .await
+        .unwrap();
+
+    // `busybox` is docker.io/library/busybox:latest, served here by the mirror alone
+    // (the machine has no route to Docker Hub).
+    let busybox = ImageRef::parse("busybox").unwrap();
+    let resolved = registry
+        .resolve(&busybox, &Platform::parse("linux/amd64").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resolved.host, mirror.host());
+    assert_eq!(resolved.reference, busybox);
+    assert_eq!(resolved.manifest_digest, image.manifest_digest());
+    let (digest, _, _) = resolved.layers().remove(0);
+    let mut got = Vec::new();
+    registry
+        .pull_blob(&busybox, &digest, &mut got)
+        .await
+        .unwrap();
+    assert!(got == image.layers[0]);
 }
