@@ -43,7 +43,6 @@ pub(crate) struct Endpoint {
     pub(crate) auth: oci_client::secrets::RegistryAuth,
     http: reqwest::Client,
     scheme: &'static str,
-    credential: Credential,
 }
 
 impl Registry {
@@ -192,7 +191,6 @@ impl Registry {
             auth,
             http,
             scheme,
-            credential,
         })
     }
 
@@ -322,12 +320,6 @@ impl Endpoint {
                 reason: format!("HTTP {s}"),
             }),
         }
-    }
-
-    /// The credential in use (for messages and tests).
-    #[allow(dead_code)]
-    pub(crate) fn credential(&self) -> &Credential {
-        &self.credential
     }
 }
 
