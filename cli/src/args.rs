@@ -43,6 +43,10 @@ pub(crate) enum Command {
     Prune(cmd::store::PruneArgs),
     /// Show how much disk the store uses
     Du(cmd::store::DuArgs),
+    /// Log in to a registry (credentials go to docker's config.json)
+    Login(cmd::registry::LoginArgs),
+    /// Log out from a registry
+    Logout(cmd::registry::LogoutArgs),
     /// Tools for developers of kiln and of Dockerfiles
     #[command(subcommand)]
     Debug(DebugCommand),

@@ -1,6 +1,7 @@
 //! One module per group of commands; `run` dispatches.
 
 pub(crate) mod parse;
+pub(crate) mod registry;
 pub(crate) mod sandbox;
 pub(crate) mod store;
 
@@ -19,6 +20,8 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect(args) => store::inspect(global, args),
         Command::Prune(args) => store::prune(global, args),
         Command::Du(args) => store::du(global, args),
+        Command::Login(args) => registry::login(global, args),
+        Command::Logout(args) => registry::logout(global, args),
         Command::Debug(DebugCommand::Dump(args)) => parse::dump(args),
         Command::Debug(DebugCommand::Run(args)) => sandbox::run(global, args),
     }
