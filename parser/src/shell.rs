@@ -1,1 +1,0 @@
-//! Shell-word expansion for build-time substitution, as BuildKit does it.
