@@ -12,6 +12,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use kiln_parser::dockerignore::{Matcher, ParentMatches};
 use rayon::prelude::*;
 
 use crate::cache_index::{CacheIndex, FileStamp, IndexError};
@@ -43,6 +44,9 @@ pub enum ContextError {
         /// The path as given.
         path: String,
     },
+    /// A `.dockerignore` pattern is invalid.
+    #[error(transparent)]
+    Ignore(#[from] kiln_parser::dockerignore::Error),
     /// The stat memo could not be used.
     #[error(transparent)]
     Index(#[from] IndexError),
@@ -85,14 +89,12 @@ pub struct ContextTree {
 }
 
 impl ContextTree {
-    /// Walks `root` without following symlinks, leaving out every path for which
-    /// `excluded(path, is_dir)` is true. An excluded directory is still walked, because a
-    /// later `!` pattern may bring back something inside it; its own entry is kept only
-    /// if something inside survives.
-    pub fn scan(
-        root: &Path,
-        excluded: &(dyn Fn(&str, bool) -> bool + Sync),
-    ) -> Result<ContextTree, ContextError> {
+    /// Walks `root` without following symlinks, leaving out every path `ignore` (the
+    /// `.dockerignore` patterns) excludes. An excluded directory is still walked, because
+    /// a later `!` pattern may bring back something inside it; its own entry is kept only
+    /// if something inside survives. Each directory's per-pattern results are passed to
+    /// its children, so no file re-matches its parents.
+    pub fn scan(root: &Path, ignore: &Matcher) -> Result<ContextTree, ContextError> {
         let io = |path: &Path, source| ContextError::Io {
             path: path.to_owned(),
             source,
@@ -100,8 +102,8 @@ impl ContextTree {
         let meta = fs::symlink_metadata(root).map_err(|e| io(root, e))?;
         let mut entries = BTreeMap::new();
         entries.insert(String::new(), entry_from(&meta, None));
-        let mut stack = vec![(root.to_owned(), String::new())];
-        while let Some((dir, rel_dir)) = stack.pop() {
+        let mut stack = vec![(root.to_owned(), String::new(), ParentMatches::default())];
+        while let Some((dir, rel_dir, parent)) = stack.pop() {
             let read = fs::read_dir(&dir).map_err(|e| io(&dir, e))?;
             for item in read {
                 let item = item.map_err(|e| io(&dir, e))?;
@@ -124,10 +126,16 @@ impl ContextTree {
                 } else {
                     None
                 };
+                let (decision, here) = if ignore.is_empty() {
+                    (false, ParentMatches::default())
+                } else {
+                    let (decision, here) = ignore.decide_with_parent(&rel, &parent)?;
+                    (decision.excluded, here)
+                };
                 if is_dir {
-                    stack.push((path, rel.clone()));
+                    stack.push((path, rel.clone(), here));
                 }
-                if !excluded(&rel, is_dir) {
+                if !decision {
                     entries.insert(rel, entry_from(&meta, target));
                 }
             }
@@ -378,21 +386,20 @@ mod tests {
         dir
     }
 
-    fn no_excludes(_: &str, _: bool) -> bool {
-        false
+    fn no_excludes() -> Matcher {
+        Matcher::default()
     }
 
     fn digest(dir: &Path, sources: &[&str]) -> [u8; 32] {
-        let t = ContextTree::scan(dir, &no_excludes).expect("scan");
+        let t = ContextTree::scan(dir, &no_excludes()).expect("scan");
         t.digest(sources, &ContentMemo::empty()).expect("digest")
     }
 
     #[test]
     fn scan_lists_files_and_keeps_parents_of_reincluded_files() {
         let dir = tree(&[("a.txt", "a"), ("docs/x.md", "x"), ("docs/keep.md", "k")]);
-        // Exclude docs and everything in it except keep.md, as `docs` + `!docs/keep.md`.
-        let excluded = |p: &str, _: bool| p.starts_with("docs") && p != "docs/keep.md";
-        let t = ContextTree::scan(dir.path(), &excluded).expect("scan");
+        let ignore = Matcher::new(&["docs", "!docs/keep.md"]).expect("patterns");
+        let t = ContextTree::scan(dir.path(), &ignore).expect("scan");
         let names: Vec<&str> = t.entries().map(|(k, _)| k).collect();
         assert_eq!(names, vec!["", "a.txt", "docs", "docs/keep.md"]);
     }
@@ -424,7 +431,7 @@ mod tests {
     fn digest_covers_only_the_selected_sources() {
         let dir = tree(&[("a/x", "1"), ("a.txt", "2"), ("b", "3")]);
         let a = digest(dir.path(), &["a"]);
-        let t = ContextTree::scan(dir.path(), &no_excludes).expect("scan");
+        let t = ContextTree::scan(dir.path(), &no_excludes()).expect("scan");
         let under_a: Vec<&str> = t.subtree("a").map(|(k, _)| k).collect();
         assert_eq!(under_a, vec!["a", "a/x"]);
         fs::write(dir.path().join("b"), "other").expect("write");
@@ -454,7 +461,7 @@ mod tests {
         let dir = tree(&[("a", "1"), ("b", "2")]);
         let store = tempfile::tempdir().expect("tempdir");
         let index = CacheIndex::open(&store.path().join("cache.db")).expect("index");
-        let t = ContextTree::scan(dir.path(), &no_excludes).expect("scan");
+        let t = ContextTree::scan(dir.path(), &no_excludes()).expect("scan");
         let first = ContentMemo::load(&index).expect("memo");
         let d1 = t.digest(&[""], &first).expect("digest");
         assert_eq!(first.misses(), 2);
@@ -467,7 +474,7 @@ mod tests {
     #[test]
     fn missing_source_is_named() {
         let dir = tree(&[("a", "1")]);
-        let t = ContextTree::scan(dir.path(), &no_excludes).expect("scan");
+        let t = ContextTree::scan(dir.path(), &no_excludes()).expect("scan");
         let err = t
             .digest(&["nope"], &ContentMemo::empty())
             .expect_err("missing");

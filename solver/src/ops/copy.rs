@@ -473,7 +473,7 @@ mod tests {
     }
 
     fn copy_from_context(w: &World, sources: &[&str], dest: &str, options: CopyOptions) {
-        let tree = ContextTree::scan(&w.context, &|_, _| false).expect("scan");
+        let tree = ContextTree::scan(&w.context, &Default::default()).expect("scan");
         let sources: Vec<String> = sources.iter().map(|s| s.to_string()).collect();
         copy(
             &CopyFrom::Context(&tree),
@@ -607,7 +607,7 @@ mod tests {
         copy_from_context(&w, &["link"], "/copied", CopyOptions::default());
         copy_from_context(&w, &["d"], "/d", CopyOptions::default());
         // An absolute link is resolved inside the context, never on the host.
-        let tree = ContextTree::scan(&w.context, &|_, _| false).expect("scan");
+        let tree = ContextTree::scan(&w.context, &Default::default()).expect("scan");
         let err = copy(
             &CopyFrom::Context(&tree),
             &["escape".to_owned()],

@@ -1,4 +1,146 @@
-//! The operations a vertex can run. The scheduler knows none of them; the solver's
-//! vertex runner matches on the op and calls one of these modules.
+//! The operations a vertex can run, as plain data. The scheduler knows none of them; the
+//! solver's vertex runner matches on [`Op`] and calls the module that runs it.
+//!
+//! An op holds everything that decides its result, and nothing else: its canonical bytes
+//! (serde JSON, fields in declaration order, maps ordered) are the first part of its cache
+//! key. What only labels a step (its Dockerfile line, its progress name) lives on the
+//! vertex, not here.
 
 pub mod copy;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::request::NetworkMode;
+
+/// One operation of the build graph.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// The empty filesystem (`FROM scratch`).
+    Scratch,
+    /// An image's filesystem, identified by its manifest digest (resolved before the build).
+    Image {
+        /// The reference as resolved, e.g. `docker.io/library/busybox:latest`.
+        reference: String,
+        /// The manifest digest: the identity of the content.
+        digest: String,
+    },
+    /// A build context (the main one is named `context`); its content enters the keys of
+    /// the ops that read it, never as a whole.
+    Context {
+        /// `context` or the `--build-context` name.
+        name: String,
+    },
+    /// A process run in a sandbox on input 0's filesystem (`RUN`).
+    Exec(ExecOp),
+    /// Files copied from input 1 (a context or a stage) onto input 0 (`COPY`, `ADD`).
+    Copy(CopyOp),
+    /// A directory made on input 0 (`WORKDIR`).
+    Mkdir(MkdirOp),
+}
+
+/// `RUN`: what runs, as whom, where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExecOp {
+    /// The command and its arguments (shell form already wrapped in the SHELL).
+    pub argv: Vec<String>,
+    /// The environment: the image's `Env` with the ARGs in scope.
+    pub env: Vec<String>,
+    /// The working directory, absolute; created if missing.
+    pub cwd: String,
+    /// `uid[:gid]` or names, as `USER` says; empty means root.
+    pub user: String,
+    /// The network the process sees.
+    pub network: NetworkMode,
+    /// Extra mounts (`RUN --mount`), in order.
+    pub mounts: Vec<ExecMount>,
+}
+
+/// One `RUN --mount`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ExecMount {
+    /// A read-only (or throw-away writable) view of another input.
+    Bind {
+        /// Which input of the vertex.
+        input: usize,
+        /// Path inside that input.
+        source: String,
+        /// Where it appears.
+        target: String,
+        /// Writable, with changes discarded.
+        rw: bool,
+    },
+    /// A persistent cache directory.
+    Cache {
+        /// The cache's id.
+        id: String,
+        /// Where it appears.
+        target: String,
+        /// `shared`, `private` or `locked`.
+        sharing: String,
+    },
+    /// An empty tmpfs.
+    Tmpfs {
+        /// Where it appears.
+        target: String,
+        /// Its size limit in bytes (0: the kernel's default).
+        size: u64,
+    },
+    /// A secret file; its content is not part of the op (and never of a key).
+    Secret {
+        /// The secret's id.
+        id: String,
+        /// Where it appears.
+        target: String,
+        /// Fail when the secret was not given.
+        required: bool,
+    },
+}
+
+/// `COPY`/`ADD`: sources from input 1 to a destination on input 0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CopyOp {
+    /// Source paths or patterns, relative to the source root, as written after expansion.
+    pub sources: Vec<String>,
+    /// Destination, absolute (joined with WORKDIR already).
+    pub dest: String,
+    /// The destination is a directory (ends with `/`).
+    pub dest_is_dir: bool,
+    /// `--chown` as written (names are resolved against the destination's files).
+    pub chown: Option<String>,
+    /// `--chmod` bits.
+    pub chmod: Option<u32>,
+    /// Patterns left out (`--exclude`).
+    pub excludes: Vec<String>,
+}
+
+/// `WORKDIR`: make a directory (and its parents).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MkdirOp {
+    /// Absolute path.
+    pub path: String,
+    /// Owner of directories it creates, as `USER` says (empty: root).
+    pub user: String,
+}
+
+/// Labels for the ops, for progress lines when no Dockerfile line is at hand.
+pub fn describe(op: &Op) -> String {
+    match op {
+        Op::Scratch => "scratch".to_owned(),
+        Op::Image { reference, .. } => format!("FROM {reference}"),
+        Op::Context { name } => format!("load build context {name}"),
+        Op::Exec(exec) => format!("RUN {}", exec.argv.join(" ")),
+        Op::Copy(copy) => format!("COPY {} {}", copy.sources.join(" "), copy.dest),
+        Op::Mkdir(mkdir) => format!("WORKDIR {}", mkdir.path),
+    }
+}
+
+/// Key-value pairs of an env list, for ops that need lookups.
+pub fn env_map(env: &[String]) -> BTreeMap<&str, &str> {
+    env.iter()
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+        .collect()
+}
