@@ -1,0 +1,199 @@
+//! Parse errors: where (a [`Span`]), what, and how to fix it, rendered like rustc.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// A place in the Dockerfile: byte offsets and 1-based line/column of the start, and the
+/// last line (continuation lines and heredoc bodies belong to their instruction).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Span {
+    /// Byte offset of the first character.
+    pub start: usize,
+    /// Byte offset just past the last character.
+    pub end: usize,
+    /// 1-based line of the first character.
+    pub line: usize,
+    /// 1-based column (in characters) of the first character.
+    pub col: usize,
+    /// 1-based last line.
+    pub end_line: usize,
+}
+
+/// What is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The file has no instruction at all.
+    #[error("file with no instructions")]
+    Empty,
+    /// A physical line is longer than BuildKit's scanner accepts.
+    #[error("dockerfile line greater than max allowed size of 65535")]
+    LineTooLong,
+    /// A parser directive is repeated or has a bad value.
+    #[error("{0}")]
+    Directive(String),
+    /// An instruction keyword kiln does not know.
+    #[error("unknown instruction: {0}")]
+    UnknownInstruction(String),
+    /// A `--flag` the instruction does not take.
+    #[error("unknown flag: {0}")]
+    UnknownFlag(String),
+    /// A flag with a bad value.
+    #[error("{0}")]
+    BadFlag(String),
+    /// Too few or too many arguments, or malformed ones.
+    #[error("{0}")]
+    Arguments(String),
+    /// JSON where only a JSON array of strings is allowed.
+    #[error("{0}")]
+    Json(String),
+    /// A heredoc whose terminator never comes.
+    #[error("unterminated heredoc")]
+    UnterminatedHeredoc,
+    /// A quote that never closes.
+    #[error("{0}")]
+    Quote(String),
+}
+
+/// A parse error: what is wrong and where, with an optional hint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    /// Where.
+    pub span: Span,
+    /// What.
+    pub kind: ErrorKind,
+    /// How to fix it, when there is something to say.
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.span.line, self.kind)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl Error {
+    pub(crate) fn new(span: Span, kind: ErrorKind) -> Error {
+        Error {
+            span,
+            kind,
+            hint: None,
+        }
+    }
+
+    pub(crate) fn with_hint(mut self, hint: impl Into<String>) -> Error {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// The error as a person should read it:
+    ///
+    /// ```text
+    /// Dockerfile:3:1: unknown instruction: RUNN
+    ///   |
+    /// 3 | RUNN echo hi
+    ///   | ^^^^
+    ///   = hint: did you mean RUN?
+    /// ```
+    pub fn render(&self, file_name: &str, source: &str) -> String {
+        let line_no = self.span.line.max(1);
+        let mut out = format!(
+            "{file_name}:{line_no}:{}: {}\n",
+            self.span.col.max(1),
+            self.kind
+        );
+        if let Some(line) = source.lines().nth(line_no - 1) {
+            let line = line
+                .strip_prefix('\u{feff}')
+                .unwrap_or(line)
+                .trim_end_matches('\r');
+            let gutter = " ".repeat(line_no.to_string().len());
+            let col = self.span.col.max(1);
+            let width = if self.span.end > self.span.start && self.span.end_line <= line_no {
+                source
+                    .get(self.span.start..self.span.end)
+                    .map(|s| s.chars().count())
+                    .unwrap_or(1)
+            } else {
+                line.chars().count().saturating_sub(col - 1)
+            }
+            .clamp(1, 80);
+            out.push_str(&format!("{gutter} |\n{line_no} | {line}\n"));
+            out.push_str(&format!(
+                "{gutter} | {}{}\n",
+                " ".repeat(col - 1),
+                "^".repeat(width)
+            ));
+            if let Some(hint) = &self.hint {
+                out.push_str(&format!("{gutter} = hint: {hint}\n"));
+            }
+        } else if let Some(hint) = &self.hint {
+            out.push_str(&format!("  = hint: {hint}\n"));
+        }
+        out
+    }
+}
+
+/// The closest of `candidates` to `word` (case-insensitive), if it is close enough to be
+/// a plausible typo.
+pub(crate) fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let word = word.to_lowercase();
+    candidates
+        .iter()
+        .map(|c| (edit_distance(&word, &c.to_lowercase()), *c))
+        .filter(|(d, c)| *d <= (c.len() / 3).max(1) + usize::from(c.len() > 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions() {
+        let all = ["run", "copy", "workdir", "entrypoint"];
+        assert_eq!(did_you_mean("RUNN", &all), Some("run"));
+        assert_eq!(did_you_mean("cpy", &all), Some("copy"));
+        assert_eq!(did_you_mean("entrypiont", &all), Some("entrypoint"));
+        assert_eq!(did_you_mean("banana", &all), None);
+    }
+
+    #[test]
+    fn renders_like_rustc() {
+        let source = "FROM x\nRUNN echo\n";
+        let err = Error::new(
+            Span {
+                start: 7,
+                end: 11,
+                line: 2,
+                col: 1,
+                end_line: 2,
+            },
+            ErrorKind::UnknownInstruction("RUNN".into()),
+        )
+        .with_hint("did you mean RUN?");
+        assert_eq!(
+            err.render("Dockerfile", source),
+            "Dockerfile:2:1: unknown instruction: RUNN\n  |\n2 | RUNN echo\n  | ^^^^\n  = hint: did you mean RUN?\n"
+        );
+    }
+}
