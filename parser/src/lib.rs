@@ -3,13 +3,16 @@
 //! Pure: no I/O beyond the text it is given, no panics on any input (fuzzed).
 #![forbid(unsafe_code)]
 
+pub mod ast;
 pub mod dockerignore;
 mod error;
+mod instruction;
 mod lines;
 mod node;
 pub mod shell;
 mod words;
 
+pub use ast::{Dockerfile, Instruction, Kind, Stage};
 pub use error::{Error, ErrorKind, Span};
 pub use lines::{Directives, Heredoc, Warning};
 pub use node::Node;
@@ -65,4 +68,66 @@ pub fn parse_nodes(text: &str) -> Result<NodeTree, Error> {
         nodes,
         warnings: scanned.warnings,
     })
+}
+
+/// Parses a Dockerfile into stages of typed instructions.
+pub fn parse(text: &str) -> Result<Dockerfile, Error> {
+    let tree = parse_nodes(text)?;
+    let mut global_args = Vec::new();
+    let mut stages: Vec<Stage> = Vec::new();
+    for node in &tree.nodes {
+        let instruction = instruction::instruction(node)?;
+        match instruction.kind {
+            Kind::From(from) => stages.push(Stage {
+                index: stages.len(),
+                name: from.alias.as_ref().map(|a| a.to_lowercase()),
+                from,
+                span: instruction.span,
+                instructions: Vec::new(),
+            }),
+            Kind::Arg(_) if stages.is_empty() => global_args.push(instruction),
+            _ => match stages.last_mut() {
+                Some(stage) => stage.instructions.push(instruction),
+                None => {
+                    let keyword = instruction.keyword.to_uppercase();
+                    return Err(Error::new(
+                        instruction.span,
+                        ErrorKind::Arguments(format!(
+                            "{keyword} comes before any FROM; only ARG may come before the first FROM"
+                        )),
+                    )
+                    .with_hint("start the Dockerfile with FROM IMAGE"));
+                }
+            },
+        }
+    }
+    if stages.is_empty() {
+        let span = tree.nodes.last().map(|n| n.span).unwrap_or_default();
+        return Err(Error::new(
+            span,
+            ErrorKind::Arguments(
+                "the Dockerfile has no FROM: there is no stage to build".to_owned(),
+            ),
+        )
+        .with_hint("add FROM IMAGE (or FROM scratch)"));
+    }
+    Ok(Dockerfile {
+        directives: tree.directives,
+        global_args,
+        stages,
+        warnings: tree.warnings,
+    })
+}
+
+/// Parses one instruction line, such as `CMD ["/bin/sh"]` (for `kiln import -c`).
+pub fn parse_instruction(text: &str) -> Result<Instruction, Error> {
+    let tree = parse_nodes(text)?;
+    match tree.nodes.as_slice() {
+        [node] => instruction::instruction(node),
+        _ => Err(Error::new(
+            tree.nodes.get(1).map(|n| n.span).unwrap_or_default(),
+            ErrorKind::Arguments("expected exactly one instruction".to_owned()),
+        )
+        .with_hint("give one instruction per -c/--change")),
+    }
 }

@@ -91,7 +91,7 @@ fn real_world_dockerfiles_parse() {
         }
         count += 1;
         let text = std::fs::read_to_string(&file).expect("Dockerfile");
-        if let Err(e) = kiln_parser::parse_nodes(&text) {
+        if let Err(e) = kiln_parser::parse(&text) {
             failures.push(e.render(&file.display().to_string(), &text));
         }
     }
