@@ -92,7 +92,7 @@ pub struct ArgDecl {
 
 /// What an instruction says.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "instruction", rename_all = "lowercase")]
+#[serde(tag = "instruction", content = "args", rename_all = "lowercase")]
 pub enum Kind {
     /// `FROM` (only inside [`Stage::from`] and ONBUILD errors).
     From(From),

@@ -858,6 +858,19 @@ mod tests {
     }
 
     #[test]
+    fn every_instruction_serialises() {
+        let text = "ARG V=1\nFROM scratch AS s\nRUN x\nCMD [\"a\"]\nENTRYPOINT b\nSHELL [\"sh\"]\n\
+            LABEL a=b\nMAINTAINER m\nEXPOSE 80\nENV A=1\nADD a /b\nCOPY a /b\nVOLUME /v\n\
+            USER u\nWORKDIR /w\nARG X\nONBUILD RUN y\nSTOPSIGNAL 9\nHEALTHCHECK NONE\n";
+        let parsed = crate::parse(text).expect("parse");
+        let json = serde_json::to_value(&parsed).expect("serialise");
+        assert_eq!(
+            json["stages"][0]["instructions"].as_array().map(Vec::len),
+            Some(17)
+        );
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("1h2m3s"), Some(3_723_000_000_000));
         assert_eq!(parse_duration("1.5s"), Some(1_500_000_000));

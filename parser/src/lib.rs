@@ -6,6 +6,7 @@
 pub mod ast;
 pub mod dockerignore;
 mod error;
+pub mod expand;
 mod instruction;
 mod lines;
 mod node;
