@@ -163,27 +163,28 @@ fn args_error(span: Span, message: String, hint: &str) -> Error {
     Error::new(span, ErrorKind::Arguments(message)).with_hint(hint)
 }
 
-fn command(node: &Node) -> Command {
+fn command(node: &mut Node) -> Command {
+    let args = std::mem::take(&mut node.args);
     if node.json {
-        Command::Exec(node.args.clone())
+        Command::Exec(args)
     } else {
-        Command::Shell(node.args.first().cloned().unwrap_or_default())
+        Command::Shell(args.into_iter().next().unwrap_or_default())
     }
 }
 
-fn key_values(node: &Node) -> Vec<KeyValue> {
-    node.args
-        .chunks(3)
-        .map(|c| KeyValue {
-            key: c[0].clone(),
-            value: c.get(1).cloned().unwrap_or_default(),
-            legacy: c.get(2).is_some_and(String::is_empty),
-        })
-        .collect()
+fn key_values(node: &mut Node) -> Vec<KeyValue> {
+    let mut out = Vec::with_capacity(node.args.len() / 3);
+    let mut args = std::mem::take(&mut node.args).into_iter();
+    while let Some(key) = args.next() {
+        let value = args.next().unwrap_or_default();
+        let legacy = args.next().is_some_and(|sep| sep.is_empty());
+        out.push(KeyValue { key, value, legacy });
+    }
+    out
 }
 
 /// Converts one node.
-pub(crate) fn instruction(node: &Node) -> Result<Instruction, Error> {
+pub(crate) fn instruction(mut node: Node) -> Result<Instruction, Error> {
     let name = node.name();
     let span = node.span;
     if !KEYWORDS.contains(&name.as_str()) {
@@ -195,7 +196,7 @@ pub(crate) fn instruction(node: &Node) -> Result<Instruction, Error> {
         }
         return Err(err);
     }
-    let flags = parse_flags(node, &name)?;
+    let flags = parse_flags(&node, &name)?;
     let upper = name.to_uppercase();
     let need = |min: usize, what: &str| -> Result<(), Error> {
         if node.args.len() < min {
@@ -208,14 +209,14 @@ pub(crate) fn instruction(node: &Node) -> Result<Instruction, Error> {
         Ok(())
     };
     let kind = match name.as_str() {
-        "from" => Kind::From(from(node, &flags)?),
+        "from" => Kind::From(from(&node, &flags)?),
         "run" => {
             if node.args.is_empty() && node.heredocs.is_empty() {
                 need(1, "at least one argument")?;
             }
             Kind::Run(Run {
-                command: command(node),
-                heredocs: node.heredocs.clone(),
+                command: command(&mut node),
+                heredocs: std::mem::take(&mut node.heredocs),
                 mounts: flags
                     .many("mount")
                     .iter()
@@ -225,8 +226,8 @@ pub(crate) fn instruction(node: &Node) -> Result<Instruction, Error> {
                 security: flags.text("security"),
             })
         }
-        "cmd" => Kind::Cmd(command(node)),
-        "entrypoint" => Kind::Entrypoint(command(node)),
+        "cmd" => Kind::Cmd(command(&mut node)),
+        "entrypoint" => Kind::Entrypoint(command(&mut node)),
         "shell" => {
             need(1, "at least one argument")?;
             if !node.json {
@@ -236,15 +237,15 @@ pub(crate) fn instruction(node: &Node) -> Result<Instruction, Error> {
                 )
                 .with_hint("write SHELL [\"/bin/bash\", \"-c\"]"));
             }
-            Kind::Shell(node.args.clone())
+            Kind::Shell(std::mem::take(&mut node.args))
         }
         "label" => {
             need(1, "at least one argument")?;
-            Kind::Label(key_values(node))
+            Kind::Label(key_values(&mut node))
         }
         "env" => {
             need(1, "at least one argument")?;
-            Kind::Env(key_values(node))
+            Kind::Env(key_values(&mut node))
         }
         "maintainer" => {
             need(1, "exactly one argument")?;
@@ -252,7 +253,7 @@ pub(crate) fn instruction(node: &Node) -> Result<Instruction, Error> {
         }
         "expose" => {
             need(1, "at least one argument")?;
-            Kind::Expose(node.args.clone())
+            Kind::Expose(std::mem::take(&mut node.args))
         }
         "add" | "copy" => {
             if node.args.len() < 2 {
@@ -265,7 +266,8 @@ pub(crate) fn instruction(node: &Node) -> Result<Instruction, Error> {
                     &format!("write {upper} SOURCE... DEST"),
                 ));
             }
-            let Some((dest, sources)) = node.args.split_last() else {
+            let mut sources = std::mem::take(&mut node.args);
+            let Some(dest) = sources.pop() else {
                 unreachable!("two arguments were checked above")
             };
             let chmod = flags.text("chmod");
@@ -275,9 +277,9 @@ pub(crate) fn instruction(node: &Node) -> Result<Instruction, Error> {
                 check_chmod(c, span)?;
             }
             let copy = Copy {
-                sources: sources.to_vec(),
-                dest: dest.clone(),
-                heredocs: node.heredocs.clone(),
+                sources,
+                dest,
+                heredocs: std::mem::take(&mut node.heredocs),
                 from: flags.text("from"),
                 chown: flags.text("chown"),
                 chmod,
@@ -304,7 +306,7 @@ pub(crate) fn instruction(node: &Node) -> Result<Instruction, Error> {
                     "remove the empty path",
                 ));
             }
-            Kind::Volume(node.args.clone())
+            Kind::Volume(std::mem::take(&mut node.args))
         }
         "user" => {
             need(1, "exactly one argument")?;
@@ -337,7 +339,7 @@ pub(crate) fn instruction(node: &Node) -> Result<Instruction, Error> {
             )
         }
         "onbuild" => {
-            let Some(child) = &node.child else {
+            let Some(child) = node.child.take() else {
                 return Err(args_error(
                     span,
                     "ONBUILD requires at least one argument".to_owned(),
@@ -362,15 +364,15 @@ pub(crate) fn instruction(node: &Node) -> Result<Instruction, Error> {
                     "move it out of ONBUILD",
                 ));
             }
-            Kind::Onbuild(Box::new(instruction(child)?))
+            Kind::Onbuild(Box::new(instruction(*child)?))
         }
-        "healthcheck" => Kind::Healthcheck(healthcheck(node, &flags)?),
+        "healthcheck" => Kind::Healthcheck(healthcheck(&node, &flags)?),
         _ => unreachable!("every keyword is handled above"),
     };
     Ok(Instruction {
         span,
-        keyword: node.keyword.clone(),
-        original: node.original.clone(),
+        keyword: node.keyword,
+        original: node.original,
         kind,
     })
 }

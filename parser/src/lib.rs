@@ -74,9 +74,10 @@ pub fn parse_nodes(text: &str) -> Result<NodeTree, Error> {
 /// Parses a Dockerfile into stages of typed instructions.
 pub fn parse(text: &str) -> Result<Dockerfile, Error> {
     let tree = parse_nodes(text)?;
+    let last_span = tree.nodes.last().map(|n| n.span).unwrap_or_default();
     let mut global_args = Vec::new();
     let mut stages: Vec<Stage> = Vec::new();
-    for node in &tree.nodes {
+    for node in tree.nodes {
         let instruction = instruction::instruction(node)?;
         match instruction.kind {
             Kind::From(from) => stages.push(Stage {
@@ -103,7 +104,7 @@ pub fn parse(text: &str) -> Result<Dockerfile, Error> {
         }
     }
     if stages.is_empty() {
-        let span = tree.nodes.last().map(|n| n.span).unwrap_or_default();
+        let span = last_span;
         return Err(Error::new(
             span,
             ErrorKind::Arguments(
@@ -123,10 +124,12 @@ pub fn parse(text: &str) -> Result<Dockerfile, Error> {
 /// Parses one instruction line, such as `CMD ["/bin/sh"]` (for `kiln import -c`).
 pub fn parse_instruction(text: &str) -> Result<Instruction, Error> {
     let tree = parse_nodes(text)?;
-    match tree.nodes.as_slice() {
-        [node] => instruction::instruction(node),
+    let second = tree.nodes.get(1).map(|n| n.span);
+    let mut nodes = tree.nodes.into_iter();
+    match (nodes.next(), second) {
+        (Some(node), None) => instruction::instruction(node),
         _ => Err(Error::new(
-            tree.nodes.get(1).map(|n| n.span).unwrap_or_default(),
+            second.unwrap_or_default(),
             ErrorKind::Arguments("expected exactly one instruction".to_owned()),
         )
         .with_hint("give one instruction per -c/--change")),
