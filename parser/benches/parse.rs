@@ -1,5 +1,6 @@
 //! Parsing a generated 10,000-instruction Dockerfile: median of 50 runs.
 //! Run with `cargo bench -p kiln-parser --bench parse`.
+#![allow(clippy::print_stdout)]
 
 use std::time::Instant;
 
