@@ -23,6 +23,9 @@ pub(crate) struct GlobalArgs {
     /// The store directory [default: $XDG_DATA_HOME/kiln, /var/lib/kiln for root]
     #[arg(long, global = true, env = "KILN_ROOT", value_name = "DIR")]
     pub(crate) root: Option<PathBuf>,
+    /// Snapshotter: overlay or native [default: overlay where the kernel allows it]
+    #[arg(long, global = true, env = "KILN_SNAPSHOTTER", value_name = "NAME")]
+    pub(crate) snapshotter: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

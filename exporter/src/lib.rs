@@ -1,5 +1,12 @@
 //! Image assembly (config, history, manifest, index) and outputs: the local store,
 //! OCI and Docker archives, a local directory, a registry.
+//!
+//! - [`config`]: the image config document in Docker's field names.
+//! - [`image`]: writing an image (config + manifest blobs) into the store and reading it
+//!   back by name or id.
+//! - [`registry`]: push and pull over the OCI distribution protocol.
 #![forbid(unsafe_code)]
 
+pub mod config;
+pub mod image;
 pub mod registry;

@@ -1,2 +1,111 @@
-//! kiln's on-disk store: content-addressed blobs, snapshots, overlay mounts and layer tars.
+//! kiln's on-disk store: content-addressed blobs, tags, snapshots, and the conversions
+//! between filesystem diffs and layer tars.
+//!
+//! Layout under the store root (`--root`):
+//!
+//! ```text
+//! content/        an OCI image layout (oci-layout, index.json, blobs/sha256/...)
+//! snapshots/<id>/ fs (the diff dir), work (overlay), meta.json
+//! tmp/            temp files, renamed into place when complete
+//! locks/          lock files for read-modify-write updates
+//! ```
+//!
+//! - [`Store`] opens a root and hands out its parts.
+//! - [`ContentStore`] / [`BlobWriter`]: blobs, written streaming and verified.
+//! - [`TagIndex`]: names -> manifests in `content/index.json`.
+//! - [`Snapshots`]: prepare / mounts / commit / remove, overlay or native.
+//! - [`layer_out::write_layer`] and [`layer_in::apply_layer`]: diff <-> layer tar.
+//!
+//! It refuses to follow paths out of a root, to keep a blob whose bytes do not match its
+//! digest, and to leave a half-written file where a reader could see it.
+//!
+//! ```no_run
+//! # fn demo() -> Result<(), kiln_snapshotter::StoreError> {
+//! use kiln_snapshotter::{Store, layer_out::{DiffSource, LayerOptions, write_layer}};
+//! let store = Store::open(std::path::Path::new("/var/lib/kiln"), None)?;
+//! let active = store.snapshots().prepare(None)?;
+//! std::fs::write(store.snapshots().diff_dir(&active).join("hello"), "hi").unwrap();
+//! let id = store.snapshots().commit(active)?;
+//! let layer = write_layer(DiffSource::Overlay(&store.snapshots().layers(&id)?[0]),
+//!                         store.content(), &LayerOptions::default())?;
+//! println!("{} {}", layer.digest, layer.diff_id);
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
+
+pub mod content;
+pub mod digest;
+mod error;
+mod fsutil;
+pub mod index;
+pub mod layer_in;
+pub mod layer_out;
+pub mod snapshots;
+mod tree_copy;
+
+use std::path::{Path, PathBuf};
+
+pub use content::{BlobWriter, ContentStore};
+pub use digest::{Digest, HashingWriter};
+pub use error::StoreError;
+pub use index::{Descriptor, TagIndex, normalize_name};
+pub use snapshots::{Active, Mount, SnapshotId, Snapshots, SnapshotterKind};
+
+/// An opened store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+    content: ContentStore,
+    tags: TagIndex,
+    snapshots: Snapshots,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`, with the given snapshotter or the
+    /// one this machine supports best.
+    pub fn open(root: &Path, kind: Option<SnapshotterKind>) -> Result<Store, StoreError> {
+        let content_dir = root.join("content");
+        let tmp = root.join("tmp");
+        let locks = root.join("locks");
+        for dir in [&content_dir, &tmp, &locks, &root.join("snapshots")] {
+            std::fs::create_dir_all(dir).map_err(error::io(dir))?;
+        }
+        let layout = content_dir.join("oci-layout");
+        if !layout.exists() {
+            fsutil::write_atomic(&layout, &tmp, br#"{"imageLayoutVersion":"1.0.0"}"#)
+                .map_err(error::io(&layout))?;
+        }
+        let kind = kind.unwrap_or_else(SnapshotterKind::detect);
+        Ok(Store {
+            root: root.to_owned(),
+            content: ContentStore::new(&content_dir, &tmp),
+            tags: TagIndex::new(&content_dir, &locks, &tmp),
+            snapshots: Snapshots::new(&root.join("snapshots"), &tmp, kind),
+        })
+    }
+
+    /// The store's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The blobs.
+    pub fn content(&self) -> &ContentStore {
+        &self.content
+    }
+
+    /// The tags.
+    pub fn tags(&self) -> &TagIndex {
+        &self.tags
+    }
+
+    /// The snapshots.
+    pub fn snapshots(&self) -> &Snapshots {
+        &self.snapshots
+    }
+
+    /// A scratch directory inside the store (same filesystem as everything else).
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+}

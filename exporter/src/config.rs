@@ -1,8 +1,9 @@
-//! The image configuration a stage builds up: the `config` object of the image JSON, in
-//! Docker's field names (BuildKit writes Docker's extensions — `Healthcheck`, `OnBuild`,
-//! `Shell` — into OCI configs too), and the history.
+//! The image configuration JSON: the whole document ([`ImageConfig`]) and its `config`
+//! object ([`ContainerConfig`]) in Docker's field names — BuildKit writes Docker's
+//! extensions (`Healthcheck`, `OnBuild`, `Shell`) into OCI configs too — and the history.
 //!
-//! Metadata instructions (ENV, LABEL, CMD ...) change only this; they make no layer.
+//! Metadata instructions (ENV, LABEL, CMD ...) change only the `config` object; they
+//! make no layer.
 
 use std::collections::BTreeMap;
 
@@ -148,8 +149,88 @@ pub struct History {
     pub empty_layer: bool,
 }
 
+/// `rootfs` of the image config: the layers' diff_ids, bottom first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootFs {
+    /// Always `layers`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The uncompressed layer digests, bottom first.
+    pub diff_ids: Vec<String>,
+}
+
+/// The image config document (`application/vnd.oci.image.config.v1+json`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageConfig {
+    /// When the image was made (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    /// `MAINTAINER`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    /// `amd64`, `arm64` ...
+    pub architecture: String,
+    /// `linux`.
+    pub os: String,
+    /// `v7`, `v8` ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    /// What a container starts with.
+    #[serde(default)]
+    pub config: ContainerConfig,
+    /// The layers.
+    pub rootfs: RootFs,
+    /// One entry per step, layers or not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<History>,
+}
+
+/// This machine's architecture in OCI's words (`x86_64` -> `amd64`).
+pub fn host_architecture() -> (&'static str, Option<&'static str>) {
+    match std::env::consts::ARCH {
+        "x86_64" => ("amd64", None),
+        "aarch64" => ("arm64", Some("v8")),
+        "arm" => ("arm", Some("v7")),
+        "x86" => ("386", None),
+        "powerpc64" => ("ppc64le", None),
+        "s390x" => ("s390x", None),
+        "riscv64" => ("riscv64", None),
+        other => (other, None),
+    }
+}
+
+/// RFC 3339 in UTC for seconds since the epoch, as Go's `time.Time` marshals it.
+pub fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(1_485_449_953), "2017-01-26T16:59:13Z");
+        assert_eq!(super::rfc3339(1_764_014_400), "2025-11-24T20:00:00Z");
+    }
+
     use super::*;
 
     #[test]

@@ -1,0 +1,83 @@
+//! The store's errors: each names the path, digest or name involved.
+
+use std::path::PathBuf;
+
+use crate::digest::Digest;
+
+/// An error of the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A file of the store could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A blob is missing.
+    #[error("blob {digest} is not in the store")]
+    BlobNotFound {
+        /// The digest asked for.
+        digest: Digest,
+    },
+    /// A blob's bytes do not match its digest.
+    #[error(
+        "blob {digest} is damaged (its content does not match its digest); run kiln prune and build again"
+    )]
+    Corrupt {
+        /// The digest.
+        digest: Digest,
+    },
+    /// Written content did not have the digest it was supposed to have.
+    #[error("content has digest {actual}, expected {expected}")]
+    DigestMismatch {
+        /// What was expected.
+        expected: Digest,
+        /// What was written.
+        actual: Digest,
+    },
+    /// A file of the store holds something that cannot be read as it should.
+    #[error("{path}: {reason}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No image has this name.
+    #[error("no image named {name} in the store (see kiln images)")]
+    ImageNotFound {
+        /// The name asked for.
+        name: String,
+    },
+    /// A snapshot is missing.
+    #[error("snapshot {id} is not in the store")]
+    SnapshotNotFound {
+        /// The id asked for.
+        id: String,
+    },
+    /// A layer archive holds an entry kiln refuses to extract.
+    #[error("layer entry {entry:?}: {reason}")]
+    UnsafeEntry {
+        /// The entry's path as written in the archive.
+        entry: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// An image name that cannot be used.
+    #[error("invalid image name {name:?}: {reason}")]
+    BadName {
+        /// The name as given.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> StoreError {
+    let path = path.into();
+    move |source| StoreError::Io { path, source }
+}

@@ -1,0 +1,369 @@
+//! What metadata instructions do to the image config, as BuildKit's dispatchers do it,
+//! and the history text (`created_by`) BuildKit writes for each.
+//!
+//! Callers pass instructions already expanded (`kiln_parser::expand`); RUN, COPY, ADD,
+//! FROM and WORKDIR's directory are the graph's business, not this module's.
+
+use kiln_exporter::config::{ContainerConfig, Empty, HealthConfig, ImageConfig};
+use kiln_parser::ast::{Command, Kind};
+
+/// A metadata instruction that cannot be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetaError {
+    /// A port that is not `N`, `N/proto` or `N-M/proto`.
+    #[error(
+        "invalid port {0:?} in EXPOSE; write a number, optionally with /tcp or /udp (e.g. 8080/tcp)"
+    )]
+    BadPort(String),
+    /// An instruction that does not change the config alone.
+    #[error("{0} is not a config instruction")]
+    NotMetadata(String),
+}
+
+/// The default SHELL.
+pub fn default_shell() -> Vec<String> {
+    vec!["/bin/sh".to_owned(), "-c".to_owned()]
+}
+
+/// `args` for a command, wrapped in the SHELL when written in shell form.
+pub fn command_args(command: &Command, shell: &[String]) -> Vec<String> {
+    match command {
+        Command::Exec(args) => args.clone(),
+        Command::Shell(line) => {
+            let mut args: Vec<String> = if shell.is_empty() {
+                default_shell()
+            } else {
+                shell.to_vec()
+            };
+            args.push(line.clone());
+            args
+        }
+    }
+}
+
+/// Go's `%q` of a string list: `["a" "b c"]`.
+pub fn go_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| format!("{s:?}")).collect();
+    format!("[{}]", quoted.join(" "))
+}
+
+/// Go's `%v` of a string list: `[a b c]`.
+fn go_plain_list(items: &[String]) -> String {
+    format!("[{}]", items.join(" "))
+}
+
+fn go_duration(ns: i64) -> String {
+    if ns == 0 {
+        return "0s".to_owned();
+    }
+    let secs = ns / 1_000_000_000;
+    let rest = ns % 1_000_000_000;
+    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if h > 0 || m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if rest == 0 {
+        out.push_str(&format!("{s}s"));
+    } else {
+        let frac = format!("{rest:09}");
+        out.push_str(&format!("{s}.{}s", frac.trim_end_matches('0')));
+    }
+    out
+}
+
+/// Normalises EXPOSE ports: `80` -> `80/tcp`, ranges expanded.
+fn ports(spec: &str) -> Result<Vec<String>, MetaError> {
+    let bad = || MetaError::BadPort(spec.to_owned());
+    let (range, proto) = match spec.split_once('/') {
+        Some((r, p)) => (r, p.to_lowercase()),
+        None => (spec, "tcp".to_owned()),
+    };
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(bad());
+    }
+    let (lo, hi) = match range.split_once('-') {
+        Some((a, b)) => (
+            a.parse::<u16>().map_err(|_| bad())?,
+            b.parse::<u16>().map_err(|_| bad())?,
+        ),
+        None => {
+            let p = range.parse::<u16>().map_err(|_| bad())?;
+            (p, p)
+        }
+    };
+    if lo > hi {
+        return Err(bad());
+    }
+    Ok((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
+}
+
+/// Applies one metadata instruction to `image` and returns its history text. `shell` is
+/// the stage's SHELL (empty: the default).
+pub fn apply(image: &mut ImageConfig, kind: &Kind, original: &str) -> Result<String, MetaError> {
+    let config: &mut ContainerConfig = &mut image.config;
+    let shell = config.shell.clone();
+    Ok(match kind {
+        Kind::Env(pairs) => {
+            for kv in pairs {
+                config.env_set(&kv.key, &kv.value);
+            }
+            let text: Vec<String> = pairs
+                .iter()
+                .map(|kv| format!("{}={}", kv.key, kv.value))
+                .collect();
+            format!("ENV {}", text.join(" "))
+        }
+        Kind::Label(pairs) => {
+            for kv in pairs {
+                config.labels.insert(kv.key.clone(), kv.value.clone());
+            }
+            let text: Vec<String> = pairs
+                .iter()
+                .map(|kv| format!("{}={}", kv.key, kv.value))
+                .collect();
+            format!("LABEL {}", text.join(" "))
+        }
+        Kind::Cmd(command) => {
+            let args = command_args(command, &shell);
+            config.cmd = Some(args.clone());
+            config.args_escaped = true;
+            format!("CMD {}", go_list(&args))
+        }
+        Kind::Entrypoint(command) => {
+            let args = command_args(command, &shell);
+            config.entrypoint = Some(args.clone());
+            config.args_escaped = true;
+            format!("ENTRYPOINT {}", go_list(&args))
+        }
+        Kind::Expose(list) => {
+            let mut all = Vec::new();
+            for p in list {
+                all.extend(ports(p)?);
+            }
+            for p in &all {
+                config.exposed_ports.insert(p.clone(), Empty {});
+            }
+            let mut keys = all.clone();
+            keys.sort();
+            keys.dedup();
+            let map: Vec<String> = keys.iter().map(|k| format!("{k}:{{}}")).collect();
+            format!("EXPOSE map[{}]", map.join(" "))
+        }
+        Kind::User(user) => {
+            config.user = user.clone();
+            format!("USER {user}")
+        }
+        Kind::Workdir(dir) => {
+            let path = if dir.starts_with('/') {
+                dir.clone()
+            } else {
+                let base = if config.working_dir.is_empty() {
+                    "/"
+                } else {
+                    &config.working_dir
+                };
+                format!("{}/{}", base.trim_end_matches('/'), dir)
+            };
+            config.working_dir = clean_abs(&path);
+            format!("WORKDIR {}", config.working_dir)
+        }
+        Kind::Volume(list) => {
+            for v in list {
+                config.volumes.insert(v.clone(), Empty {});
+            }
+            format!("VOLUME {}", go_plain_list(list))
+        }
+        Kind::Stopsignal(sig) => {
+            config.stop_signal = sig.clone();
+            format!("STOPSIGNAL {sig}")
+        }
+        Kind::Shell(args) => {
+            config.shell = args.clone();
+            format!("SHELL {}", go_plain_list(args))
+        }
+        Kind::Healthcheck(h) => {
+            let test = match &h.command {
+                None => vec!["NONE".to_owned()],
+                Some(Command::Exec(args)) => {
+                    let mut t = vec!["CMD".to_owned()];
+                    t.extend(args.iter().cloned());
+                    t
+                }
+                Some(Command::Shell(line)) => vec!["CMD-SHELL".to_owned(), line.clone()],
+            };
+            let health = HealthConfig {
+                test: test.clone(),
+                interval: h.interval.unwrap_or(0),
+                timeout: h.timeout.unwrap_or(0),
+                start_period: h.start_period.unwrap_or(0),
+                start_interval: h.start_interval.unwrap_or(0),
+                retries: h.retries.unwrap_or(0),
+            };
+            let text = format!(
+                "HEALTHCHECK &{{{} {:?} {:?} {:?} {:?} '\\x{:02x}'}}",
+                go_list(&test),
+                go_duration(health.interval),
+                go_duration(health.timeout),
+                go_duration(health.start_period),
+                go_duration(health.start_interval),
+                health.retries
+            );
+            config.healthcheck = Some(health);
+            text
+        }
+        Kind::Onbuild(_) => {
+            let trigger = original
+                .trim_start()
+                .get(7..)
+                .map(str::trim)
+                .unwrap_or_default()
+                .to_owned();
+            config.on_build.push(trigger.clone());
+            format!("ONBUILD {trigger}")
+        }
+        Kind::Maintainer(name) => {
+            image.author = Some(name.clone());
+            format!("MAINTAINER {name}")
+        }
+        Kind::Arg(decls) => {
+            let text: Vec<String> = decls
+                .iter()
+                .map(|d| match &d.default {
+                    Some(v) => format!("{}={v}", d.name),
+                    None => d.name.clone(),
+                })
+                .collect();
+            format!("ARG {}", text.join(" "))
+        }
+        other => {
+            let name = format!("{other:?}");
+            return Err(MetaError::NotMetadata(
+                name.split('(').next().unwrap_or("").to_uppercase(),
+            ));
+        }
+    })
+}
+
+/// Cleans an absolute path (`/a/./b/../c` -> `/a/c`).
+pub fn clean_abs(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for p in path.split('/') {
+        match p {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(lines: &[&str]) -> (ImageConfig, Vec<String>) {
+        let mut image = ImageConfig::default();
+        let text = format!("FROM scratch\n{}\n", lines.join("\n"));
+        let parsed = kiln_parser::parse(&text).expect("parse");
+        let mut history = Vec::new();
+        for i in &parsed.stages[0].instructions {
+            history.push(apply(&mut image, &i.kind, &i.original).expect("apply"));
+        }
+        (image, history)
+    }
+
+    #[test]
+    fn cmd_and_entrypoint() {
+        let (image, history) = run(&[
+            "CMD echo hi",
+            "SHELL [\"/bin/bash\", \"-c\"]",
+            "ENTRYPOINT [\"tini\", \"--\"]",
+        ]);
+        assert_eq!(
+            image.config.cmd,
+            Some(vec!["/bin/sh".into(), "-c".into(), "echo hi".into()])
+        );
+        assert_eq!(
+            image.config.entrypoint,
+            Some(vec!["tini".into(), "--".into()])
+        );
+        assert_eq!(history[0], r#"CMD ["/bin/sh" "-c" "echo hi"]"#);
+        assert_eq!(history[1], "SHELL [/bin/bash -c]");
+        assert_eq!(history[2], r#"ENTRYPOINT ["tini" "--"]"#);
+        let (image, _) = run(&["SHELL [\"/bin/bash\", \"-c\"]", "CMD make"]);
+        assert_eq!(
+            image.config.cmd,
+            Some(vec!["/bin/bash".into(), "-c".into(), "make".into()])
+        );
+    }
+
+    #[test]
+    fn env_label_expose_volume_user_workdir() {
+        let (image, history) = run(&[
+            "ENV A=1 B=2",
+            "ENV A=3",
+            "LABEL org.x=y",
+            "EXPOSE 80 53/udp 8000-8001",
+            "VOLUME /data /logs",
+            "USER app",
+            "WORKDIR /srv",
+            "WORKDIR app/../web",
+            "STOPSIGNAL SIGINT",
+        ]);
+        assert_eq!(image.config.env, vec!["A=3".to_owned(), "B=2".to_owned()]);
+        assert_eq!(image.config.labels["org.x"], "y");
+        let ports: Vec<&String> = image.config.exposed_ports.keys().collect();
+        assert_eq!(ports, vec!["53/udp", "80/tcp", "8000/tcp", "8001/tcp"]);
+        assert_eq!(
+            history[3],
+            "EXPOSE map[53/udp:{} 80/tcp:{} 8000/tcp:{} 8001/tcp:{}]"
+        );
+        assert_eq!(history[4], "VOLUME [/data /logs]");
+        assert_eq!(image.config.user, "app");
+        assert_eq!(image.config.working_dir, "/srv/web");
+        assert_eq!(image.config.stop_signal, "SIGINT");
+    }
+
+    #[test]
+    fn healthcheck_and_onbuild() {
+        let (image, history) = run(&[
+            "HEALTHCHECK --interval=5s --timeout=3s --retries=3 CMD curl -f http://localhost/",
+            "ONBUILD RUN make",
+            "MAINTAINER me@example.com",
+        ]);
+        let h = image.config.healthcheck.expect("healthcheck");
+        assert_eq!(h.test, vec!["CMD-SHELL", "curl -f http://localhost/"]);
+        assert_eq!(h.interval, 5_000_000_000);
+        assert_eq!(
+            history[0],
+            r#"HEALTHCHECK &{["CMD-SHELL" "curl -f http://localhost/"] "5s" "3s" "0s" "0s" '\x03'}"#
+        );
+        assert_eq!(image.config.on_build, vec!["RUN make".to_owned()]);
+        assert_eq!(image.author.as_deref(), Some("me@example.com"));
+    }
+
+    #[test]
+    fn bad_ports_are_errors() {
+        let mut image = ImageConfig::default();
+        let parsed = kiln_parser::parse("FROM scratch\nEXPOSE http\n").expect("parse");
+        let i = &parsed.stages[0].instructions[0];
+        assert!(matches!(
+            apply(&mut image, &i.kind, &i.original),
+            Err(MetaError::BadPort(_))
+        ));
+    }
+
+    #[test]
+    fn durations_like_go() {
+        assert_eq!(go_duration(90_000_000_000), "1m30s");
+        assert_eq!(go_duration(3_600_000_000_000), "1h0m0s");
+        assert_eq!(go_duration(1_500_000_000), "1.5s");
+    }
+}
