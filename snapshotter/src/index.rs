@@ -79,14 +79,19 @@ pub fn normalize_name(name: &str) -> Result<String, StoreError> {
             }
         }
     };
+    let parts: Vec<&str> = repo.split('/').collect();
+    // The first part is a registry host only if more parts follow and it looks like one.
+    let has_host = parts.len() > 1
+        && (parts[0].contains('.') || parts[0].contains(':') || parts[0] == "localhost");
     let repo_ok = !repo.is_empty()
-        && repo.split('/').enumerate().all(|(i, part)| {
+        && parts.iter().enumerate().all(|(i, part)| {
+            let host = i == 0 && has_host;
             !part.is_empty()
                 && part.chars().all(|c| {
                     c.is_ascii_lowercase()
                         || c.is_ascii_digit()
                         || "._-".contains(c)
-                        || (i == 0 && (c == ':' || c.is_ascii_uppercase()))
+                        || (host && (c == ':' || c.is_ascii_uppercase()))
                 })
         });
     if !repo_ok {

@@ -1,0 +1,134 @@
+//! Archives that try to write outside the target are refused, naming the entry, and
+//! nothing outside is touched.
+
+use std::path::Path;
+
+use kiln_snapshotter::StoreError;
+use kiln_snapshotter::layer_in::{WhiteoutStyle, apply_layer};
+
+fn header(path_bytes: &[u8], kind: tar::EntryType, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    // Raw bytes: the tar crate's set_path would refuse `..` itself.
+    let name = &mut h.as_gnu_mut().expect("gnu header").name;
+    name[..path_bytes.len()].copy_from_slice(path_bytes);
+    h.set_entry_type(kind);
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_cksum();
+    h
+}
+
+fn archive(entries: &[(&[u8], tar::EntryType, &[u8], Option<&[u8]>)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, kind, data, link) in entries {
+        let mut h = header(path, *kind, data.len() as u64);
+        if let Some(link) = link {
+            h.as_gnu_mut().expect("gnu").linkname[..link.len()].copy_from_slice(link);
+            h.set_cksum();
+        }
+        b.append(&h, *data).expect("append");
+    }
+    b.into_inner().expect("tar")
+}
+
+fn check_refused(bytes: Vec<u8>, fragment: &str) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let target = tmp.path().join("target");
+    std::fs::create_dir_all(&target).expect("mkdir");
+    let err = apply_layer(std::io::Cursor::new(bytes), &target, WhiteoutStyle::Delete)
+        .expect_err("must refuse");
+    match &err {
+        StoreError::UnsafeEntry { entry, .. } => assert!(entry.contains(fragment), "{err}"),
+        other => panic!("unexpected error {other}"),
+    }
+    // Nothing escaped: the temp dir holds only the target, and the host is untouched.
+    let names: Vec<String> = std::fs::read_dir(tmp.path())
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["target"]);
+    assert!(!Path::new("/tmp/kiln-escaped").exists());
+}
+
+#[test]
+fn dot_dot_is_refused() {
+    check_refused(
+        archive(&[(b"../escaped", tar::EntryType::Regular, b"x", None)]),
+        "../escaped",
+    );
+    check_refused(
+        archive(&[(b"a/../../escaped", tar::EntryType::Regular, b"x", None)]),
+        "escaped",
+    );
+}
+
+#[test]
+fn absolute_paths_are_refused() {
+    check_refused(
+        archive(&[(b"/tmp/kiln-escaped", tar::EntryType::Regular, b"x", None)]),
+        "/tmp/kiln-escaped",
+    );
+}
+
+#[test]
+fn writing_through_a_symlink_is_refused() {
+    check_refused(
+        archive(&[
+            (b"link", tar::EntryType::Symlink, b"", Some(b"/tmp")),
+            (b"link/kiln-escaped", tar::EntryType::Regular, b"x", None),
+        ]),
+        "link/kiln-escaped",
+    );
+}
+
+#[test]
+fn hard_links_out_of_the_root_are_refused() {
+    check_refused(
+        archive(&[(
+            b"passwd",
+            tar::EntryType::Link,
+            b"",
+            Some(b"../../../../etc/passwd"),
+        )]),
+        "passwd",
+    );
+    check_refused(
+        archive(&[(b"passwd", tar::EntryType::Link, b"", Some(b"/etc/passwd"))]),
+        "passwd",
+    );
+}
+
+#[test]
+fn duplicates_take_the_later_entry_and_links_inside_work() {
+    let bytes = archive(&[
+        (b"dir/file", tar::EntryType::Regular, b"first", None),
+        (b"dir/file", tar::EntryType::Regular, b"second", None),
+        (b"dir/hard", tar::EntryType::Link, b"", Some(b"dir/file")),
+        (
+            b"dir/soft",
+            tar::EntryType::Symlink,
+            b"",
+            Some(b"/etc/passwd"),
+        ),
+    ]);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    apply_layer(
+        std::io::Cursor::new(bytes),
+        tmp.path(),
+        WhiteoutStyle::Delete,
+    )
+    .expect("apply");
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("dir/file")).expect("read"),
+        "second"
+    );
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("dir/hard")).expect("read"),
+        "second"
+    );
+    // An absolute symlink is fine as content: it is only followed inside the image.
+    assert_eq!(
+        std::fs::read_link(tmp.path().join("dir/soft")).expect("readlink"),
+        Path::new("/etc/passwd")
+    );
+}

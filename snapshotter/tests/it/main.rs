@@ -1,0 +1,6 @@
+//! Integration tests of the store against real filesystems: overlayfs as root, the native
+//! snapshotter everywhere, hostile archives.
+
+mod hostile;
+mod layers;
+mod support;
