@@ -18,7 +18,10 @@ fn header(path_bytes: &[u8], kind: tar::EntryType, size: u64) -> tar::Header {
     h
 }
 
-fn archive(entries: &[(&[u8], tar::EntryType, &[u8], Option<&[u8]>)]) -> Vec<u8> {
+/// (path, type, data, link target) of one raw entry.
+type RawEntry<'a> = (&'a [u8], tar::EntryType, &'a [u8], Option<&'a [u8]>);
+
+fn archive(entries: &[RawEntry<'_>]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for (path, kind, data, link) in entries {
         let mut h = header(path, *kind, data.len() as u64);
