@@ -96,3 +96,12 @@ pub(crate) fn conformance_dir() -> Option<PathBuf> {
 pub(crate) use kiln_testkit::is_root;
 #[allow(unused_imports)]
 pub(crate) use kiln_testkit::rootfs::busybox as busybox_rootfs;
+
+/// Small digest helpers for tests.
+pub(crate) mod describe {
+    /// The lowercase hex sha256 of `bytes`.
+    pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(bytes))
+    }
+}
