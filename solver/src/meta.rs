@@ -102,12 +102,24 @@ fn ports(spec: &str) -> Result<Vec<String>, MetaError> {
     Ok((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
 }
 
-/// Applies one metadata instruction to `image` and returns its history text. `shell` is
-/// the stage's SHELL (empty: the default).
-pub fn apply(image: &mut ImageConfig, kind: &Kind, original: &str) -> Result<String, MetaError> {
+/// What a stage remembers between metadata instructions.
+#[derive(Debug, Clone, Default)]
+pub struct StageMeta {
+    /// A CMD came earlier in this stage (then ENTRYPOINT keeps it).
+    pub cmd_set: bool,
+}
+
+/// Applies one metadata instruction to `image` and returns its history text, if BuildKit
+/// writes one (ONBUILD writes none). The stage's SHELL wraps shell-form commands.
+pub fn apply(
+    image: &mut ImageConfig,
+    state: &mut StageMeta,
+    kind: &Kind,
+    original: &str,
+) -> Result<Option<String>, MetaError> {
     let config: &mut ContainerConfig = &mut image.config;
     let shell = config.shell.clone();
-    Ok(match kind {
+    Ok(Some(match kind {
         Kind::Env(pairs) => {
             for kv in pairs {
                 config.env_set(&kv.key, &kv.value);
@@ -132,27 +144,30 @@ pub fn apply(image: &mut ImageConfig, kind: &Kind, original: &str) -> Result<Str
             let args = command_args(command, &shell);
             config.cmd = Some(args.clone());
             config.args_escaped = true;
+            state.cmd_set = true;
             format!("CMD {}", go_list(&args))
         }
         Kind::Entrypoint(command) => {
             let args = command_args(command, &shell);
             config.entrypoint = Some(args.clone());
-            config.args_escaped = true;
+            // An inherited CMD makes no sense for a new ENTRYPOINT; one from this stage stays.
+            if !state.cmd_set {
+                config.cmd = None;
+            }
             format!("ENTRYPOINT {}", go_list(&args))
         }
         Kind::Expose(list) => {
+            // BuildKit sorts the ports as written, then expands ranges, and records that list.
+            let mut sorted = list.clone();
+            sorted.sort();
             let mut all = Vec::new();
-            for p in list {
+            for p in &sorted {
                 all.extend(ports(p)?);
             }
             for p in &all {
                 config.exposed_ports.insert(p.clone(), Empty {});
             }
-            let mut keys = all.clone();
-            keys.sort();
-            keys.dedup();
-            let map: Vec<String> = keys.iter().map(|k| format!("{k}:{{}}")).collect();
-            format!("EXPOSE map[{}]", map.join(" "))
+            format!("EXPOSE {}", go_plain_list(&all))
         }
         Kind::User(user) => {
             config.user = user.clone();
@@ -205,8 +220,8 @@ pub fn apply(image: &mut ImageConfig, kind: &Kind, original: &str) -> Result<Str
                 retries: h.retries.unwrap_or(0),
             };
             let text = format!(
-                "HEALTHCHECK &{{{} {:?} {:?} {:?} {:?} '\\x{:02x}'}}",
-                go_list(&test),
+                "HEALTHCHECK {{Test:{} Interval:{} Timeout:{} StartPeriod:{} StartInterval:{} Retries:{}}}",
+                go_plain_list(&test),
                 go_duration(health.interval),
                 go_duration(health.timeout),
                 go_duration(health.start_period),
@@ -223,8 +238,8 @@ pub fn apply(image: &mut ImageConfig, kind: &Kind, original: &str) -> Result<Str
                 .map(str::trim)
                 .unwrap_or_default()
                 .to_owned();
-            config.on_build.push(trigger.clone());
-            format!("ONBUILD {trigger}")
+            config.on_build.push(trigger);
+            return Ok(None);
         }
         Kind::Maintainer(name) => {
             image.author = Some(name.clone());
@@ -246,7 +261,7 @@ pub fn apply(image: &mut ImageConfig, kind: &Kind, original: &str) -> Result<Str
                 name.split('(').next().unwrap_or("").to_uppercase(),
             ));
         }
-    })
+    }))
 }
 
 /// Cleans an absolute path (`/a/./b/../c` -> `/a/c`).
@@ -270,11 +285,14 @@ mod tests {
 
     fn run(lines: &[&str]) -> (ImageConfig, Vec<String>) {
         let mut image = ImageConfig::default();
+        let mut state = StageMeta::default();
         let text = format!("FROM scratch\n{}\n", lines.join("\n"));
         let parsed = kiln_parser::parse(&text).expect("parse");
         let mut history = Vec::new();
         for i in &parsed.stages[0].instructions {
-            history.push(apply(&mut image, &i.kind, &i.original).expect("apply"));
+            if let Some(h) = apply(&mut image, &mut state, &i.kind, &i.original).expect("apply") {
+                history.push(h);
+            }
         }
         (image, history)
     }
@@ -321,10 +339,7 @@ mod tests {
         assert_eq!(image.config.labels["org.x"], "y");
         let ports: Vec<&String> = image.config.exposed_ports.keys().collect();
         assert_eq!(ports, vec!["53/udp", "80/tcp", "8000/tcp", "8001/tcp"]);
-        assert_eq!(
-            history[3],
-            "EXPOSE map[53/udp:{} 80/tcp:{} 8000/tcp:{} 8001/tcp:{}]"
-        );
+        assert_eq!(history[3], "EXPOSE [53/udp 80/tcp 8000/tcp 8001/tcp]");
         assert_eq!(history[4], "VOLUME [/data /logs]");
         assert_eq!(image.config.user, "app");
         assert_eq!(image.config.working_dir, "/srv/web");
@@ -343,7 +358,7 @@ mod tests {
         assert_eq!(h.interval, 5_000_000_000);
         assert_eq!(
             history[0],
-            r#"HEALTHCHECK &{["CMD-SHELL" "curl -f http://localhost/"] "5s" "3s" "0s" "0s" '\x03'}"#
+            "HEALTHCHECK {Test:[CMD-SHELL curl -f http://localhost/] Interval:5s Timeout:3s StartPeriod:0s StartInterval:0s Retries:3}"
         );
         assert_eq!(image.config.on_build, vec!["RUN make".to_owned()]);
         assert_eq!(image.author.as_deref(), Some("me@example.com"));
@@ -355,7 +370,7 @@ mod tests {
         let parsed = kiln_parser::parse("FROM scratch\nEXPOSE http\n").expect("parse");
         let i = &parsed.stages[0].instructions[0];
         assert!(matches!(
-            apply(&mut image, &i.kind, &i.original),
+            apply(&mut image, &mut StageMeta::default(), &i.kind, &i.original),
             Err(MetaError::BadPort(_))
         ));
     }

@@ -165,6 +165,7 @@ fn import_tar(store: &Store, input: Box<dyn Read>, name: &str) -> anyhow::Result
 /// Applies `kiln import -c` changes, as `docker import --change` does.
 pub(crate) fn apply_changes(config: &mut ImageConfig, changes: &[String]) -> anyhow::Result<()> {
     use kiln_parser::Kind;
+    let mut state = kiln_solver::meta::StageMeta::default();
     for change in changes {
         let instruction = kiln_parser::parse_instruction(change)
             .map_err(|e| anyhow::anyhow!("{}", e.render("--change", change).trim_end()))?;
@@ -179,7 +180,12 @@ pub(crate) fn apply_changes(config: &mut ImageConfig, changes: &[String]) -> any
             | Kind::User(_)
             | Kind::Volume(_)
             | Kind::Workdir(_) => {
-                kiln_solver::meta::apply(config, &instruction.kind, &instruction.original)?;
+                kiln_solver::meta::apply(
+                    config,
+                    &mut state,
+                    &instruction.kind,
+                    &instruction.original,
+                )?;
             }
             _ => bail!(
                 "--change {change:?}: {} cannot be applied by import; use CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME or WORKDIR",
