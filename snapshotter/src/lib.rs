@@ -36,6 +36,7 @@
 pub mod content;
 pub mod digest;
 mod error;
+mod export;
 mod fsutil;
 pub mod index;
 pub mod layer_in;

@@ -231,3 +231,40 @@ fn deep_overlay_chains_have_short_paths() {
     let mounts = snaps.mounts(&active).expect("mounts");
     assert_eq!(mounts[0].options[0].matches(':').count(), 99);
 }
+
+#[test]
+fn exporting_a_snapshot_twice_reuses_the_blob() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&tmp.path().join("root"), Some(SnapshotterKind::Native)).expect("open");
+    let snaps = store.snapshots();
+    let active = snaps.prepare(None).expect("prepare");
+    fs::write(snaps.diff_dir(&active).join("f"), "data").expect("write");
+    let id = snaps.commit(active).expect("commit");
+    let options = LayerOptions::default();
+    let first = store.layer_for(&id, &options).expect("export");
+    // Remove write permission from the diff: a second export must not read it again.
+    let memo = tmp.path().join("root/snapshots").join(id.as_str());
+    assert!(fs::read_dir(&memo).expect("ls").any(|e| {
+        e.expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .starts_with("layer-tar")
+    }));
+    fs::remove_file(snaps.layers(&id).expect("layers")[0].join("f")).expect("rm");
+    let second = store.layer_for(&id, &options).expect("export again");
+    assert_eq!(first, second);
+    // A different compression is a different blob.
+    let gz = store
+        .layer_for(
+            &id,
+            &LayerOptions {
+                compression: Compression::Gzip {
+                    level: 6,
+                    threads: 1,
+                },
+                ..LayerOptions::default()
+            },
+        )
+        .expect("gzip");
+    assert_ne!(gz.digest, first.digest);
+}

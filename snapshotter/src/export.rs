@@ -1,0 +1,76 @@
+//! Snapshot -> layer blob, memoised: exporting the same snapshot with the same options
+//! twice costs a file read, not a tar walk and a compression.
+
+use std::path::PathBuf;
+
+use crate::Store;
+use crate::error::{StoreError, io};
+use crate::fsutil;
+use crate::layer_out::{Compression, DiffSource, LayerInfo, LayerOptions, write_layer};
+use crate::snapshots::{SnapshotId, SnapshotterKind};
+
+fn memo_name(options: &LayerOptions) -> String {
+    let compression = match options.compression {
+        Compression::None => "tar".to_owned(),
+        // Thread counts do not change the bytes gzp or zstd produce for a level.
+        Compression::Gzip { level, .. } => format!("gzip{level}"),
+        Compression::Zstd { level, .. } => format!("zstd{level}"),
+    };
+    let epoch = options
+        .source_date_epoch
+        .map(|e| format!("-epoch{e}"))
+        .unwrap_or_default();
+    let skip = if options.skip_empty.is_empty() {
+        ""
+    } else {
+        "-skip"
+    };
+    format!("layer-{compression}{epoch}{skip}.json")
+}
+
+impl Store {
+    fn memo_path(&self, id: &SnapshotId, options: &LayerOptions) -> PathBuf {
+        self.root()
+            .join("snapshots")
+            .join(id.as_str())
+            .join(memo_name(options))
+    }
+
+    /// The layer of a committed snapshot (its changes from its parent), written once per
+    /// set of options and remembered beside the snapshot.
+    pub fn layer_for(
+        &self,
+        id: &SnapshotId,
+        options: &LayerOptions,
+    ) -> Result<LayerInfo, StoreError> {
+        let memo = self.memo_path(id, options);
+        if let Ok(bytes) = std::fs::read(&memo)
+            && let Ok(info) = serde_json::from_slice::<LayerInfo>(&bytes)
+            && self.content().size(&info.digest) == Some(info.size)
+        {
+            return Ok(info);
+        }
+        let layers = self.snapshots().layers(id)?;
+        let parent = self.snapshots().parent(id)?;
+        let parent_tree = match (&parent, self.snapshots().kind()) {
+            (Some(parent), SnapshotterKind::Native) => {
+                Some(self.snapshots().layers(parent)?.remove(0))
+            }
+            _ => None,
+        };
+        let source = match self.snapshots().kind() {
+            SnapshotterKind::Overlay => DiffSource::Overlay(&layers[0]),
+            SnapshotterKind::Native => DiffSource::Trees {
+                lower: parent_tree.as_deref(),
+                upper: &layers[0],
+            },
+        };
+        let info = write_layer(source, self.content(), options)?;
+        let bytes = serde_json::to_vec(&info).map_err(|e| StoreError::Format {
+            path: memo.clone(),
+            reason: e.to_string(),
+        })?;
+        fsutil::write_atomic(&memo, &self.tmp_dir(), &bytes).map_err(io(&memo))?;
+        Ok(info)
+    }
+}
