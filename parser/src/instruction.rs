@@ -873,6 +873,16 @@ mod tests {
     }
 
     #[test]
+    fn unterminated_quotes_and_substitutions() {
+        check_err("ENV A=\"open", "looking for matching double-quote");
+        check_err("WORKDIR /app/'x", "single-quote");
+        check_err("COPY ${SRC /dst", "missing '}'");
+        check_err("USER ${}", "bad substitution");
+        // Left to the shell: not checked.
+        assert!(parse_one("RUN echo \"open").is_ok());
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("1h2m3s"), Some(3_723_000_000_000));
         assert_eq!(parse_duration("1.5s"), Some(1_500_000_000));

@@ -77,8 +77,10 @@ pub fn parse(text: &str) -> Result<Dockerfile, Error> {
     let last_span = tree.nodes.last().map(|n| n.span).unwrap_or_default();
     let mut global_args = Vec::new();
     let mut stages: Vec<Stage> = Vec::new();
+    let escape = tree.directives.escape;
     for node in tree.nodes {
         let instruction = instruction::instruction(node)?;
+        check_words(&instruction, escape)?;
         match instruction.kind {
             Kind::From(from) => stages.push(Stage {
                 index: stages.len(),
@@ -133,5 +135,26 @@ pub fn parse_instruction(text: &str) -> Result<Instruction, Error> {
             ErrorKind::Arguments("expected exactly one instruction".to_owned()),
         )
         .with_hint("give one instruction per -c/--change")),
+    }
+}
+
+/// Every variable set: expansion then fails only on syntax (an unterminated quote, a bad
+/// `${...}`), never on a value.
+struct AnyValue;
+
+impl shell::Env for AnyValue {
+    fn get(&self, _name: &str) -> Option<&str> {
+        Some("x")
+    }
+}
+
+/// Reports, at parse time, the words that could never be expanded.
+fn check_words(instruction: &Instruction, escape: char) -> Result<(), Error> {
+    match expand::expand(&instruction.kind, escape, &AnyValue) {
+        Ok(_) => Ok(()),
+        Err(err) => Err(
+            Error::new(instruction.span, ErrorKind::Quote(err.to_string()))
+                .with_hint("close the quote or the ${...}, or escape the character"),
+        ),
     }
 }

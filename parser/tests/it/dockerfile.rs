@@ -98,3 +98,50 @@ fn real_world_dockerfiles_parse() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(count >= 40, "only {count} files");
 }
+
+/// kiln's own fixtures (`testdata/parser/`): each `ok/*.Dockerfile` parses and its dump
+/// equals `*.dump`; each `errors/*.Dockerfile` fails with exactly `*.err`.
+/// `KILN_BLESS=1` rewrites the expected files (review the diff like code).
+#[test]
+fn testdata_fixtures() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/parser");
+    let bless = std::env::var_os("KILN_BLESS").is_some();
+    let mut failures = Vec::new();
+    for (dir, ok) in [("ok", true), ("errors", false)] {
+        for file in cases(&root.join(dir)) {
+            if file.extension().is_none_or(|e| e != "Dockerfile") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&file).expect("fixture");
+            let name = file
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
+            let got = if ok {
+                match kiln_parser::parse(&text) {
+                    Ok(_) => kiln_parser::parse_nodes(&text).expect("nodes").dump(),
+                    Err(e) => format!("unexpected error:\n{}", e.render(&name, &text)),
+                }
+            } else {
+                match kiln_parser::parse(&text) {
+                    Ok(_) => "unexpected success\n".to_owned(),
+                    Err(e) => e.render(&name, &text),
+                }
+            };
+            let expected_path = file.with_extension(if ok { "dump" } else { "err" });
+            if bless {
+                std::fs::write(&expected_path, &got).expect("bless");
+                continue;
+            }
+            let want = std::fs::read_to_string(&expected_path).unwrap_or_default();
+            if got != want {
+                failures.push(format!(
+                    "{}:\n--- got\n{got}--- want\n{want}",
+                    file.display()
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
