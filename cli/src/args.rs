@@ -46,6 +46,10 @@ pub(crate) enum Command {
     Prune(cmd::store::PruneArgs),
     /// Show how much disk the store uses
     Du(cmd::store::DuArgs),
+    /// Push an image from the store to a registry
+    Push(cmd::registry::PushArgs),
+    /// Pull an image from a registry into the store
+    Pull(cmd::registry::PullArgs),
     /// Log in to a registry (credentials go to docker's config.json)
     Login(cmd::registry::LoginArgs),
     /// Log out from a registry

@@ -5,8 +5,10 @@
 //! - [`image`]: writing an image (config + manifest blobs) into the store and reading it
 //!   back by name or id.
 //! - [`registry`]: push and pull over the OCI distribution protocol.
+//! - [`transfer`]: images between the local store and a registry.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod image;
 pub mod registry;
+pub mod transfer;

@@ -29,6 +29,41 @@ fn memo_name(options: &LayerOptions) -> String {
 }
 
 impl Store {
+    /// A compressed copy of an uncompressed layer blob (for pushes and archives), made
+    /// once per compression and remembered under `compressed/`.
+    pub fn compressed_blob(
+        &self,
+        digest: &crate::Digest,
+        compression: Compression,
+    ) -> Result<LayerInfo, StoreError> {
+        let name = memo_name(&LayerOptions {
+            compression,
+            ..LayerOptions::default()
+        });
+        let memo = self
+            .root()
+            .join("compressed")
+            .join(format!("{}-{name}", digest.hex()));
+        if let Ok(bytes) = std::fs::read(&memo)
+            && let Ok(info) = serde_json::from_slice::<LayerInfo>(&bytes)
+            && self.content().size(&info.digest) == Some(info.size)
+        {
+            return Ok(info);
+        }
+        let mut source = self.content().open(digest)?;
+        let info =
+            crate::layer_out::compress_blob(&mut source, digest, self.content(), compression)?;
+        if let Some(dir) = memo.parent() {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        let bytes = serde_json::to_vec(&info).map_err(|e| StoreError::Format {
+            path: memo.clone(),
+            reason: e.to_string(),
+        })?;
+        fsutil::write_atomic(&memo, &self.tmp_dir(), &bytes).map_err(io(&memo))?;
+        Ok(info)
+    }
+
     fn memo_path(&self, id: &SnapshotId, options: &LayerOptions) -> PathBuf {
         self.root()
             .join("snapshots")

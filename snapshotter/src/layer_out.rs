@@ -193,6 +193,51 @@ pub fn write_layer(
     }
 }
 
+/// Compresses an existing uncompressed tar (`diff_id` is its digest) into a new blob.
+pub fn compress_blob(
+    source: &mut dyn io::Read,
+    diff_id: &Digest,
+    content: &ContentStore,
+    compression: Compression,
+) -> Result<LayerInfo, StoreError> {
+    let blob = content.writer()?;
+    let err = |source: io::Error| StoreError::Io {
+        path: PathBuf::from(diff_id.as_str()),
+        source,
+    };
+    let blob = match compression {
+        Compression::None => {
+            let mut blob = blob;
+            io::copy(source, &mut blob).map_err(err)?;
+            blob
+        }
+        Compression::Gzip { level, threads } => {
+            let mut gz = gzp::ZBuilder::<gzp::deflate::Gzip, BlobWriter>::new()
+                .num_threads(threads.max(1))
+                .compression_level(gzp::Compression::new(level.min(9)))
+                .from_writer(blob);
+            io::copy(source, &mut gz).map_err(err)?;
+            gz.finish()
+                .map_err(|e| err(io::Error::other(e.to_string())))?
+        }
+        Compression::Zstd { level, threads } => {
+            let mut encoder = zstd::stream::write::Encoder::new(blob, level).map_err(err)?;
+            if threads > 0 {
+                encoder.multithread(threads).map_err(err)?;
+            }
+            io::copy(source, &mut encoder).map_err(err)?;
+            encoder.finish().map_err(err)?
+        }
+    };
+    let (digest, size) = blob.commit(None)?;
+    Ok(LayerInfo {
+        digest,
+        diff_id: diff_id.clone(),
+        size,
+        media_type: compression.media_type().to_owned(),
+    })
+}
+
 fn is_whiteout(m: &fs::Metadata) -> bool {
     m.file_type().is_char_device() && m.rdev() == 0
 }

@@ -20,6 +20,8 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect(args) => store::inspect(global, args),
         Command::Prune(args) => store::prune(global, args),
         Command::Du(args) => store::du(global, args),
+        Command::Push(args) => registry::push(global, args),
+        Command::Pull(args) => registry::pull(global, args),
         Command::Login(args) => registry::login(global, args),
         Command::Logout(args) => registry::logout(global, args),
         Command::Debug(DebugCommand::Dump(args)) => parse::dump(args),

@@ -6,7 +6,7 @@
 //! `{"registry-mirrors": ["https://mirror.example"], "insecure-registries": ["r.lan:5000"],
 //! "ca-files": ["/etc/ssl/my-ca.pem"]}`, plus `--insecure-registry` on the command line.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -137,5 +137,111 @@ pub(crate) fn logout(_global: &GlobalArgs, args: LogoutArgs) -> anyhow::Result<E
     } else {
         eprintln!("Not logged in to {server}");
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct PushArgs {
+    /// The image to push, named for its registry (e.g. registry.example:5000/app:1;
+    /// use `kiln tag` to give it such a name)
+    pub(crate) image: String,
+    /// Layer compression for the registry: gzip, zstd or uncompressed
+    #[arg(long, default_value = "gzip")]
+    pub(crate) compression: String,
+    /// Allow plain HTTP or an untrusted certificate for this registry
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub(crate) insecure: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct PullArgs {
+    /// The image, e.g. busybox or registry.example:5000/app:1
+    pub(crate) image: String,
+    /// The platform to pull from a multi-platform image [default: this machine's]
+    #[arg(long)]
+    pub(crate) platform: Option<String>,
+    /// Allow plain HTTP or an untrusted certificate for this registry
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub(crate) insecure: Vec<String>,
+}
+
+pub(crate) fn parse_compression(
+    name: &str,
+) -> anyhow::Result<kiln_snapshotter::layer_out::Compression> {
+    use kiln_snapshotter::layer_out::Compression;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Ok(match name {
+        "gzip" => Compression::default_gzip(),
+        "zstd" => Compression::Zstd {
+            level: 3,
+            threads: cores as u32,
+        },
+        "uncompressed" | "none" => Compression::None,
+        other => bail!("unknown compression {other:?}; use gzip, zstd or uncompressed"),
+    })
+}
+
+pub(crate) fn push(global: &GlobalArgs, args: PushArgs) -> anyhow::Result<ExitCode> {
+    use kiln_exporter::registry::{BlobOutcome, ImageRef};
+    let compression = parse_compression(&args.compression)?;
+    let store = crate::cmd::store::open_store(global)?;
+    let (_, image) = kiln_exporter::image::find_image(&store, &args.image)?;
+    let target = ImageRef::parse(&args.image).with_context(|| {
+        format!(
+            "{} is not a registry name; tag it first (kiln tag {} HOST/REPO:TAG)",
+            args.image, args.image
+        )
+    })?;
+    let config = registry_config(&args.insecure)?;
+    let report = runtime()?.block_on(async {
+        let registry = Registry::new(config)?;
+        kiln_exporter::transfer::push(&store, &registry, &image, &[target.clone()], compression)
+            .await
+    })?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "The push refers to repository [{}/{}]",
+        target.registry(),
+        target.repository()
+    )?;
+    for blob in &report.blobs {
+        let what = match &blob.outcome {
+            BlobOutcome::Uploaded => "Pushed".to_owned(),
+            BlobOutcome::Skipped => "Layer already exists".to_owned(),
+            BlobOutcome::Mounted { from } => format!("Mounted from {from}"),
+            other => format!("{other:?}"),
+        };
+        writeln!(out, "{}: {what}", blob.digest)?;
+    }
+    writeln!(
+        out,
+        "{}: digest: {} ({} uploaded)",
+        target.tag().unwrap_or("latest"),
+        report.manifest_digest,
+        report.uploaded()
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn pull(global: &GlobalArgs, args: PullArgs) -> anyhow::Result<ExitCode> {
+    use kiln_exporter::registry::{ImageRef, Platform};
+    let reference = ImageRef::parse(&args.image)?;
+    let platform = match &args.platform {
+        Some(p) => Platform::parse(p)?,
+        None => Platform::host(),
+    };
+    let store = crate::cmd::store::open_store(global)?;
+    let config = registry_config(&args.insecure)?;
+    let image = runtime()?.block_on(async {
+        let registry = Registry::new(config)?;
+        kiln_exporter::transfer::pull(&store, &registry, &reference, &platform, &args.image).await
+    })?;
+    writeln!(
+        std::io::stdout(),
+        "Digest: {}\n{}",
+        image.manifest_descriptor.digest,
+        reference
+    )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -77,3 +77,77 @@ fn login_without_a_password_is_a_usage_error() {
     let err = k.fails(&["login", "127.0.0.1:1", "-u", "x"]);
     assert!(err.contains("--password-stdin"), "{err}");
 }
+
+#[test]
+fn push_is_read_by_skopeo_a_second_push_uploads_nothing_and_pull_brings_it_back() {
+    if !std::path::Path::new(REGISTRY_BIN).exists() {
+        eprintln!("skipped: {REGISTRY_BIN} is absent (apt-get install docker-registry)");
+        return;
+    }
+    let server = RegistryServer::start(ServerOptions::default());
+    let host = server.host();
+    let k = Kiln::new();
+    let src = k.path("src");
+    std::fs::create_dir_all(src.join("etc")).expect("mkdir");
+    std::fs::write(src.join("etc/motd"), "pushed by kiln\n").expect("write");
+    k.ok(&[
+        "import",
+        src.to_str().expect("utf8"),
+        "local:1",
+        "-c",
+        "CMD [\"/bin/sh\"]",
+    ]);
+    let target = format!("{host}/kiln/test:1");
+    k.ok(&["tag", "local:1", &target]);
+    let first = k.ok(&["push", &target]);
+    assert!(first.contains(": Pushed"), "{first}");
+    assert!(!first.contains("Layer already exists"), "{first}");
+
+    let out = std::process::Command::new("skopeo")
+        .args([
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{target}"),
+        ])
+        .output();
+    match out {
+        Ok(out) if out.status.success() => {
+            let inspect: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+            let layer = inspect["Layers"][0].as_str().expect("a layer").to_owned();
+            assert!(
+                first.contains(&format!("{layer}: Pushed")),
+                "kiln printed {first}, skopeo saw {layer}"
+            );
+            let digest = inspect["Digest"].as_str().expect("digest");
+            assert!(first.contains(digest), "{first} vs {digest}");
+        }
+        Ok(out) => panic!(
+            "skopeo inspect failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(_) => eprintln!("skopeo is absent: the registry's view is not checked"),
+    }
+
+    let second = k.ok(&["push", &target]);
+    assert!(second.contains("(0 uploaded)"), "{second}");
+    assert!(!second.contains(": Pushed"), "{second}");
+
+    let other = Kiln::new();
+    let pulled = other.ok(&["pull", &target]);
+    assert!(pulled.starts_with("Digest: sha256:"), "{pulled}");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&other.ok(&["inspect", &target])).expect("json");
+    assert_eq!(inspect[0]["Config"]["config"]["Cmd"][0], "/bin/sh");
+}
+
+#[test]
+fn pushing_an_unknown_image_or_to_a_dead_registry_fails_clearly() {
+    let k = Kiln::new();
+    let err = k.fails(&["push", "127.0.0.1:1/nothing:1"]);
+    assert!(err.contains("no image named"), "{err}");
+    let src = k.path("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    k.ok(&["import", src.to_str().expect("utf8"), "127.0.0.1:1/app:1"]);
+    let err = k.fails(&["push", "127.0.0.1:1/app:1"]);
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+}

@@ -1,0 +1,165 @@
+//! Images between the local store and a registry: push (layers compressed on the way
+//! out, each compression made once per layer) and pull (blobs verified into the store,
+//! then tagged). The registry protocol itself is in [`crate::registry`].
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use kiln_snapshotter::layer_out::Compression;
+use kiln_snapshotter::{BlobWriter, Descriptor, Digest, Store, StoreError};
+
+use crate::image::{Manifest, OCI_MANIFEST, StoredImage, read_image};
+use crate::registry::{self, BlobSource, ImageRef, Platform, PushImage, PushReport, Registry};
+
+/// Why a transfer failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransferError {
+    /// The store could not be read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The registry refused or failed.
+    #[error(transparent)]
+    Registry(#[from] registry::Error),
+}
+
+fn reg_digest(d: &Digest) -> Result<registry::Digest, TransferError> {
+    Ok(registry::Digest::parse(d.as_str())?)
+}
+
+/// Pushes `image` from the store under every name in `targets`, with its layers
+/// compressed as `compression` asks (the registry gets gzip by default).
+pub async fn push(
+    store: &Store,
+    registry: &Registry,
+    image: &StoredImage,
+    targets: &[ImageRef],
+    compression: Compression,
+) -> Result<PushReport, TransferError> {
+    let mut blobs = Vec::new();
+    let mut layers = Vec::new();
+    for layer in &image.manifest.layers {
+        let info = if layer.media_type.ends_with(".tar") && compression != Compression::None {
+            let store = store.clone();
+            let digest = layer.digest.clone();
+            tokio::task::spawn_blocking(move || store.compressed_blob(&digest, compression))
+                .await
+                .map_err(|e| StoreError::Format {
+                    path: "compression task".into(),
+                    reason: e.to_string(),
+                })??
+        } else {
+            kiln_snapshotter::layer_out::LayerInfo {
+                digest: layer.digest.clone(),
+                diff_id: layer.digest.clone(),
+                size: layer.size,
+                media_type: layer.media_type.clone(),
+            }
+        };
+        blobs.push(BlobSource::from_file(
+            &info.media_type,
+            reg_digest(&info.digest)?,
+            info.size,
+            store.content().path(&info.digest),
+        ));
+        layers.push(Descriptor {
+            media_type: info.media_type,
+            digest: info.digest,
+            size: info.size,
+            annotations: BTreeMap::new(),
+        });
+    }
+    let config = &image.manifest.config;
+    blobs.push(BlobSource::from_file(
+        &config.media_type,
+        reg_digest(&config.digest)?,
+        config.size,
+        store.content().path(&config.digest),
+    ));
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(OCI_MANIFEST.to_owned()),
+        config: config.clone(),
+        layers,
+        annotations: image.manifest.annotations.clone(),
+    };
+    let manifest_bytes = serde_json::to_vec(&manifest).map_err(|e| StoreError::Format {
+        path: "manifest".into(),
+        reason: e.to_string(),
+    })?;
+    let push = PushImage {
+        manifest: manifest_bytes,
+        manifest_media_type: OCI_MANIFEST.to_owned(),
+        blobs,
+    };
+    Ok(registry.push_image(targets, &push).await?)
+}
+
+/// Writes into a [`BlobWriter`] from async code. The writes block, briefly: they go to a
+/// local file through a large buffer.
+struct BlockingSink<'a>(&'a mut BlobWriter);
+
+impl tokio::io::AsyncWrite for BlockingSink<'_> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Poll::Ready(std::io::Write::write(self.get_mut().0, buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(std::io::Write::flush(self.get_mut().0))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Pulls `reference` for `platform` into the store and tags it with `name`; blobs the
+/// store has are not downloaded again.
+pub async fn pull(
+    store: &Store,
+    registry: &Registry,
+    reference: &ImageRef,
+    platform: &Platform,
+    name: &str,
+) -> Result<StoredImage, TransferError> {
+    let resolved = registry.resolve(reference, platform).await?;
+    for (digest, _size, _media_type) in resolved.layers() {
+        let local = Digest::parse(digest.as_str()).ok_or_else(|| StoreError::Format {
+            path: reference.to_string().into(),
+            reason: format!("bad layer digest {digest}"),
+        })?;
+        if store.content().exists(&local) {
+            continue;
+        }
+        let mut writer = store.content().writer()?;
+        registry
+            .pull_blob(reference, &digest, &mut BlockingSink(&mut writer))
+            .await?;
+        writer.commit(Some(&local))?;
+    }
+    let config_digest = store.content().write_bytes(&resolved.config)?;
+    let manifest_digest = store.content().write_bytes(&resolved.manifest_bytes)?;
+    if manifest_digest.as_str() != resolved.manifest_digest.as_str()
+        || config_digest.as_str() != resolved.config_digest.as_str()
+    {
+        return Err(StoreError::DigestMismatch {
+            expected: Digest::parse(resolved.manifest_digest.as_str())
+                .unwrap_or(manifest_digest.clone()),
+            actual: manifest_digest,
+        }
+        .into());
+    }
+    let descriptor = Descriptor {
+        media_type: resolved.manifest_media_type.clone(),
+        digest: manifest_digest,
+        size: resolved.manifest_bytes.len() as u64,
+        annotations: BTreeMap::new(),
+    };
+    store.tags().tag(name, descriptor.clone())?;
+    Ok(read_image(store, &descriptor)?)
+}
