@@ -195,8 +195,14 @@ pub(crate) fn push(global: &GlobalArgs, args: PushArgs) -> anyhow::Result<ExitCo
     let config = registry_config(&args.insecure)?;
     let report = runtime()?.block_on(async {
         let registry = Registry::new(config)?;
-        kiln_exporter::transfer::push(&store, &registry, &image, &[target.clone()], compression)
-            .await
+        kiln_exporter::transfer::push(
+            &store,
+            &registry,
+            &image,
+            std::slice::from_ref(&target),
+            compression,
+        )
+        .await
     })?;
     let mut out = std::io::stdout().lock();
     writeln!(
