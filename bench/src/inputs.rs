@@ -64,22 +64,5 @@ pub(crate) fn copy_context(dir: &Path, files: usize, dirs: usize, big: u64) -> i
     Ok(())
 }
 
-/// A Dockerfile of `n` instructions in a realistic mix.
-pub(crate) fn long_dockerfile(n: usize) -> String {
-    let mut text =
-        String::from("# syntax=docker/dockerfile:1\nARG BASE=base\nFROM ${BASE} AS build\n");
-    for i in 0..n.saturating_sub(2) {
-        let line = match i % 8 {
-            0 => format!("RUN echo step {i} && \\\n    test -d /tmp\n"),
-            1 => format!("ENV VAR{i}=\"value {i}\" OTHER{i}=x\n"),
-            2 => format!("COPY --chown=0:0 src/{i} /app/{i}/\n"),
-            3 => format!("LABEL org.example.step{i}=\"{i}\"\n"),
-            4 => format!("WORKDIR /work/{i}\n"),
-            5 => format!("ARG A{i}=default\n"),
-            6 => format!("RUN [\"/bin/sh\", \"-c\", \"echo {i}\"]\n"),
-            _ => format!("EXPOSE {}/tcp\n", 1000 + i),
-        };
-        text.push_str(&line);
-    }
-    text
-}
+/// The parse scenario's Dockerfile: the same generator the parser's own benchmark uses.
+pub(crate) use kiln_testkit::inputs::long_dockerfile;

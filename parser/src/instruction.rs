@@ -495,7 +495,9 @@ fn mount(value: &str, span: Span) -> Result<Mount, Error> {
     Ok(mount)
 }
 
-fn csv_fields(value: &str) -> Vec<String> {
+/// Splits `a=1,"b=x,y"` on commas outside double quotes (the quotes are dropped), as
+/// BuildKit reads `--mount` and buildx reads `--output` values.
+pub fn csv_fields(value: &str) -> Vec<String> {
     let mut fields = Vec::new();
     let mut field = String::new();
     let mut quoted = false;

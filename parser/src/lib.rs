@@ -15,6 +15,7 @@ mod words;
 
 pub use ast::{Dockerfile, Instruction, Kind, Stage};
 pub use error::{Error, ErrorKind, Span};
+pub use instruction::csv_fields;
 pub use lines::{Directives, Heredoc, Warning};
 pub use node::Node;
 

@@ -1,7 +1,7 @@
 //! Snapshot -> layer blob, memoised: exporting the same snapshot with the same options
 //! twice costs a file read, not a tar walk and a compression.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::Store;
 use crate::error::{StoreError, io};
@@ -44,24 +44,31 @@ impl Store {
             .root()
             .join("compressed")
             .join(format!("{}-{name}", digest.hex()));
-        if let Ok(bytes) = std::fs::read(&memo)
-            && let Ok(info) = serde_json::from_slice::<LayerInfo>(&bytes)
-            && self.content().size(&info.digest) == Some(info.size)
-        {
+        if let Some(info) = self.read_memo(&memo) {
             return Ok(info);
         }
         let mut source = self.content().open(digest)?;
         let info =
             crate::layer_out::compress_blob(&mut source, digest, self.content(), compression)?;
+        self.write_memo(&memo, &info)?;
+        Ok(info)
+    }
+
+    /// A remembered layer, if its blob is still there.
+    fn read_memo(&self, memo: &Path) -> Option<LayerInfo> {
+        let info: LayerInfo = serde_json::from_slice(&std::fs::read(memo).ok()?).ok()?;
+        (self.content().size(&info.digest) == Some(info.size)).then_some(info)
+    }
+
+    fn write_memo(&self, memo: &Path, info: &LayerInfo) -> Result<(), StoreError> {
         if let Some(dir) = memo.parent() {
             std::fs::create_dir_all(dir).map_err(io(dir))?;
         }
-        let bytes = serde_json::to_vec(&info).map_err(|e| StoreError::Format {
-            path: memo.clone(),
+        let bytes = serde_json::to_vec(info).map_err(|e| StoreError::Format {
+            path: memo.to_owned(),
             reason: e.to_string(),
         })?;
-        fsutil::write_atomic(&memo, &self.tmp_dir(), &bytes).map_err(io(&memo))?;
-        Ok(info)
+        fsutil::write_atomic(memo, &self.tmp_dir(), &bytes).map_err(io(memo))
     }
 
     fn memo_path(&self, id: &SnapshotId, options: &LayerOptions) -> PathBuf {
@@ -79,10 +86,7 @@ impl Store {
         options: &LayerOptions,
     ) -> Result<LayerInfo, StoreError> {
         let memo = self.memo_path(id, options);
-        if let Ok(bytes) = std::fs::read(&memo)
-            && let Ok(info) = serde_json::from_slice::<LayerInfo>(&bytes)
-            && self.content().size(&info.digest) == Some(info.size)
-        {
+        if let Some(info) = self.read_memo(&memo) {
             return Ok(info);
         }
         let layers = self.snapshots().layers(id)?;
@@ -101,11 +105,7 @@ impl Store {
             },
         };
         let info = write_layer(source, self.content(), options)?;
-        let bytes = serde_json::to_vec(&info).map_err(|e| StoreError::Format {
-            path: memo.clone(),
-            reason: e.to_string(),
-        })?;
-        fsutil::write_atomic(&memo, &self.tmp_dir(), &bytes).map_err(io(&memo))?;
+        self.write_memo(&memo, &info)?;
         Ok(info)
     }
 }

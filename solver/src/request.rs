@@ -262,24 +262,13 @@ pub fn parse_key_value(
     }
 }
 
-/// Splits `a=1,b="x,y"` into pairs, as buildx's CSV values: fields may be quoted.
+/// Splits `a=1,"b=x,y"` into pairs, as buildx's CSV values: fields may be quoted.
 fn csv_pairs(flag: &'static str, value: &str) -> Result<BTreeMap<String, String>, RequestError> {
-    let mut fields = Vec::new();
-    let mut field = String::new();
-    let mut quoted = false;
-    for c in value.chars() {
-        match c {
-            '"' => quoted = !quoted,
-            ',' if !quoted => fields.push(std::mem::take(&mut field)),
-            _ => field.push(c),
-        }
-    }
-    if quoted {
+    if value.chars().filter(|&c| c == '"').count() % 2 == 1 {
         return Err(bad(flag, value, "a quote is not closed"));
     }
-    fields.push(field);
     let mut pairs = BTreeMap::new();
-    for field in fields {
+    for field in kiln_parser::csv_fields(value) {
         let (key, val) = field
             .split_once('=')
             .ok_or_else(|| bad(flag, value, format!("{field:?} is not KEY=VALUE")))?;

@@ -5,6 +5,7 @@
 //! of the tool that failed, because a failing fixture is a failing test.
 #![allow(missing_docs, clippy::unwrap_used)]
 
+pub mod inputs;
 pub mod registry;
 pub mod rootfs;
 
