@@ -137,9 +137,8 @@ pub fn write_layer(
     };
     match options.compression {
         Compression::None => {
-            let hashing = HashingWriter::new(blob);
-            let hashing = write_tar(&items, hashing, options)?;
-            let (_, _, blob) = hashing.finish();
+            // The blob's own digest is the diff_id: hash the bytes once, not twice.
+            let blob = write_tar(&items, blob, options)?;
             let (digest, size) = blob.commit(None)?;
             Ok(LayerInfo {
                 diff_id: digest.clone(),
