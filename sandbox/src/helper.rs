@@ -1,9 +1,147 @@
 //! The single-threaded helper process that the sandbox re-executes the kiln binary as.
+//!
+//! Protocol: the parent starts `Spec::helper_exe` with `KILN_SANDBOX_HELPER=1` in its
+//! environment and one end of a socket pair as stdin. It writes a [`Request`] as JSON and
+//! shuts down its write side; the helper answers with one JSON [`Report`] per line on the
+//! same socket: `Started` (the command's host pid, for cancel), then `Exited`, `Signaled`
+//! or `Failed`. The command's stdout and stderr are the helper's own, inherited.
 
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use nix::sched::CloneFlags;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::ForkResult;
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{Network, Spec};
+use crate::sys::linux;
+
+/// The environment variable that marks a process as the helper.
+pub const MARKER_ENV: &str = "KILN_SANDBOX_HELPER";
+
+/// What the parent sends.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Request {
+    pub(crate) spec: Spec,
+    /// The run's private temp dir: `root/` (the empty new root), `hosts`, `resolv.conf`,
+    /// `hostname`, `secret-N`.
+    pub(crate) tmp: PathBuf,
+}
+
+/// What the helper answers, one JSON object a line.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Report {
+    Started { pid: i32 },
+    Exited { code: i32 },
+    Signaled { signal: i32 },
+    Failed { message: String },
+}
 
 /// When this process was started as the sandbox helper, run it and return its exit code;
 /// otherwise return `None` at once. Call first thing in `main`, before any thread starts.
 pub fn run_if_requested() -> Option<ExitCode> {
-    None
+    if std::env::var_os(MARKER_ENV).is_none_or(|v| v != "1") {
+        return None;
+    }
+    // If kiln dies, the helper (and through the pid namespace, the command) dies too.
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    let stdin = std::io::stdin();
+    let Ok(fd) = stdin.as_fd().try_clone_to_owned() else {
+        return Some(ExitCode::from(125));
+    };
+    let mut socket = File::from(fd);
+    let report = match read_request(&mut socket) {
+        Ok(request) => run_helper(&request, &mut socket),
+        Err(message) => Report::Failed { message },
+    };
+    Some(match send(&mut socket, &report) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::from(125),
+    })
+}
+
+fn read_request(socket: &mut File) -> Result<Request, String> {
+    let mut buf = Vec::new();
+    socket
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("read the request: {e}"))?;
+    serde_json::from_slice(&buf).map_err(|e| format!("parse the request: {e}"))
+}
+
+fn send(socket: &mut File, report: &Report) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(report).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    socket.write_all(&line)
+}
+
+fn run_helper(request: &Request, socket: &mut File) -> Report {
+    match start(request, socket) {
+        Ok(report) => report,
+        Err(message) => Report::Failed { message },
+    }
+}
+
+fn start(request: &Request, socket: &mut File) -> Result<Report, String> {
+    let devnull: OwnedFd = File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| format!("open /dev/null: {e}"))?
+        .into();
+    let (err_read, err_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC;
+    if request.spec.network == Network::None {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        return Err("the sandbox needs root (rootless mode is not implemented yet)".to_owned());
+    }
+    nix::sched::unshare(flags).map_err(|e| format!("unshare {flags:?}: {e}"))?;
+
+    match linux::fork().map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Child => {
+            drop(err_read);
+            let err = crate::init::run(request, devnull);
+            // Reached only when setup failed before exec.
+            let mut pipe = File::from(err_write);
+            let _ = pipe.write_all(err.as_bytes());
+            std::process::exit(125);
+        }
+        ForkResult::Parent { child } => {
+            drop(err_write);
+            drop(devnull);
+            send(socket, &Report::Started { pid: child.as_raw() })
+                .map_err(|e| format!("report the pid: {e}"))?;
+            let mut message = String::new();
+            let _ = File::from(err_read).read_to_string(&mut message);
+            let status = loop {
+                match waitpid(child, None) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    other => break other.map_err(|e| format!("waitpid: {e}"))?,
+                }
+            };
+            if !message.is_empty() {
+                return Ok(Report::Failed { message });
+            }
+            Ok(match status {
+                WaitStatus::Exited(_, code) => Report::Exited { code },
+                WaitStatus::Signaled(_, signal, _) => Report::Signaled {
+                    signal: signal as i32,
+                },
+                other => Report::Failed {
+                    message: format!("unexpected wait status {other:?}"),
+                },
+            })
+        }
+    }
 }

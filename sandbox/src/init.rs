@@ -1,0 +1,135 @@
+//! What the sandbox's PID 1 does between fork and exec: mounts, pivot_root, hostname,
+//! loopback, rlimits, user, capabilities, no_new_privs, seccomp, cwd, then execve.
+
+use std::ffi::CString;
+use std::fs;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::sys::signal::Signal;
+use nix::unistd::{Gid, Uid};
+
+use crate::helper::Request;
+use crate::plan::{Create, EtcFiles, plan};
+use crate::spec::{DEFAULT_PATH, ExtraMount, Network};
+use crate::sys::linux::{self, Linux};
+use crate::{caps, rlimit, seccomp, setup, user};
+
+/// The run's temp-dir layout, shared by the parent (which fills it) and the helper.
+pub(crate) fn etc_files(tmp: &Path) -> EtcFiles {
+    EtcFiles {
+        hosts: tmp.join("hosts"),
+        resolv_conf: tmp.join("resolv.conf"),
+        hostname: tmp.join("hostname"),
+    }
+}
+
+/// The prepared copy of the n-th secret.
+pub(crate) fn secret_copy(tmp: &Path, n: usize) -> PathBuf {
+    tmp.join(format!("secret-{n}"))
+}
+
+/// Sets everything up and execs; returns only on failure, with the message.
+pub(crate) fn run(request: &Request, devnull: OwnedFd) -> String {
+    match setup_and_exec(request, devnull) {
+        Ok(never) => match never {},
+        Err(message) => message,
+    }
+}
+
+enum Never {}
+
+fn setup_and_exec(request: &Request, devnull: OwnedFd) -> Result<Never, String> {
+    let spec = &request.spec;
+    let root = request.tmp.join("root");
+    let secrets: Vec<PathBuf> = spec
+        .mounts
+        .iter()
+        .filter(|m| matches!(m, ExtraMount::Secret { .. }))
+        .enumerate()
+        .map(|(n, _)| secret_copy(&request.tmp, n))
+        .collect();
+    let steps = plan(spec, &etc_files(&request.tmp), &secrets);
+    setup::perform(&Linux, &root, &steps)?;
+
+    nix::unistd::sethostname(&spec.hostname).map_err(|e| format!("sethostname: {e}"))?;
+    if spec.network == Network::None {
+        linux::loopback_up().map_err(|e| format!("bring lo up: {e}"))?;
+    }
+    let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let group = fs::read_to_string("/etc/group").unwrap_or_default();
+    let exec_user = user::resolve(&spec.user, &passwd, &group)?;
+
+    let cwd = if spec.cwd.is_empty() { "/" } else { &spec.cwd };
+    let cwd_path = setup::resolve(Path::new("/"), cwd, Some(Create::Dir))
+        .map_err(|e| format!("create the working directory {cwd}: {e}"))?;
+    nix::unistd::chdir(&cwd_path).map_err(|e| format!("chdir {cwd}: {e}"))?;
+
+    rlimit::apply()?;
+    caps::drop_bounding()?;
+    nix::sys::prctl::set_keepcaps(true).map_err(|e| format!("keepcaps: {e}"))?;
+    let groups: Vec<Gid> = exec_user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
+    let gid = Gid::from_raw(exec_user.gid);
+    nix::unistd::setresgid(gid, gid, gid).map_err(|e| format!("setgid {gid}: {e}"))?;
+    let uid = Uid::from_raw(exec_user.uid);
+    nix::unistd::setresuid(uid, uid, uid).map_err(|e| format!("setuid {uid}: {e}"))?;
+    nix::sys::prctl::set_keepcaps(false).map_err(|e| format!("keepcaps: {e}"))?;
+    caps::set_default()?;
+    // The uid change cleared the parent-death signal; the helper outside must still be
+    // able to take us down.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("pdeathsig: {e}"))?;
+    nix::sys::prctl::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
+
+    let mut env: Vec<String> = spec.env.clone();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", exec_user.home));
+    }
+    let path_var = env
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH)
+        .to_owned();
+    let argv = to_cstrings(&spec.argv)?;
+    let envp = to_cstrings(&env)?;
+    let program = spec.argv.first().ok_or("empty argv")?;
+    let exe = lookup(program, &path_var);
+
+    linux::reset_signals().map_err(|e| format!("reset signals: {e}"))?;
+    nix::unistd::dup2_stdin(devnull.as_fd()).map_err(|e| format!("stdin: {e}"))?;
+    seccomp::install()?;
+    let err = match &exe {
+        Some(exe) => match nix::unistd::execve(exe, &argv, &envp) {
+            Ok(never) => match never {},
+            Err(err) => err,
+        },
+        None => nix::errno::Errno::ENOENT,
+    };
+    // The command could not start: report it as a shell would, on the command's stderr.
+    eprintln!("kiln: exec {program}: {}", err.desc());
+    let code = if err == nix::errno::Errno::ENOENT { 127 } else { 126 };
+    std::process::exit(code)
+}
+
+fn to_cstrings(items: &[String]) -> Result<Vec<CString>, String> {
+    items
+        .iter()
+        .map(|s| CString::new(s.as_bytes()).map_err(|_| format!("NUL byte in {s:?}")))
+        .collect()
+}
+
+/// Finds `program` in `path` (the command's `PATH`, not kiln's) as execvp would.
+fn lookup(program: &str, path: &str) -> Option<CString> {
+    if program.contains('/') {
+        return CString::new(program).ok();
+    }
+    path.split(':')
+        .map(|dir| Path::new(if dir.is_empty() { "." } else { dir }).join(program))
+        .find(|candidate| {
+            fs::metadata(candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .and_then(|p| CString::new(p.as_os_str().as_bytes()).ok())
+}

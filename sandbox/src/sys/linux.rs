@@ -1,0 +1,212 @@
+//! The real kernel calls. All of kiln's `unsafe` code is in this file; each block says why
+//! it is sound.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::mount::{MntFlags, MsFlags};
+use nix::unistd::ForkResult;
+
+use super::Sys;
+
+/// The running kernel.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Linux;
+
+impl Sys for Linux {
+    fn mount(
+        &self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> io::Result<()> {
+        nix::mount::mount(source, target, fstype, flags, data).map_err(io::Error::from)
+    }
+
+    fn mount_fsconfig(
+        &self,
+        fstype: &str,
+        source: &str,
+        target: &Path,
+        options: &[String],
+    ) -> io::Result<()> {
+        let fs = fsopen(fstype)?;
+        fsconfig_string(&fs, "source", source)?;
+        for option in options {
+            match option.split_once('=') {
+                Some((key, value)) => fsconfig_string(&fs, key, value)?,
+                None => fsconfig_flag(&fs, option)?,
+            }
+        }
+        fsconfig_create(&fs)?;
+        let mnt = fsmount(&fs)?;
+        move_mount(&mnt, target)
+    }
+
+    fn pivot_root(&self, new_root: &Path) -> io::Result<()> {
+        nix::unistd::chdir(new_root)?;
+        nix::unistd::pivot_root(".", ".")?;
+        // The old root is now stacked under "."; detaching it cuts the sandbox off from
+        // every host mount.
+        nix::mount::umount2(".", MntFlags::MNT_DETACH)?;
+        nix::unistd::chdir("/")?;
+        Ok(())
+    }
+}
+
+fn cstring(s: &[u8]) -> io::Result<CString> {
+    CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in argument"))
+}
+
+fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn fsopen(fstype: &str) -> io::Result<OwnedFd> {
+    let name = cstring(fstype.as_bytes())?;
+    // SAFETY: `name` is a valid NUL-terminated string that outlives the call; fsopen takes
+    // no other pointers.
+    let fd = check(unsafe { libc::syscall(libc::SYS_fsopen, name.as_ptr(), libc::FSOPEN_CLOEXEC) })?;
+    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+fn fsconfig_string(fs: &OwnedFd, key: &str, value: &str) -> io::Result<()> {
+    let key = cstring(key.as_bytes())?;
+    let value = cstring(value.as_bytes())?;
+    // SAFETY: both strings are NUL-terminated and live until the call returns; `fs` is an
+    // open fs context fd.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            libc::FSCONFIG_SET_STRING,
+            key.as_ptr(),
+            value.as_ptr(),
+            0,
+        )
+    })?;
+    Ok(())
+}
+
+fn fsconfig_flag(fs: &OwnedFd, key: &str) -> io::Result<()> {
+    let key = cstring(key.as_bytes())?;
+    // SAFETY: `key` is NUL-terminated and outlives the call; a flag takes a NULL value.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            libc::FSCONFIG_SET_FLAG,
+            key.as_ptr(),
+            std::ptr::null::<libc::c_char>(),
+            0,
+        )
+    })?;
+    Ok(())
+}
+
+fn fsconfig_create(fs: &OwnedFd) -> io::Result<()> {
+    // SAFETY: FSCONFIG_CMD_CREATE takes no pointers; `fs` is an open fs context fd.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            libc::FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_char>(),
+            0,
+        )
+    })?;
+    Ok(())
+}
+
+fn fsmount(fs: &OwnedFd) -> io::Result<OwnedFd> {
+    // SAFETY: no pointers; `fs` is a created fs context fd.
+    let fd = check(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), libc::FSMOUNT_CLOEXEC, 0) })?;
+    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+fn move_mount(mnt: &OwnedFd, target: &Path) -> io::Result<()> {
+    let empty = cstring(b"")?;
+    let target = cstring(target.as_os_str().as_bytes())?;
+    // SAFETY: both paths are NUL-terminated and outlive the call; `mnt` is a detached
+    // mount fd, moved with MOVE_MOUNT_F_EMPTY_PATH (the empty path names the fd itself).
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mnt.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    })?;
+    Ok(())
+}
+
+/// `fork(2)`. Only called by the helper, which is single-threaded, so the child may do
+/// anything (allocate, take locks) before it execs.
+pub fn fork() -> io::Result<ForkResult> {
+    // SAFETY: the helper process has exactly one thread (it is started by
+    // `helper::run_if_requested` before any thread exists), so no lock can be held by a
+    // thread that does not exist in the child.
+    unsafe { nix::unistd::fork() }.map_err(io::Error::from)
+}
+
+/// Brings the loopback interface of the current network namespace up (a new namespace
+/// starts with `lo` down), with `SIOCSIFFLAGS` on a datagram socket: no `ip` binary.
+pub fn loopback_up() -> io::Result<()> {
+    // SAFETY: plain socket(2) call, no pointers.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the fd was just created and is owned by nobody else.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: `req` is a valid ifreq with a NUL-terminated name, alive for the call; the
+    // kernel writes the flags into the union.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: SIOCGIFFLAGS filled the `ifru_flags` member of the union.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    req.ifr_ifru.ifru_flags = flags | (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    // SAFETY: as above; SIOCSIFFLAGS reads the name and flags.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Resets every catchable signal to its default action and unblocks all signals, so the
+/// command does not inherit kiln's dispositions (Rust ignores SIGPIPE: a `yes | head`
+/// would spin forever) — as runc does before exec.
+pub fn reset_signals() -> io::Result<()> {
+    use nix::sys::signal::{SigAction, SigHandler, SigSet, SaFlags, sigaction, sigprocmask, SigmaskHow};
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for signal in nix::sys::signal::Signal::iterator() {
+        if matches!(signal, nix::sys::signal::Signal::SIGKILL | nix::sys::signal::Signal::SIGSTOP) {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL runs no handler code, so no async-signal-safety
+        // question arises; the process is single-threaded.
+        unsafe { sigaction(signal, &default) }.map_err(io::Error::from)?;
+    }
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).map_err(io::Error::from)
+}
