@@ -404,6 +404,8 @@ fn stream(
                 Ok(0) => socket_open = false,
                 Ok(n) => status.extend_from_slice(&buf[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // A helper killed by a cancel may reset the connection: same as EOF.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => socket_open = false,
                 Err(e) => return Err(Error::Protocol(format!("read status: {e}"))),
             }
             while let Some(pos) = status.iter().position(|b| *b == b'\n') {

@@ -92,7 +92,7 @@ fn users_by_name_and_number() {
     let rootfs = Rootfs::new();
     for (user, expected) in [
         ("", "uid=0(root) gid=0(root) groups=0(root)\n"),
-        ("alice", "uid=1000(alice) gid=1000(alice) groups=1000(alice),10(wheel),2000(dev)\n"),
+        ("alice", "uid=1000(alice) gid=1000(alice) groups=10(wheel),1000(alice),2000(dev)\n"),
         ("bob", "uid=1001(bob) gid=100(users) groups=100(users),2000(dev)\n"),
         ("alice:users", "uid=1000(alice) gid=100(users) groups=100(users)\n"),
         ("4242:4343", "uid=4242 gid=4343 groups=4343\n"),
