@@ -1,2 +1,78 @@
-//! Placeholder replaced below.
-fn main() {}
+//! Overhead of a sandboxed `/bin/true` (median of 200) against
+//! `unshare -fmpiu --mount-proc chroot ROOT /bin/true` on the same rootfs.
+//! This binary is its own sandbox helper, like the integration tests.
+
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use kiln_sandbox::{CancelHandle, Spec, bind_rootfs};
+
+const RUNS: usize = 200;
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn main() -> ExitCode {
+    if let Some(code) = kiln_sandbox::helper::run_if_requested() {
+        return code;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipping the sandbox benchmark: it needs root");
+        return ExitCode::SUCCESS;
+    }
+    let Ok(dir) = tempfile::tempdir() else {
+        eprintln!("cannot create a temp dir");
+        return ExitCode::FAILURE;
+    };
+    let root = dir.path().join("rootfs");
+    let made = std::fs::create_dir_all(root.join("bin"))
+        .and_then(|()| std::fs::create_dir_all(root.join("proc")))
+        .and_then(|()| std::fs::copy("/bin/busybox", root.join("bin/busybox")).map(drop))
+        .and_then(|()| std::os::unix::fs::symlink("busybox", root.join("bin/true")))
+        .and_then(|()| std::os::unix::fs::symlink("busybox", root.join("bin/sh")));
+    if let Err(err) = made {
+        eprintln!("cannot build the rootfs: {err}");
+        return ExitCode::FAILURE;
+    }
+    let spec = Spec::new(bind_rootfs(&root), vec!["/bin/true".into()]);
+    let cancel = CancelHandle::new();
+    let mut ours = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let start = Instant::now();
+        match kiln_sandbox::run(&spec, &mut |_, _| {}, &cancel) {
+            Ok(status) if status.success() => ours.push(start.elapsed()),
+            other => {
+                eprintln!("sandboxed /bin/true failed: {other:?}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let mut theirs = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let start = Instant::now();
+        let status = Command::new("unshare")
+            .args(["-fmpiu", "--mount-proc", "chroot"])
+            .arg(&root)
+            .arg("/bin/true")
+            .status();
+        match status {
+            Ok(s) if s.success() => theirs.push(start.elapsed()),
+            other => {
+                eprintln!("unshare failed: {other:?}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let (ours, theirs) = (median(ours), median(theirs));
+    eprintln!(
+        "sandboxed /bin/true, median of {RUNS}: {:.2} ms (target <= 10 ms)",
+        ours.as_secs_f64() * 1e3
+    );
+    eprintln!(
+        "unshare -fmpiu --mount-proc chroot, median of {RUNS}: {:.2} ms",
+        theirs.as_secs_f64() * 1e3
+    );
+    ExitCode::SUCCESS
+}

@@ -26,7 +26,8 @@ pub fn drop_bounding() -> Result<(), String> {
     let keep: CapsHashSet = DEFAULT.iter().copied().collect();
     for cap in caps::all() {
         if !keep.contains(&cap) {
-            caps::drop(None, CapSet::Bounding, cap).map_err(|e| format!("drop {cap} from bounding set: {e}"))?;
+            caps::drop(None, CapSet::Bounding, cap)
+                .map_err(|e| format!("drop {cap} from bounding set: {e}"))?;
         }
     }
     Ok(())

@@ -120,8 +120,13 @@ fn start(request: &Request, socket: &mut File) -> Result<Report, String> {
         ForkResult::Parent { child } => {
             drop(err_write);
             drop(devnull);
-            send(socket, &Report::Started { pid: child.as_raw() })
-                .map_err(|e| format!("report the pid: {e}"))?;
+            send(
+                socket,
+                &Report::Started {
+                    pid: child.as_raw(),
+                },
+            )
+            .map_err(|e| format!("report the pid: {e}"))?;
             let mut message = String::new();
             let _ = File::from(err_read).read_to_string(&mut message);
             let status = loop {

@@ -110,7 +110,11 @@ fn setup_and_exec(request: &Request, devnull: OwnedFd) -> Result<Never, String> 
     };
     // The command could not start: report it as a shell would, on the command's stderr.
     eprintln!("kiln: exec {program}: {}", err.desc());
-    let code = if err == nix::errno::Errno::ENOENT { 127 } else { 126 };
+    let code = if err == nix::errno::Errno::ENOENT {
+        127
+    } else {
+        126
+    };
     std::process::exit(code)
 }
 
@@ -129,7 +133,8 @@ fn lookup(program: &str, path: &str) -> Option<CString> {
     path.split(':')
         .map(|dir| Path::new(if dir.is_empty() { "." } else { dir }).join(program))
         .find(|candidate| {
-            fs::metadata(candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         })
         .and_then(|p| CString::new(p.as_os_str().as_bytes()).ok())
 }

@@ -276,7 +276,11 @@ pub fn plan(spec: &Spec, etc: &EtcFiles, secrets: &[PathBuf]) -> Vec<Step> {
         }
     }
     steps.extend(MASKED_PATHS.iter().map(|p| Step::Mask((*p).into())));
-    steps.extend(READONLY_PATHS.iter().map(|p| Step::ReadonlyPath((*p).into())));
+    steps.extend(
+        READONLY_PATHS
+            .iter()
+            .map(|p| Step::ReadonlyPath((*p).into())),
+    );
     steps.push(Step::PivotRoot);
     let _ = Network::None; // the network namespace is not a mount concern
     steps

@@ -15,9 +15,11 @@ pub fn clamp(soft: u64, hard: u64, host_hard: u64) -> (u64, u64) {
 /// Applies [`WANTED`], clamped.
 pub fn apply() -> Result<(), String> {
     for (resource, soft, hard) in WANTED {
-        let (_, host_hard) = getrlimit(*resource).map_err(|e| format!("getrlimit {resource:?}: {e}"))?;
+        let (_, host_hard) =
+            getrlimit(*resource).map_err(|e| format!("getrlimit {resource:?}: {e}"))?;
         let (soft, hard) = clamp(*soft, *hard, host_hard);
-        setrlimit(*resource, soft, hard).map_err(|e| format!("setrlimit {resource:?} {soft}:{hard}: {e}"))?;
+        setrlimit(*resource, soft, hard)
+            .map_err(|e| format!("setrlimit {resource:?} {soft}:{hard}: {e}"))?;
     }
     Ok(())
 }

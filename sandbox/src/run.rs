@@ -80,7 +80,10 @@ impl CancelHandle {
 
     /// Whether [`cancel`](Self::cancel) was called.
     pub fn is_cancelled(&self) -> bool {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).cancelled
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .cancelled
     }
 
     fn update(&self, f: impl FnOnce(&mut CancelState)) {
@@ -138,17 +141,15 @@ fn validate(spec: &Spec) -> Result<(), Error> {
     if !spec.rootfs.iter().any(|m| m.target == "/") {
         return Err(Error::InvalidSpec("no rootfs mount targets /".into()));
     }
-    for (target, what) in spec
-        .mounts
-        .iter()
-        .map(|m| match m {
-            ExtraMount::Bind { target, .. } => (target, "bind"),
-            ExtraMount::Tmpfs { target, .. } => (target, "tmpfs"),
-            ExtraMount::Secret { target, .. } => (target, "secret"),
-        })
-    {
+    for (target, what) in spec.mounts.iter().map(|m| match m {
+        ExtraMount::Bind { target, .. } => (target, "bind"),
+        ExtraMount::Tmpfs { target, .. } => (target, "tmpfs"),
+        ExtraMount::Secret { target, .. } => (target, "secret"),
+    }) {
         if !target.starts_with('/') {
-            return Err(Error::InvalidSpec(format!("{what} mount target {target:?} is not absolute")));
+            return Err(Error::InvalidSpec(format!(
+                "{what} mount target {target:?} is not absolute"
+            )));
         }
     }
     Ok(())
@@ -224,8 +225,10 @@ fn prepare(spec: &Spec, tmp: &Path) -> Result<(), Error> {
         let copy = secret_copy(tmp, n);
         let bytes = fs::read(source).map_err(io(source))?;
         write(&copy, &bytes)?;
-        fs::set_permissions(&copy, fs::Permissions::from_mode(mode.unwrap_or(0o400))).map_err(io(&copy))?;
-        std::os::unix::fs::chown(&copy, Some(uid.unwrap_or(0)), Some(gid.unwrap_or(0))).map_err(io(&copy))?;
+        fs::set_permissions(&copy, fs::Permissions::from_mode(mode.unwrap_or(0o400)))
+            .map_err(io(&copy))?;
+        std::os::unix::fs::chown(&copy, Some(uid.unwrap_or(0)), Some(gid.unwrap_or(0)))
+            .map_err(io(&copy))?;
     }
     Ok(())
 }
@@ -259,14 +262,21 @@ fn run_helper(
         .and_then(|bytes| ours.write_all(&bytes))
         .and_then(|()| ours.shutdown(std::net::Shutdown::Write));
     let streamed = match (child.stdout.take(), child.stderr.take(), sent) {
-        (Some(stdout), Some(stderr), Ok(())) => {
-            stream(spec, cancel, &mut ours, stdout.into(), stderr.into(), output)
-        }
+        (Some(stdout), Some(stderr), Ok(())) => stream(
+            spec,
+            cancel,
+            &mut ours,
+            stdout.into(),
+            stderr.into(),
+            output,
+        ),
         (_, _, Err(err)) => Err(Error::Helper {
             exe: spec.helper_exe.clone(),
             source: err,
         }),
-        _ => Err(Error::Protocol("the helper's output pipes are missing".into())),
+        _ => Err(Error::Protocol(
+            "the helper's output pipes are missing".into(),
+        )),
     };
     if streamed.is_err() {
         cancel.update(|s| s.kill());
@@ -331,10 +341,7 @@ fn stream(
 ) -> Result<Streamed, Error> {
     let deadline = spec.timeout.map(|t| (Instant::now() + t, t));
     let mut timed_out = None;
-    let mut files = [
-        Some(fs::File::from(stdout)),
-        Some(fs::File::from(stderr)),
-    ];
+    let mut files = [Some(fs::File::from(stdout)), Some(fs::File::from(stderr))];
     let mut lines = [
         Lines {
             stream: Stream::Stdout,
@@ -388,7 +395,9 @@ fn stream(
             (ready, socket_ready)
         };
         for i in ready {
-            let Some(file) = files[i].as_mut() else { continue };
+            let Some(file) = files[i].as_mut() else {
+                continue;
+            };
             match file.read(&mut buf) {
                 Ok(0) => {
                     lines[i].finish(output);

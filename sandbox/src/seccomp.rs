@@ -98,7 +98,8 @@ pub fn filters() -> Result<Vec<BpfProgram>, String> {
     )
     .map_err(|e| format!("seccomp clone3 filter: {e}"))?;
 
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = DENIED.iter().map(|(_, nr)| (*nr, Vec::new())).collect();
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+        DENIED.iter().map(|(_, nr)| (*nr, Vec::new())).collect();
     // On x86_64 and aarch64 the flags are clone's first argument.
     let clone_rules = NAMESPACE_FLAGS
         .iter()
@@ -144,12 +145,36 @@ mod tests {
     use super::*;
 
     fn check(name: &str, expected_denied: bool) {
-        assert_eq!(DENIED.iter().any(|(n, _)| *n == name), expected_denied, "{name}");
+        assert_eq!(
+            DENIED.iter().any(|(n, _)| *n == name),
+            expected_denied,
+            "{name}"
+        );
     }
 
     #[test]
     fn denies_what_docker_denies_and_compiles() {
-        for name in ["mount", "umount2", "unshare", "setns", "pivot_root", "init_module", "finit_module", "delete_module", "kexec_load", "reboot", "swapon", "swapoff", "bpf", "perf_event_open", "keyctl", "add_key", "request_key", "ptrace", "open_by_handle_at"] {
+        for name in [
+            "mount",
+            "umount2",
+            "unshare",
+            "setns",
+            "pivot_root",
+            "init_module",
+            "finit_module",
+            "delete_module",
+            "kexec_load",
+            "reboot",
+            "swapon",
+            "swapoff",
+            "bpf",
+            "perf_event_open",
+            "keyctl",
+            "add_key",
+            "request_key",
+            "ptrace",
+            "open_by_handle_at",
+        ] {
             check(name, true);
         }
         for name in ["read", "chroot", "clone", "execve"] {

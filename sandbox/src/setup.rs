@@ -279,20 +279,36 @@ mod tests {
         check(&[], "/etc/hosts", None, "etc/hosts");
         check(&[("proc", "/")], "/proc", None, "");
         check(&[("x", "../../../../tmp")], "/x/y", None, "tmp/y");
-        check(&[("lnk", "/etc")], "/lnk/hosts", Some(Create::File), "etc/hosts");
+        check(
+            &[("lnk", "/etc")],
+            "/lnk/hosts",
+            Some(Create::File),
+            "etc/hosts",
+        );
         check(&[], "/../../a/b", Some(Create::Dir), "a/b");
-        check(&[("d", "etc/../../..")], "/d/new", Some(Create::File), "new");
+        check(
+            &[("d", "etc/../../..")],
+            "/d/new",
+            Some(Create::File),
+            "new",
+        );
     }
 
     #[test]
     fn long_overlay_options_use_the_new_mount_api() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let lowers: Vec<String> = (0..300).map(|i| format!("/var/lib/kiln/snapshots/{i:020}/fs")).collect();
+        let lowers: Vec<String> = (0..300)
+            .map(|i| format!("/var/lib/kiln/snapshots/{i:020}/fs"))
+            .collect();
         let mount = Mount {
             kind: "overlay".into(),
             source: "overlay".into(),
             target: "/".into(),
-            options: vec![format!("lowerdir={}", lowers.join(":")), "upperdir=/u".into(), "workdir=/w".into()],
+            options: vec![
+                format!("lowerdir={}", lowers.join(":")),
+                "upperdir=/u".into(),
+                "workdir=/w".into(),
+            ],
         };
         let fake = Fake::default();
         perform(&fake, dir.path(), &[Step::Rootfs(mount)]).expect("perform");

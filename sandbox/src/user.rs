@@ -24,10 +24,13 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<ExecUser, String
     };
     let user_arg = if user_arg.is_empty() { "0" } else { user_arg };
     let numeric_uid = user_arg.parse::<u32>().ok();
-    let entry = passwd.lines().filter_map(parse_passwd).find(|p| match numeric_uid {
-        Some(uid) => p.uid == uid,
-        None => p.name == user_arg,
-    });
+    let entry = passwd
+        .lines()
+        .filter_map(parse_passwd)
+        .find(|p| match numeric_uid {
+            Some(uid) => p.uid == uid,
+            None => p.name == user_arg,
+        });
     let mut user = match (entry.as_ref(), numeric_uid) {
         (Some(p), _) => ExecUser {
             uid: p.uid,
@@ -41,7 +44,11 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<ExecUser, String
             groups: Vec::new(),
             home: "/".to_owned(),
         },
-        (None, None) => return Err(format!("unable to find user {user_arg}: no matching entries in passwd file")),
+        (None, None) => {
+            return Err(format!(
+                "unable to find user {user_arg}: no matching entries in passwd file"
+            ));
+        }
     };
     let groups: Vec<GroupEntry<'_>> = group.lines().filter_map(parse_group).collect();
     match group_arg {
@@ -52,7 +59,9 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<ExecUser, String
                     .iter()
                     .find(|e| e.name == g)
                     .map(|e| e.gid)
-                    .ok_or_else(|| format!("unable to find group {g}: no matching entries in group file"))?,
+                    .ok_or_else(|| {
+                        format!("unable to find group {g}: no matching entries in group file")
+                    })?,
             };
             user.gid = gid;
             user.groups = vec![gid];
@@ -119,7 +128,12 @@ fn parse_group(line: &str) -> Option<GroupEntry<'_>> {
         gid: f[2].trim().parse().ok()?,
         members: f
             .get(3)
-            .map(|m| m.split(',').map(str::trim).filter(|m| !m.is_empty()).collect())
+            .map(|m| {
+                m.split(',')
+                    .map(str::trim)
+                    .filter(|m| !m.is_empty())
+                    .collect()
+            })
             .unwrap_or_default(),
     })
 }
@@ -129,7 +143,8 @@ mod tests {
     use super::*;
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n# comment\nalice:x:1000:1000::/home/alice:/bin/sh\nbob:x:1001:100:Bob:/home/bob:/bin/sh\nbad line\n";
-    const GROUP: &str = "root:x:0:\nwheel:x:10:root,alice\nalice:x:1000:\nusers:x:100:\ndev:x:2000:alice,bob\n";
+    const GROUP: &str =
+        "root:x:0:\nwheel:x:10:root,alice\nalice:x:1000:\nusers:x:100:\ndev:x:2000:alice,bob\n";
 
     fn check(spec: &str, expected: Result<(u32, u32, &[u32], &str), &str>) {
         let got = resolve(spec, PASSWD, GROUP).map(|u| (u.uid, u.gid, u.groups, u.home));

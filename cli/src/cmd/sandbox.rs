@@ -86,22 +86,34 @@ pub(crate) fn run(_global: &GlobalArgs, args: RunArgs) -> anyhow::Result<ExitCod
 
 fn parse_mount(text: &str) -> anyhow::Result<ExtraMount> {
     let mut kind = "bind";
-    let (mut source, mut target, mut readonly, mut size, mut mode) = (None, None, false, None, None);
+    let (mut source, mut target, mut readonly, mut size, mut mode) =
+        (None, None, false, None, None);
     for field in text.split(',') {
         match field.split_once('=') {
             Some(("type", v)) => kind = v,
             Some(("source" | "src", v)) => source = Some(PathBuf::from(v)),
             Some(("target" | "dst" | "destination", v)) => target = Some(v.to_owned()),
-            Some(("size", v)) => size = Some(v.parse::<u64>().with_context(|| format!("size in --mount {text}"))?),
+            Some(("size", v)) => {
+                size = Some(
+                    v.parse::<u64>()
+                        .with_context(|| format!("size in --mount {text}"))?,
+                )
+            }
             Some(("mode", v)) => {
-                mode = Some(u32::from_str_radix(v, 8).with_context(|| format!("mode in --mount {text}"))?)
+                mode = Some(
+                    u32::from_str_radix(v, 8).with_context(|| format!("mode in --mount {text}"))?,
+                )
             }
             None if field == "readonly" || field == "ro" => readonly = true,
             _ => anyhow::bail!("unknown field {field:?} in --mount {text}"),
         }
     }
     let target = target.with_context(|| format!("--mount {text} needs target="))?;
-    let need_source = || source.clone().with_context(|| format!("--mount {text} needs source="));
+    let need_source = || {
+        source
+            .clone()
+            .with_context(|| format!("--mount {text} needs source="))
+    };
     Ok(match kind {
         "bind" | "cache" => ExtraMount::Bind {
             source: need_source()?,

@@ -76,7 +76,8 @@ fn fsopen(fstype: &str) -> io::Result<OwnedFd> {
     let name = cstring(fstype.as_bytes())?;
     // SAFETY: `name` is a valid NUL-terminated string that outlives the call; fsopen takes
     // no other pointers.
-    let fd = check(unsafe { libc::syscall(libc::SYS_fsopen, name.as_ptr(), libc::FSOPEN_CLOEXEC) })?;
+    let fd =
+        check(unsafe { libc::syscall(libc::SYS_fsopen, name.as_ptr(), libc::FSOPEN_CLOEXEC) })?;
     // SAFETY: the kernel just returned this fd to us and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
 }
@@ -132,7 +133,9 @@ fn fsconfig_create(fs: &OwnedFd) -> io::Result<()> {
 
 fn fsmount(fs: &OwnedFd) -> io::Result<OwnedFd> {
     // SAFETY: no pointers; `fs` is a created fs context fd.
-    let fd = check(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), libc::FSMOUNT_CLOEXEC, 0) })?;
+    let fd = check(unsafe {
+        libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), libc::FSMOUNT_CLOEXEC, 0)
+    })?;
     // SAFETY: the kernel just returned this fd to us and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
 }
@@ -198,10 +201,15 @@ pub fn loopback_up() -> io::Result<()> {
 /// command does not inherit kiln's dispositions (Rust ignores SIGPIPE: a `yes | head`
 /// would spin forever) — as runc does before exec.
 pub fn reset_signals() -> io::Result<()> {
-    use nix::sys::signal::{SigAction, SigHandler, SigSet, SaFlags, sigaction, sigprocmask, SigmaskHow};
+    use nix::sys::signal::{
+        SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, sigaction, sigprocmask,
+    };
     let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
     for signal in nix::sys::signal::Signal::iterator() {
-        if matches!(signal, nix::sys::signal::Signal::SIGKILL | nix::sys::signal::Signal::SIGSTOP) {
+        if matches!(
+            signal,
+            nix::sys::signal::Signal::SIGKILL | nix::sys::signal::Signal::SIGSTOP
+        ) {
             continue;
         }
         // SAFETY: installing SIG_DFL runs no handler code, so no async-signal-safety

@@ -16,7 +16,10 @@ pub(crate) const TESTS: &[crate::Test] = &[
     ("users_by_name_and_number", users_by_name_and_number),
     ("cwd_created_env_set", cwd_created_env_set),
     ("network_none_has_only_lo_up", network_none_has_only_lo_up),
-    ("network_default_reaches_the_host", network_default_reaches_the_host),
+    (
+        "network_default_reaches_the_host",
+        network_default_reaches_the_host,
+    ),
     ("background_process_is_killed", background_process_is_killed),
     ("cancel_kills_sleep", cancel_kills_sleep),
     ("timeout_kills", timeout_kills),
@@ -44,13 +47,22 @@ fn exit_codes() {
 
 fn output_in_order_per_stream() {
     let rootfs = Rootfs::new();
-    let out = run(&rootfs.sh(
-        "for i in 1 2 3 4 5; do echo out$i; echo err$i >&2; done; printf tail",
-    ));
+    let out =
+        run(&rootfs.sh("for i in 1 2 3 4 5; do echo out$i; echo err$i >&2; done; printf tail"));
     assert_eq!(out.stdout, "out1\nout2\nout3\nout4\nout5\ntail");
     assert_eq!(out.stderr, "err1\nerr2\nerr3\nerr4\nerr5\n");
     let lines: Vec<&[u8]> = out.out_lines.iter().map(Vec::as_slice).collect();
-    assert_eq!(lines, [&b"out1\n"[..], b"out2\n", b"out3\n", b"out4\n", b"out5\n", b"tail"]);
+    assert_eq!(
+        lines,
+        [
+            &b"out1\n"[..],
+            b"out2\n",
+            b"out3\n",
+            b"out4\n",
+            b"out5\n",
+            b"tail"
+        ]
+    );
 }
 
 fn ten_megabytes_without_loss() {
@@ -71,14 +83,21 @@ fn ten_megabytes_without_loss() {
     assert_eq!(out.status, ExitStatus::Code(0));
     assert_eq!(counts, [10 << 20, 10 << 20]);
     assert_eq!(out.stdout.len(), 10 << 20);
-    assert!(out.stdout.lines().all(|l| l == "abcdefghijklmnopqrstuvwxyz0123456789" || l.len() < 37));
+    assert!(
+        out.stdout
+            .lines()
+            .all(|l| l == "abcdefghijklmnopqrstuvwxyz0123456789" || l.len() < 37)
+    );
     assert!(lines > 500_000);
 }
 
 fn pid_1_is_the_command() {
     let rootfs = Rootfs::new();
     assert_eq!(ok(&rootfs.sh("echo $$")), "1\n");
-    assert_eq!(ok(&rootfs.sh("cat /proc/1/cmdline | tr '\\0' ' '")), "/bin/sh -c cat /proc/1/cmdline | tr '\\0' ' ' ");
+    assert_eq!(
+        ok(&rootfs.sh("cat /proc/1/cmdline | tr '\\0' ' '")),
+        "/bin/sh -c cat /proc/1/cmdline | tr '\\0' ' ' "
+    );
 }
 
 fn hostname_is_the_specs() {
@@ -92,9 +111,18 @@ fn users_by_name_and_number() {
     let rootfs = Rootfs::new();
     for (user, expected) in [
         ("", "uid=0(root) gid=0(root) groups=0(root)\n"),
-        ("alice", "uid=1000(alice) gid=1000(alice) groups=10(wheel),1000(alice),2000(dev)\n"),
-        ("bob", "uid=1001(bob) gid=100(users) groups=100(users),2000(dev)\n"),
-        ("alice:users", "uid=1000(alice) gid=100(users) groups=100(users)\n"),
+        (
+            "alice",
+            "uid=1000(alice) gid=1000(alice) groups=10(wheel),1000(alice),2000(dev)\n",
+        ),
+        (
+            "bob",
+            "uid=1001(bob) gid=100(users) groups=100(users),2000(dev)\n",
+        ),
+        (
+            "alice:users",
+            "uid=1000(alice) gid=100(users) groups=100(users)\n",
+        ),
         ("4242:4343", "uid=4242 gid=4343 groups=4343\n"),
     ] {
         let mut spec = rootfs.sh("id");
@@ -105,11 +133,19 @@ fn users_by_name_and_number() {
     spec.user = "alice".into();
     let out = run(&spec);
     assert_eq!(out.stdout, "/home/alice\n");
-    assert_ne!(out.status.code(), 0, "alice must not write root's home: {out:?}");
+    assert_ne!(
+        out.status.code(),
+        0,
+        "alice must not write root's home: {out:?}"
+    );
     let mut spec = rootfs.sh("id");
     spec.user = "nobody-here".into();
-    let err = kiln_sandbox::run(&spec, &mut |_, _| {}, &CancelHandle::new()).expect_err("unknown user");
-    assert!(matches!(err, Error::Setup(ref m) if m.contains("nobody-here")), "{err}");
+    let err =
+        kiln_sandbox::run(&spec, &mut |_, _| {}, &CancelHandle::new()).expect_err("unknown user");
+    assert!(
+        matches!(err, Error::Setup(ref m) if m.contains("nobody-here")),
+        "{err}"
+    );
 }
 
 fn cwd_created_env_set() {
@@ -117,13 +153,17 @@ fn cwd_created_env_set() {
     let mut spec = rootfs.sh("pwd; echo $FOO; env | sort | grep -v '^PWD\\|^SHLVL'");
     spec.cwd = "/work/deep/dir".into();
     spec.env = vec!["FOO=bar baz".into(), "PATH=/bin".into()];
-    assert_eq!(ok(&spec), "/work/deep/dir\nbar baz\nFOO=bar baz\nHOME=/root\nPATH=/bin\n");
+    assert_eq!(
+        ok(&spec),
+        "/work/deep/dir\nbar baz\nFOO=bar baz\nHOME=/root\nPATH=/bin\n"
+    );
     assert!(rootfs.path().join("work/deep/dir").is_dir());
 }
 
 fn network_none_has_only_lo_up() {
     let rootfs = Rootfs::new();
-    let mut spec = rootfs.sh("tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; cat /sys/class/net/lo/flags");
+    let mut spec = rootfs
+        .sh("tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; cat /sys/class/net/lo/flags");
     spec.network = Network::None;
     assert_eq!(ok(&spec), "lo\n0x9\n");
     let mut spec = rootfs.sh("echo hi | nc -l -p 5555 & sleep 0.2; nc 127.0.0.1 5555");
@@ -166,7 +206,11 @@ fn cancel_kills_sleep() {
     assert_eq!(out.status.code(), 137);
     assert!(cancel.is_cancelled());
     // Generous bound: the issue asks for 1 s; a loaded CI machine gets slack.
-    assert!(start.elapsed() < Duration::from_secs(20), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        start.elapsed()
+    );
     assert_eq!(processes_with("sleep 1000"), Vec::<String>::new());
 
     // From another thread, as the scheduler does.

@@ -13,7 +13,11 @@ pub(crate) const TESTS: &[crate::Test] = &[
 
 fn fails(rootfs: &Rootfs, script: &str, expected_message: &str) {
     let out = run(&rootfs.sh(script));
-    assert_ne!(out.status, ExitStatus::Code(0), "{script} must fail: {out:?}");
+    assert_ne!(
+        out.status,
+        ExitStatus::Code(0),
+        "{script} must fail: {out:?}"
+    );
     assert!(
         out.stderr.contains(expected_message),
         "{script}: expected {expected_message:?} in {out:?}"
@@ -22,7 +26,11 @@ fn fails(rootfs: &Rootfs, script: &str, expected_message: &str) {
 
 fn mount_and_unshare_fail() {
     let rootfs = Rootfs::new();
-    fails(&rootfs, "mkdir -p /mnt; mount -t tmpfs none /mnt", "ermission denied");
+    fails(
+        &rootfs,
+        "mkdir -p /mnt; mount -t tmpfs none /mnt",
+        "ermission denied",
+    );
     fails(&rootfs, "mount --bind /bin /tmp", "ermission denied");
     fails(&rootfs, "unshare -m true", "not permitted");
     fails(&rootfs, "unshare -U true", "not permitted");
@@ -31,18 +39,30 @@ fn mount_and_unshare_fail() {
 
 fn module_loading_fails() {
     let rootfs = Rootfs::new();
-    fails(&rootfs, "echo junk > /tmp/m.ko; insmod /tmp/m.ko", "not permitted");
+    fails(
+        &rootfs,
+        "echo junk > /tmp/m.ko; insmod /tmp/m.ko",
+        "not permitted",
+    );
 }
 
 fn sysrq_trigger_is_read_only() {
     let rootfs = Rootfs::new();
     // `h` only prints help to the kernel log, in case the write ever got through.
     if std::path::Path::new("/proc/sysrq-trigger").exists() {
-        fails(&rootfs, "echo h > /proc/sysrq-trigger", "Read-only file system");
+        fails(
+            &rootfs,
+            "echo h > /proc/sysrq-trigger",
+            "Read-only file system",
+        );
     } else {
         eprint!("(this kernel has no /proc/sysrq-trigger; checking /proc/sys instead) ");
     }
-    fails(&rootfs, "echo 1 > /proc/sys/kernel/ns_last_pid", "Read-only file system");
+    fails(
+        &rootfs,
+        "echo 1 > /proc/sys/kernel/ns_last_pid",
+        "Read-only file system",
+    );
 }
 
 fn host_root_is_unreachable() {

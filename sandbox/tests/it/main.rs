@@ -27,7 +27,10 @@ fn main() -> ExitCode {
         eprintln!("skipping the sandbox tests: /bin/busybox (busybox-static) is missing");
         return ExitCode::SUCCESS;
     }
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let tests: Vec<Test> = [basics::TESTS, mounts::TESTS, isolation::TESTS].concat();
     let before = support::mountinfo();
     let mut failed = Vec::new();
@@ -49,7 +52,9 @@ fn main() -> ExitCode {
     // After the whole suite: nothing mounted on the host, no sandbox process left.
     let after = support::mountinfo();
     if before != after {
-        eprintln!("FAILED: the host's mount table changed:\n--- before\n{before}\n--- after\n{after}");
+        eprintln!(
+            "FAILED: the host's mount table changed:\n--- before\n{before}\n--- after\n{after}"
+        );
         failed.push("mountinfo unchanged");
     }
     let children = support::children();

@@ -7,8 +7,14 @@ use kiln_sandbox::{ExtraMount, Mount, Spec};
 use crate::support::{Rootfs, ok, run, write};
 
 pub(crate) const TESTS: &[crate::Test] = &[
-    ("overlay_writes_land_in_upper_only", overlay_writes_land_in_upper_only),
-    ("overlay_with_a_long_lowerdir_list", overlay_with_a_long_lowerdir_list),
+    (
+        "overlay_writes_land_in_upper_only",
+        overlay_writes_land_in_upper_only,
+    ),
+    (
+        "overlay_with_a_long_lowerdir_list",
+        overlay_with_a_long_lowerdir_list,
+    ),
     ("extra_mounts", extra_mounts),
     ("dev_proc_sys", dev_proc_sys),
 ];
@@ -55,15 +61,37 @@ fn overlay_writes_land_in_upper_only() {
     let out = run(&spec);
     // /etc/hosts is a read-only bind: the last write fails.
     assert_eq!(out.status.code(), 1, "{out:?}");
-    assert!(out.stdout.contains("127.0.0.1\tlocalhost kiln\n"), "{out:?}");
+    assert!(
+        out.stdout.contains("127.0.0.1\tlocalhost kiln\n"),
+        "{out:?}"
+    );
     assert!(out.stdout.contains("s3cret\n-r--r-----\n"), "{out:?}");
-    assert_eq!(fs::read_to_string(upper.join("newfile")).expect("newfile in upper"), "new\n");
-    assert!(fs::read_to_string(upper.join("etc/passwd")).expect("passwd copied up").ends_with("more\n"));
-    assert!(!rootfs.path().join("newfile").exists(), "the lower dir is untouched");
-    assert!(!fs::read_to_string(rootfs.path().join("etc/passwd")).expect("lower passwd").contains("more"));
+    assert_eq!(
+        fs::read_to_string(upper.join("newfile")).expect("newfile in upper"),
+        "new\n"
+    );
+    assert!(
+        fs::read_to_string(upper.join("etc/passwd"))
+            .expect("passwd copied up")
+            .ends_with("more\n")
+    );
+    assert!(
+        !rootfs.path().join("newfile").exists(),
+        "the lower dir is untouched"
+    );
+    assert!(
+        !fs::read_to_string(rootfs.path().join("etc/passwd"))
+            .expect("lower passwd")
+            .contains("more")
+    );
     // Mount points created because the rootfs lacked them are empty; nothing of the
     // hosts file or the secret reached the upper dir.
-    for path in ["etc/hosts", "etc/resolv.conf", "etc/hostname", "run/secrets/token"] {
+    for path in [
+        "etc/hosts",
+        "etc/resolv.conf",
+        "etc/hostname",
+        "run/secrets/token",
+    ] {
         let size = fs::metadata(upper.join(path)).map(|m| m.len()).unwrap_or(0);
         assert_eq!(size, 0, "{path} in the upper dir");
     }
@@ -71,7 +99,14 @@ fn overlay_writes_land_in_upper_only() {
     entries.sort();
     for entry in &entries {
         let allowed = kiln_sandbox::plan::CREATED_MOUNT_POINTS.contains(&entry.as_str())
-            || ["/newfile", "/etc/passwd", "/run", "/run/secrets", "/run/secrets/token"].contains(&entry.as_str());
+            || [
+                "/newfile",
+                "/etc/passwd",
+                "/run",
+                "/run/secrets",
+                "/run/secrets/token",
+            ]
+            .contains(&entry.as_str());
         assert!(allowed, "unexpected {entry} in the upper dir: {entries:?}");
     }
 }
@@ -82,7 +117,10 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
     while let Some(d) = stack.pop() {
         for entry in fs::read_dir(&d).into_iter().flatten().flatten() {
             let path = entry.path();
-            out.push(format!("/{}", path.strip_prefix(dir).expect("prefix").display()));
+            out.push(format!(
+                "/{}",
+                path.strip_prefix(dir).expect("prefix").display()
+            ));
             if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 stack.push(path);
             }
@@ -108,7 +146,11 @@ fn overlay_with_a_long_lowerdir_list() {
     fs::create_dir_all(&work).expect("work");
     let spec = Spec::new(
         overlay(&lowers, &upper.to_string_lossy(), &work.to_string_lossy()),
-        vec!["/bin/sh".into(), "-c".into(), "ls / | grep -c layer-; touch /layer-7".into()],
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "ls / | grep -c layer-; touch /layer-7".into(),
+        ],
     );
     assert_eq!(ok(&spec), "40\n");
     assert!(upper.join("layer-7").exists());
@@ -144,8 +186,14 @@ fn extra_mounts() {
         },
     ];
     assert_eq!(ok(&spec), "read me\nro-ok\nt\n1024\n1777\n");
-    assert_eq!(fs::read_to_string(cache.join("f")).expect("cache file"), "cached\n");
-    assert_eq!(fs::read_to_string(ro.join("data")).expect("ro file"), "read me\n");
+    assert_eq!(
+        fs::read_to_string(cache.join("f")).expect("cache file"),
+        "cached\n"
+    );
+    assert_eq!(
+        fs::read_to_string(ro.join("data")).expect("ro file"),
+        "read me\n"
+    );
 }
 
 fn dev_proc_sys() {
@@ -161,7 +209,9 @@ fn dev_proc_sys() {
     );
     // runc's masked paths, those this kernel has: empty inside.
     for path in kiln_sandbox::plan::MASKED_PATHS {
-        let Ok(meta) = fs::metadata(path) else { continue };
+        let Ok(meta) = fs::metadata(path) else {
+            continue;
+        };
         let script = if meta.is_dir() {
             format!("ls -A {path} | wc -l")
         } else {
