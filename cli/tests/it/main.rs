@@ -3,5 +3,6 @@
 mod parse;
 mod registry;
 mod sandbox;
+mod snapshots;
 mod store;
 mod support;
