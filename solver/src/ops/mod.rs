@@ -8,8 +8,6 @@
 
 pub mod copy;
 
-use std::collections::BTreeMap;
-
 use serde::Serialize;
 
 use crate::request::NetworkMode;
@@ -136,11 +134,4 @@ pub fn describe(op: &Op) -> String {
         Op::Copy(copy) => format!("COPY {} {}", copy.sources.join(" "), copy.dest),
         Op::Mkdir(mkdir) => format!("WORKDIR {}", mkdir.path),
     }
-}
-
-/// Key-value pairs of an env list, for ops that need lookups.
-pub fn env_map(env: &[String]) -> BTreeMap<&str, &str> {
-    env.iter()
-        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
-        .collect()
 }
