@@ -5,6 +5,9 @@
 //! shuts down its write side; the helper answers with one JSON [`Report`] per line on the
 //! same socket: `Started` (the command's host pid, for cancel), then `Exited`, `Signaled`
 //! or `Failed`. The command's stdout and stderr are the helper's own, inherited.
+//!
+//! When the request carries a user namespace (rootless), the helper enters it before the
+//! other namespaces, with a forked mapper writing its id maps ([`crate::userns`]).
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -15,11 +18,13 @@ use std::process::ExitCode;
 use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::ForkResult;
+use nix::unistd::{ForkResult, Gid, Uid};
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{Network, Spec};
+use crate::init::secret_copy;
+use crate::spec::{ExtraMount, Network, Spec};
 use crate::sys::linux;
+use crate::userns::{self, UserNamespace};
 
 /// The environment variable that marks a process as the helper.
 pub const MARKER_ENV: &str = "KILN_SANDBOX_HELPER";
@@ -31,6 +36,8 @@ pub(crate) struct Request {
     /// The run's private temp dir: `root/` (the empty new root), `hosts`, `resolv.conf`,
     /// `hostname`, `secret-N`.
     pub(crate) tmp: PathBuf,
+    /// The user namespace to run in (rootless mode), decided by the caller.
+    pub(crate) userns: Option<UserNamespace>,
 }
 
 /// What the helper answers, one JSON object a line.
@@ -86,6 +93,26 @@ fn run_helper(request: &Request, socket: &mut File) -> Report {
     }
 }
 
+/// Gives each prepared secret copy its owner, as ids of the sandbox (so, rootless, from
+/// inside the user namespace: the caller could not give a host file to a subordinate id).
+fn chown_secrets(request: &Request) -> Result<(), String> {
+    let secrets = request.spec.mounts.iter().filter_map(|m| match m {
+        ExtraMount::Secret {
+            target, uid, gid, ..
+        } => Some((target, uid.unwrap_or(0), gid.unwrap_or(0))),
+        _ => None,
+    });
+    for (n, (target, uid, gid)) in secrets.enumerate() {
+        let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
+        userns::check_ids(request.userns.as_ref(), uid, &[gid])
+            .map_err(|e| format!("secret {target}: {e}"))?;
+        let copy = secret_copy(&request.tmp, n);
+        nix::unistd::chown(&copy, Some(uid), Some(gid))
+            .map_err(|e| format!("chown {} to {uid}:{gid}: {e}", copy.display()))?;
+    }
+    Ok(())
+}
+
 fn start(request: &Request, socket: &mut File) -> Result<Report, String> {
     let devnull: OwnedFd = File::options()
         .read(true)
@@ -103,10 +130,11 @@ fn start(request: &Request, socket: &mut File) -> Result<Report, String> {
     if request.spec.network == Network::None {
         flags |= CloneFlags::CLONE_NEWNET;
     }
-    if !nix::unistd::geteuid().is_root() {
-        return Err("the sandbox needs root (rootless mode is not implemented yet)".to_owned());
+    match &request.userns {
+        Some(ns) => ns.enter(flags)?,
+        None => nix::sched::unshare(flags).map_err(|e| format!("unshare {flags:?}: {e}"))?,
     }
-    nix::sched::unshare(flags).map_err(|e| format!("unshare {flags:?}: {e}"))?;
+    chown_secrets(request)?;
 
     match linux::fork().map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {

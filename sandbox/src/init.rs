@@ -12,10 +12,10 @@ use nix::sys::signal::Signal;
 use nix::unistd::{Gid, Uid};
 
 use crate::helper::Request;
-use crate::plan::{Create, EtcFiles, plan};
+use crate::plan::{Create, EtcFiles, Rootless, plan};
 use crate::spec::{DEFAULT_PATH, ExtraMount, Network};
 use crate::sys::linux::{self, Linux};
-use crate::{caps, rlimit, seccomp, setup, user};
+use crate::{caps, rlimit, seccomp, setup, user, userns};
 
 /// The run's temp-dir layout, shared by the parent (which fills it) and the helper.
 pub(crate) fn etc_files(tmp: &Path) -> EtcFiles {
@@ -51,7 +51,10 @@ fn setup_and_exec(request: &Request, devnull: OwnedFd) -> Result<Never, String> 
         .enumerate()
         .map(|(n, _)| secret_copy(&request.tmp, n))
         .collect();
-    let steps = plan(spec, &etc_files(&request.tmp), &secrets);
+    let rootless = request.userns.as_ref().map(|ns| Rootless {
+        tty_gid_mapped: ns.maps_gid(5),
+    });
+    let steps = plan(spec, &etc_files(&request.tmp), &secrets, rootless);
     setup::perform(&Linux, &root, &steps)?;
 
     nix::unistd::sethostname(&spec.hostname).map_err(|e| format!("sethostname: {e}"))?;
@@ -70,11 +73,23 @@ fn setup_and_exec(request: &Request, devnull: OwnedFd) -> Result<Never, String> 
     rlimit::apply()?;
     caps::drop_bounding()?;
     nix::sys::prctl::set_keepcaps(true).map_err(|e| format!("keepcaps: {e}"))?;
-    let groups: Vec<Gid> = exec_user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
-    nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
-    let gid = Gid::from_raw(exec_user.gid);
-    nix::unistd::setresgid(gid, gid, gid).map_err(|e| format!("setgid {gid}: {e}"))?;
     let uid = Uid::from_raw(exec_user.uid);
+    let gid = Gid::from_raw(exec_user.gid);
+    let groups: Vec<Gid> = exec_user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    // A user namespace that maps only the caller's own ids must deny setgroups(2): the
+    // command keeps the caller's supplementary groups (its own group as 0, the others as
+    // nogroup).
+    let userns = request.userns.as_ref();
+    let set_groups = userns.is_none_or(|ns| ns.setgroups_allowed());
+    let needed: Vec<Gid> = match set_groups {
+        true => groups.iter().copied().chain([gid]).collect(),
+        false => vec![gid],
+    };
+    userns::check_ids(userns, uid, &needed).map_err(|e| format!("user {:?}: {e}", spec.user))?;
+    if set_groups {
+        nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
+    }
+    nix::unistd::setresgid(gid, gid, gid).map_err(|e| format!("setgid {gid}: {e}"))?;
     nix::unistd::setresuid(uid, uid, uid).map_err(|e| format!("setuid {uid}: {e}"))?;
     nix::sys::prctl::set_keepcaps(false).map_err(|e| format!("keepcaps: {e}"))?;
     caps::set_default()?;

@@ -1,10 +1,11 @@
 //! Runs one process in fresh Linux namespaces on a rootfs given as mount data: kiln's
 //! executor for `RUN`.
 //!
-//! It owns namespaces (mnt, pid, uts, ipc, and net for [`Network::None`]), the mounts
-//! inside them (the rootfs from its [`Mount`] list, `/proc` with runc's masked and
-//! read-only paths, a read-only `/sys`, a minimal `/dev`, `/etc/hosts`, `/etc/resolv.conf`
-//! and `/etc/hostname` bound from a private temp dir, and the [`ExtraMount`]s),
+//! It owns namespaces (mnt, pid, uts, ipc, net for [`Network::None`], and user when
+//! rootless), the mounts inside them (the rootfs from its [`Mount`] list, `/proc` with
+//! runc's masked and read-only paths, a read-only `/sys`, a minimal `/dev`, `/etc/hosts`,
+//! `/etc/resolv.conf` and `/etc/hostname` bound from a private temp dir, and the
+//! [`ExtraMount`]s),
 //! `pivot_root`, the user (resolved in the rootfs's `/etc/passwd` and `/etc/group`),
 //! Docker's default capabilities, `no_new_privs`, a seccomp filter equivalent to Docker's
 //! default profile, clamped rlimits, the exit status and the output stream. It refuses to
@@ -18,8 +19,18 @@
 //! every mount) dies with it: nothing reaches the host's mount table. [`CancelHandle`]
 //! sends SIGKILL to PID 1.
 //!
+//! Rootless mode: when kiln is not root (`geteuid() != 0`, or `KILN_ROOTLESS=1` to force
+//! it), the helper first enters a new user namespace where the caller is root; the
+//! caller's `/etc/subuid` and `/etc/subgid` ranges become ids 1 and up through
+//! `newuidmap`/`newgidmap` (the only programs kiln runs), or, without a range, the caller's
+//! own ids are the whole map ([`userns`]). The rest is the same sandbox, with what a user
+//! namespace may not do replaced: overlay mounts get `userxattr` (Linux >= 5.11), devpts
+//! loses `gid=5` when that group is unmapped, and with the host's network `/sys` is the
+//! host's bound read-only. See `docs/rootless.md`.
+//!
 //! Main types: [`Spec`] (plain data), [`run`], [`CancelHandle`], [`ExitStatus`],
-//! [`Error`]; [`plan`] turns a spec into ordered mount [`plan::Step`]s; all `unsafe` is in
+//! [`Error`]; [`plan`] turns a spec into ordered mount [`plan::Step`]s;
+//! [`userns::UserNamespace`] holds a rootless run's id maps; all `unsafe` is in
 //! [`sys::linux`].
 //!
 //! ```no_run
@@ -36,7 +47,7 @@
 //! # Ok::<(), kiln_sandbox::Error>(())
 //! ```
 //!
-//! Not done yet: rootless mode (user namespaces); cgroups (no memory/cpu limits).
+//! Not done yet: cgroups (no memory/cpu limits).
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod caps;
@@ -51,6 +62,7 @@ pub mod setup;
 mod spec;
 pub mod sys;
 pub mod user;
+pub mod userns;
 
 pub use error::Error;
 pub use run::{CancelHandle, ExitStatus, Stream, run};

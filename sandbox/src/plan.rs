@@ -99,6 +99,15 @@ pub enum Step {
     Mask(String),
     /// Bind a path over itself read-only (runc's readonly paths); skipped when absent.
     ReadonlyPath(String),
+    /// Bind a host tree with every mount below it, then make all of them read-only,
+    /// nosuid, nodev and noexec (the host's `/sys` where a user namespace may not mount
+    /// sysfs).
+    ReadonlyTree {
+        /// Host path.
+        source: PathBuf,
+        /// Path inside the sandbox.
+        target: String,
+    },
     /// `pivot_root` into the new root and detach the old one.
     PivotRoot,
 }
@@ -142,11 +151,37 @@ pub struct EtcFiles {
     pub hostname: PathBuf,
 }
 
+/// What running in a user namespace (rootless mode) changes in the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rootless {
+    /// gid 5 (`tty`) exists inside, so devpts may give new terminals that group.
+    pub tty_gid_mapped: bool,
+}
+
 /// Builds the plan for `spec`. `etc` names the files prepared on the host; `secrets`
-/// gives, per `ExtraMount::Secret` in order, the prepared copy to bind.
-pub fn plan(spec: &Spec, etc: &EtcFiles, secrets: &[PathBuf]) -> Vec<Step> {
+/// gives, per `ExtraMount::Secret` in order, the prepared copy to bind; `rootless` is
+/// set when the sandbox has its own user namespace, where:
+///
+/// - overlay mounts get `userxattr` (Linux >= 5.11: overlay keeps its whiteouts and
+///   opaque marks in `user.overlay.*` xattrs, as `trusted.*` needs host root) and lose
+///   `redirect_dir=off`, which the kernel refuses next to `userxattr` (it then creates no
+///   redirects anyway, so the upper dir stays a self-contained diff);
+/// - devpts gets `gid=5` only when that group is mapped;
+/// - with the host's network, `/sys` is the host's bound read-only: sysfs can only be
+///   mounted by the user namespace that owns the network namespace.
+pub fn plan(
+    spec: &Spec,
+    etc: &EtcFiles,
+    secrets: &[PathBuf],
+    rootless: Option<Rootless>,
+) -> Vec<Step> {
     let mut steps = vec![Step::MakePrivate];
-    steps.extend(spec.rootfs.iter().cloned().map(Step::Rootfs));
+    steps.extend(spec.rootfs.iter().map(|m| {
+        Step::Rootfs(match rootless {
+            Some(_) => with_userxattr(m),
+            None => m.clone(),
+        })
+    }));
     steps.push(Step::Fs {
         fstype: "proc",
         target: "/proc".into(),
@@ -178,7 +213,12 @@ pub fn plan(spec: &Spec, etc: &EtcFiles, secrets: &[PathBuf]) -> Vec<Step> {
             noexec: true,
             ..Flags::default()
         },
-        data: "newinstance,ptmxmode=0666,mode=0620,gid=5".into(),
+        data: match rootless {
+            Some(Rootless {
+                tty_gid_mapped: false,
+            }) => "newinstance,ptmxmode=0666,mode=0620".into(),
+            _ => "newinstance,ptmxmode=0666,mode=0620,gid=5".into(),
+        },
     });
     steps.push(Step::Symlink {
         to: "pts/ptmx".into(),
@@ -209,15 +249,22 @@ pub fn plan(spec: &Spec, etc: &EtcFiles, secrets: &[PathBuf]) -> Vec<Step> {
     }
     // sysfs shows the network devices of the namespace that mounts it; with the host's
     // network the host's devices are what the command sees anyway.
-    steps.push(Step::Fs {
-        fstype: "sysfs",
-        target: "/sys".into(),
-        flags: Flags {
-            readonly: true,
-            ..SECURE
-        },
-        data: String::new(),
-    });
+    if rootless.is_some() && spec.network == Network::Default {
+        steps.push(Step::ReadonlyTree {
+            source: "/sys".into(),
+            target: "/sys".into(),
+        });
+    } else {
+        steps.push(Step::Fs {
+            fstype: "sysfs",
+            target: "/sys".into(),
+            flags: Flags {
+                readonly: true,
+                ..SECURE
+            },
+            data: String::new(),
+        });
+    }
     for (source, target) in [
         (&etc.hosts, "/etc/hosts"),
         (&etc.resolv_conf, "/etc/resolv.conf"),
@@ -282,8 +329,19 @@ pub fn plan(spec: &Spec, etc: &EtcFiles, secrets: &[PathBuf]) -> Vec<Step> {
             .map(|p| Step::ReadonlyPath((*p).into())),
     );
     steps.push(Step::PivotRoot);
-    let _ = Network::None; // the network namespace is not a mount concern
     steps
+}
+
+/// An overlay mount as a user namespace can make it (see [`plan`]); other mounts as given.
+fn with_userxattr(mount: &Mount) -> Mount {
+    let mut mount = mount.clone();
+    if mount.kind == "overlay" {
+        mount.options.retain(|o| o != "redirect_dir=off");
+        if !mount.options.iter().any(|o| o == "userxattr") {
+            mount.options.push("userxattr".to_owned());
+        }
+    }
+    mount
 }
 
 #[cfg(test)]
@@ -300,15 +358,24 @@ mod tests {
     }
 
     /// Checks the plan's steps, printed one a line in a short form, against `expected`.
-    fn check(spec: &Spec, secrets: &[PathBuf], expected: &[&str]) {
-        let got: Vec<String> = plan(spec, &etc(), secrets).iter().map(short).collect();
+    fn check(spec: &Spec, secrets: &[PathBuf], rootless: Option<Rootless>, expected: &[&str]) {
+        let got: Vec<String> = plan(spec, &etc(), secrets, rootless)
+            .iter()
+            .map(short)
+            .collect();
         assert_eq!(got, expected, "{got:#?}");
     }
 
     fn short(step: &Step) -> String {
         match step {
             Step::MakePrivate => "private".into(),
-            Step::Rootfs(m) => format!("rootfs {} {} -> {}", m.kind, m.source, m.target),
+            Step::Rootfs(m) => format!(
+                "rootfs {} {} -> {} {}",
+                m.kind,
+                m.source,
+                m.target,
+                m.options.join(",")
+            ),
             Step::Fs {
                 fstype,
                 target,
@@ -331,6 +398,9 @@ mod tests {
             Step::Symlink { to, link } => format!("ln {to} {link}"),
             Step::Mask(p) => format!("mask {p}"),
             Step::ReadonlyPath(p) => format!("ro {p}"),
+            Step::ReadonlyTree { source, target } => {
+                format!("bind-tree {} {target} ro", source.display())
+            }
             Step::PivotRoot => "pivot".into(),
         }
     }
@@ -359,7 +429,7 @@ mod tests {
         ];
         let mut expected = vec![
             "private",
-            "rootfs bind /r -> /",
+            "rootfs bind /r -> / rbind,rw",
             "fs proc /proc ",
             "fs tmpfs /dev mode=755,size=65536k",
             "bind /dev/null /dev/null",
@@ -389,6 +459,63 @@ mod tests {
         expected.extend(masks.iter().map(String::as_str));
         expected.extend(ros.iter().map(String::as_str));
         expected.push("pivot");
-        check(&spec, &["/t/secret-0".into()], &expected);
+        check(&spec, &["/t/secret-0".into()], None, &expected);
+    }
+
+    #[test]
+    fn rootless_overlay_devpts_and_sys() {
+        let overlay = Mount {
+            kind: "overlay".into(),
+            source: "overlay".into(),
+            target: "/".into(),
+            options: vec![
+                "lowerdir=/l".into(),
+                "upperdir=/u".into(),
+                "workdir=/w".into(),
+                "redirect_dir=off".into(),
+                "metacopy=off".into(),
+            ],
+        };
+        let mut spec = Spec::new(vec![overlay], vec!["true".into()]);
+        let pick = |steps: Vec<String>| -> Vec<String> {
+            steps
+                .into_iter()
+                .filter(|s| s.starts_with("rootfs") || s.contains("devpts") || s.contains("/sys "))
+                .collect()
+        };
+        let run = |spec: &Spec, rootless| {
+            pick(
+                plan(spec, &etc(), &[], rootless)
+                    .iter()
+                    .map(short)
+                    .collect(),
+            )
+        };
+        let no_tty = Some(Rootless {
+            tty_gid_mapped: false,
+        });
+        assert_eq!(
+            run(&spec, no_tty),
+            [
+                "rootfs overlay overlay -> / lowerdir=/l,upperdir=/u,workdir=/w,metacopy=off,userxattr",
+                "fs devpts /dev/pts newinstance,ptmxmode=0666,mode=0620",
+                "bind-tree /sys /sys ro",
+            ]
+        );
+        spec.network = Network::None;
+        let tty = Some(Rootless {
+            tty_gid_mapped: true,
+        });
+        assert_eq!(
+            run(&spec, tty)[1..],
+            [
+                "fs devpts /dev/pts newinstance,ptmxmode=0666,mode=0620,gid=5",
+                "fs sysfs /sys ro ",
+            ]
+        );
+        assert_eq!(
+            run(&spec, None)[0],
+            "rootfs overlay overlay -> / lowerdir=/l,upperdir=/u,workdir=/w,redirect_dir=off,metacopy=off"
+        );
     }
 }

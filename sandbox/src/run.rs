@@ -18,6 +18,7 @@ use crate::error::Error;
 use crate::helper::{MARKER_ENV, Report, Request};
 use crate::init::{etc_files, secret_copy};
 use crate::spec::{ExtraMount, Spec};
+use crate::userns::UserNamespace;
 
 /// Which of the command's output streams a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,7 +127,12 @@ pub fn run(
     validate(spec)?;
     let tmp = TempDir::new()?;
     prepare(spec, &tmp.0)?;
-    let result = run_helper(spec, &tmp.0, output, cancel);
+    let request = Request {
+        spec: spec.clone(),
+        tmp: tmp.0.clone(),
+        userns: UserNamespace::detect(),
+    };
+    let result = run_helper(&request, output, cancel);
     cancel.update(|s| {
         s.helper = None;
         s.pid1 = None;
@@ -212,33 +218,27 @@ fn prepare(spec: &Spec, tmp: &Path) -> Result<(), Error> {
     };
     write(&etc.resolv_conf, &resolv)?;
     let secrets = spec.mounts.iter().filter_map(|m| match m {
-        ExtraMount::Secret {
-            source,
-            mode,
-            uid,
-            gid,
-            ..
-        } => Some((source, mode, uid, gid)),
+        ExtraMount::Secret { source, mode, .. } => Some((source, mode)),
         _ => None,
     });
-    for (n, (source, mode, uid, gid)) in secrets.enumerate() {
+    // The helper gives each copy its owner, from inside the sandbox's user namespace when
+    // there is one.
+    for (n, (source, mode)) in secrets.enumerate() {
         let copy = secret_copy(tmp, n);
         let bytes = fs::read(source).map_err(io(source))?;
         write(&copy, &bytes)?;
         fs::set_permissions(&copy, fs::Permissions::from_mode(mode.unwrap_or(0o400)))
-            .map_err(io(&copy))?;
-        std::os::unix::fs::chown(&copy, Some(uid.unwrap_or(0)), Some(gid.unwrap_or(0)))
             .map_err(io(&copy))?;
     }
     Ok(())
 }
 
 fn run_helper(
-    spec: &Spec,
-    tmp: &Path,
+    request: &Request,
     output: &mut dyn FnMut(Stream, &[u8]),
     cancel: &CancelHandle,
 ) -> Result<ExitStatus, Error> {
+    let spec = &request.spec;
     let helper_err = |source: std::io::Error| Error::Helper {
         exe: spec.helper_exe.clone(),
         source,
@@ -253,11 +253,7 @@ fn run_helper(
         .map_err(helper_err)?;
     cancel.update(|s| s.helper = Some(Pid::from_raw(child.id() as i32)));
 
-    let request = Request {
-        spec: spec.clone(),
-        tmp: tmp.to_path_buf(),
-    };
-    let sent = serde_json::to_vec(&request)
+    let sent = serde_json::to_vec(request)
         .map_err(std::io::Error::other)
         .and_then(|bytes| ours.write_all(&bytes))
         .and_then(|()| ours.shutdown(std::net::Shutdown::Write));

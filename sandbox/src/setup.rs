@@ -20,9 +20,25 @@ const MOUNT_DATA_LIMIT: usize = 4000;
 /// Errors name the step.
 pub fn perform(sys: &dyn Sys, root: &Path, steps: &[Step]) -> Result<(), String> {
     for step in steps {
-        perform_step(sys, root, step).map_err(|err| format!("{step:?}: {err}"))?;
+        perform_step(sys, root, step).map_err(|err| format!("{step:?}: {err}{}", hint(step)))?;
     }
     Ok(())
+}
+
+/// What to do when `step` fails, where the kernel's errno alone does not say.
+fn hint(step: &Step) -> &'static str {
+    match step {
+        Step::Rootfs(m) if m.kind == "overlay" && m.options.iter().any(|o| o == "userxattr") => {
+            ": overlay in a user namespace (rootless) needs Linux >= 5.11 (`userxattr`) and \
+             upper and work dirs owned by the user running kiln; otherwise use a copy-based \
+             rootfs (one bind mount)"
+        }
+        Step::ReadonlyTree { .. } => {
+            ": binding the host's /sys read-only needs Linux >= 5.12 (mount_setattr); \
+             with network none the sandbox mounts its own sysfs instead"
+        }
+        _ => "",
+    }
 }
 
 fn perform_step(sys: &dyn Sys, root: &Path, step: &Step) -> io::Result<()> {
@@ -85,6 +101,17 @@ fn perform_step(sys: &dyn Sys, root: &Path, step: &Step) -> io::Result<()> {
             }
             bind(sys, &path, &path, true)
         }
+        Step::ReadonlyTree { source, target } => {
+            let target = resolve(root, target, Some(Create::Dir))?;
+            sys.mount(
+                Some(source),
+                &target,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )?;
+            sys.set_readonly_recursive(&target)
+        }
         Step::PivotRoot => sys.pivot_root(root),
     }
 }
@@ -108,7 +135,8 @@ fn bind(sys: &dyn Sys, source: &Path, target: &Path, readonly: bool) -> io::Resu
     )?;
     if readonly {
         // A bind mount ignores MS_RDONLY; it takes a remount. Keep the flags the kernel may
-        // have locked on the source so the remount is allowed.
+        // have locked on the source (in a user namespace, every mount copied from the host)
+        // so the remount is allowed, the access-time mode included.
         let locked = nix::sys::statvfs::statvfs(target)
             .map(|s| {
                 let f = s.flags();
@@ -117,6 +145,12 @@ fn bind(sys: &dyn Sys, source: &Path, target: &Path, readonly: bool) -> io::Resu
                 ms.set(MsFlags::MS_NOSUID, f.contains(FsFlags::ST_NOSUID));
                 ms.set(MsFlags::MS_NODEV, f.contains(FsFlags::ST_NODEV));
                 ms.set(MsFlags::MS_NOEXEC, f.contains(FsFlags::ST_NOEXEC));
+                ms.set(MsFlags::MS_NOATIME, f.contains(FsFlags::ST_NOATIME));
+                ms.set(MsFlags::MS_NODIRATIME, f.contains(FsFlags::ST_NODIRATIME));
+                ms.set(MsFlags::MS_RELATIME, f.contains(FsFlags::ST_RELATIME));
+                if !f.intersects(FsFlags::ST_NOATIME | FsFlags::ST_RELATIME) {
+                    ms |= MsFlags::MS_STRICTATIME;
+                }
                 ms
             })
             .unwrap_or(MsFlags::empty());
@@ -291,6 +325,32 @@ mod tests {
             "/d/new",
             Some(Create::File),
             "new",
+        );
+    }
+
+    #[test]
+    fn a_readonly_tree_is_bound_then_locked_down_recursively() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let fake = Fake::default();
+        let step = Step::ReadonlyTree {
+            source: "/sys".into(),
+            target: "/sys".into(),
+        };
+        perform(&fake, dir.path(), &[step]).expect("perform");
+        let target = dir.path().join("sys");
+        assert!(target.is_dir(), "mount point created");
+        assert_eq!(
+            *fake.calls.borrow(),
+            [
+                Call::Mount {
+                    source: Some("/sys".into()),
+                    target: target.clone(),
+                    fstype: None,
+                    flags: MsFlags::MS_BIND | MsFlags::MS_REC,
+                    data: None,
+                },
+                Call::ReadonlyRecursive(target),
+            ]
         );
     }
 

@@ -34,6 +34,8 @@ pub enum Call {
         /// Options.
         options: Vec<String>,
     },
+    /// `mount_setattr` making a tree read-only.
+    ReadonlyRecursive(PathBuf),
     /// `pivot_root`.
     PivotRoot(PathBuf),
 }
@@ -76,6 +78,13 @@ impl Sys for Fake {
             target: target.to_path_buf(),
             options: options.to_vec(),
         });
+        Ok(())
+    }
+
+    fn set_readonly_recursive(&self, target: &Path) -> io::Result<()> {
+        self.calls
+            .borrow_mut()
+            .push(Call::ReadonlyRecursive(target.to_path_buf()));
         Ok(())
     }
 

@@ -49,6 +49,10 @@ impl Sys for Linux {
         move_mount(&mnt, target)
     }
 
+    fn set_readonly_recursive(&self, target: &Path) -> io::Result<()> {
+        mount_setattr_readonly(target)
+    }
+
     fn pivot_root(&self, new_root: &Path) -> io::Result<()> {
         nix::unistd::chdir(new_root)?;
         nix::unistd::pivot_root(".", ".")?;
@@ -153,6 +157,41 @@ fn move_mount(mnt: &OwnedFd, target: &Path) -> io::Result<()> {
             libc::AT_FDCWD,
             target.as_ptr(),
             libc::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    })?;
+    Ok(())
+}
+
+/// `struct mount_attr` of `<linux/mount.h>` (libc has the constants, not the struct).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+fn mount_setattr_readonly(target: &Path) -> io::Result<()> {
+    let path = cstring(target.as_os_str().as_bytes())?;
+    let attr = MountAttr {
+        attr_set: libc::MOUNT_ATTR_RDONLY
+            | libc::MOUNT_ATTR_NOSUID
+            | libc::MOUNT_ATTR_NODEV
+            | libc::MOUNT_ATTR_NOEXEC,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `path` is NUL-terminated and `attr` is a properly laid out `mount_attr`
+    // whose size is passed along; both outlive the call, and the kernel only reads them.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::AT_RECURSIVE as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
         )
     })?;
     Ok(())

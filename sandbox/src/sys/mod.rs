@@ -33,6 +33,10 @@ pub trait Sys {
         target: &Path,
         options: &[String],
     ) -> io::Result<()>;
+    /// Makes the mount at `target` and every mount below it read-only, nosuid, nodev and
+    /// noexec (`mount_setattr` with `AT_RECURSIVE`, Linux >= 5.12); a remount would reach
+    /// only the top one.
+    fn set_readonly_recursive(&self, target: &Path) -> io::Result<()>;
     /// `chdir(new_root)`, `pivot_root(".", ".")`, detach the old root, `chdir("/")`.
     fn pivot_root(&self, new_root: &Path) -> io::Result<()>;
 }

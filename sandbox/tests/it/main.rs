@@ -1,13 +1,17 @@
-//! Integration tests of the sandbox, as root on a busybox-static rootfs made per test.
+//! Integration tests of the sandbox, as root on a busybox-static rootfs made per test;
+//! the `rootless_*` tests run it as unprivileged users through `setpriv`.
 //!
 //! `harness = false`: this binary is also the sandbox helper (`Spec::helper_exe` is
-//! `/proc/self/exe`), so `main` hands over to `helper::run_if_requested` first, then runs
+//! `/proc/self/exe`), so `main` hands over to `helper::run_if_requested` first, and the
+//! remote side of a run as another user (`as_user::run_if_requested`) next; then it runs
 //! the tests one after another and checks the host's mount table and process list after
 //! them all.
 
+mod as_user;
 mod basics;
 mod isolation;
 mod mounts;
+mod rootless;
 mod support;
 
 use std::panic::AssertUnwindSafe;
@@ -17,6 +21,9 @@ type Test = (&'static str, fn());
 
 fn main() -> ExitCode {
     if let Some(code) = kiln_sandbox::helper::run_if_requested() {
+        return code;
+    }
+    if let Some(code) = as_user::run_if_requested() {
         return code;
     }
     if !nix::unistd::geteuid().is_root() {
@@ -31,7 +38,13 @@ fn main() -> ExitCode {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let tests: Vec<Test> = [basics::TESTS, mounts::TESTS, isolation::TESTS].concat();
+    let tests: Vec<Test> = [
+        basics::TESTS,
+        mounts::TESTS,
+        isolation::TESTS,
+        rootless::TESTS,
+    ]
+    .concat();
     let before = support::mountinfo();
     let mut failed = Vec::new();
     let mut ran = 0;
