@@ -30,6 +30,8 @@ pub(crate) struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
+    /// Build an image from a Dockerfile and a context directory
+    Build(cmd::build::BuildArgs),
     /// Parse a Dockerfile and print its syntax tree as JSON
     Parse(cmd::parse::ParseArgs),
     /// Create an image from a root filesystem tarball or directory

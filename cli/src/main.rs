@@ -3,6 +3,7 @@
 
 mod args;
 mod cmd;
+mod progress;
 
 use std::process::ExitCode;
 
@@ -26,6 +27,10 @@ fn main() -> ExitCode {
         Err(err) => {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
+            }
+            if err.downcast_ref::<cmd::build::Reported>().is_some() {
+                // The build already showed what failed, with the Dockerfile excerpt.
+                return ExitCode::FAILURE;
             }
             eprintln!("error: {err:#}");
             ExitCode::FAILURE

@@ -136,6 +136,27 @@ pub fn clean(path: &str) -> String {
     }
 }
 
+/// Whether `text` holds a wildcard (`*`, `?`, `[`) as a COPY source path would.
+pub fn has_wildcard(text: &str) -> bool {
+    text.contains(['*', '?', '['])
+}
+
+/// Go's `filepath.Match(pattern, path)` for `/`-separated paths, as BuildKit matches COPY
+/// sources: `*` and `?` stop at `/`. An invalid pattern is an error naming the problem.
+pub fn glob_match(pattern: &str, path: &str) -> Result<bool, String> {
+    go_match_syntax(pattern)?;
+    Ok(match compile(pattern) {
+        Kind::Exact => pattern == path,
+        Kind::Prefix(prefix) => path.starts_with(prefix.as_str()),
+        Kind::Suffix(suffix) => path.ends_with(suffix.as_str()),
+        Kind::Tokens(Ok(tokens)) => {
+            let chars: Vec<char> = path.chars().collect();
+            pattern::matches(&tokens, &chars)
+        }
+        Kind::Tokens(Err(reason)) => return Err(reason),
+    })
+}
+
 /// How a compiled pattern matches, as patternmatcher's fast paths.
 #[derive(Debug, Clone)]
 enum Kind {
@@ -561,6 +582,16 @@ mod tests {
                 ".dockerignore".to_owned()
             ]
         );
+    }
+
+    #[test]
+    fn copy_globs_stop_at_slashes() {
+        assert_eq!(glob_match("*.txt", "a.txt"), Ok(true));
+        assert_eq!(glob_match("*.txt", "d/a.txt"), Ok(false));
+        assert_eq!(glob_match("d/?.txt", "d/a.txt"), Ok(true));
+        assert_eq!(glob_match("[ab]*", "b1"), Ok(true));
+        assert!(glob_match("[a", "a").is_err());
+        assert!(has_wildcard("a*") && !has_wildcard("a/b"));
     }
 
     #[test]

@@ -99,47 +99,62 @@ impl Error {
     ///   = hint: did you mean RUN?
     /// ```
     pub fn render(&self, file_name: &str, source: &str) -> String {
-        let line_no = self.span.line.max(1);
-        let mut out = format!(
-            "{file_name}:{line_no}:{}: {}\n",
-            self.span.col.max(1),
-            self.kind
-        );
-        if let Some(line) = source.lines().nth(line_no - 1) {
-            let line = line
-                .strip_prefix('\u{feff}')
-                .unwrap_or(line)
-                .trim_end_matches('\r');
-            let gutter = " ".repeat(line_no.to_string().len());
-            let col = self.span.col.max(1);
-            let width = if self.span.end > self.span.start && self.span.end_line <= line_no {
-                source
-                    .get(self.span.start..self.span.end)
-                    .map(|s| s.chars().count())
-                    .unwrap_or(1)
-            } else {
-                line.chars().count().saturating_sub(col - 1)
-            }
-            .clamp(1, 80);
-            out.push_str(&format!("{gutter} |\n{line_no} | {line}\n"));
-            out.push_str(&format!(
-                "{gutter} | {}{}\n",
-                " ".repeat(col - 1),
-                "^".repeat(width)
-            ));
-            if let Some(hint) = &self.hint {
-                out.push_str(&format!("{gutter} = hint: {hint}\n"));
-            }
-        } else if let Some(hint) = &self.hint {
-            out.push_str(&format!("  = hint: {hint}\n"));
-        }
-        out
+        excerpt(
+            file_name,
+            source,
+            &self.span,
+            &self.kind.to_string(),
+            self.hint.as_deref(),
+        )
     }
+}
+
+/// Renders `message` at `span` of `source` the way rustc does: `FILE:LINE:COL: message`,
+/// the line, a caret under the span, and the hint. Used for parse errors and for build
+/// errors that point at an instruction.
+pub fn excerpt(
+    file_name: &str,
+    source: &str,
+    span: &Span,
+    message: &str,
+    hint: Option<&str>,
+) -> String {
+    let line_no = span.line.max(1);
+    let mut out = format!("{file_name}:{line_no}:{}: {message}\n", span.col.max(1));
+    if let Some(line) = source.lines().nth(line_no - 1) {
+        let line = line
+            .strip_prefix('\u{feff}')
+            .unwrap_or(line)
+            .trim_end_matches('\r');
+        let gutter = " ".repeat(line_no.to_string().len());
+        let col = span.col.max(1);
+        let width = if span.end > span.start && span.end_line <= line_no {
+            source
+                .get(span.start..span.end)
+                .map(|s| s.chars().count())
+                .unwrap_or(1)
+        } else {
+            line.chars().count().saturating_sub(col - 1)
+        }
+        .clamp(1, 80);
+        out.push_str(&format!("{gutter} |\n{line_no} | {line}\n"));
+        out.push_str(&format!(
+            "{gutter} | {}{}\n",
+            " ".repeat(col - 1),
+            "^".repeat(width)
+        ));
+        if let Some(hint) = hint {
+            out.push_str(&format!("{gutter} = hint: {hint}\n"));
+        }
+    } else if let Some(hint) = hint {
+        out.push_str(&format!("  = hint: {hint}\n"));
+    }
+    out
 }
 
 /// The closest of `candidates` to `word` (case-insensitive), if it is close enough to be
 /// a plausible typo.
-pub(crate) fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+pub fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     let word = word.to_lowercase();
     candidates
         .iter()

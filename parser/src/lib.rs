@@ -14,7 +14,7 @@ pub mod shell;
 mod words;
 
 pub use ast::{Dockerfile, Instruction, Kind, Stage};
-pub use error::{Error, ErrorKind, Span};
+pub use error::{Error, ErrorKind, Span, did_you_mean, excerpt};
 pub use instruction::csv_fields;
 pub use lines::{Directives, Heredoc, Warning};
 pub use node::Node;

@@ -1,5 +1,6 @@
 //! One module per group of commands; `run` dispatches.
 
+pub(crate) mod build;
 pub(crate) mod parse;
 pub(crate) mod registry;
 pub(crate) mod sandbox;
@@ -12,6 +13,7 @@ use crate::args::{Cli, Command, DebugCommand};
 pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let global = &cli.global;
     match cli.command {
+        Command::Build(args) => build::build(global, args),
         Command::Parse(args) => parse::parse(args),
         Command::Import(args) => store::import(global, args),
         Command::Images(args) => store::images(global, args),

@@ -113,6 +113,9 @@ pub struct CopyOp {
     pub chmod: Option<u32>,
     /// Patterns left out (`--exclude`).
     pub excludes: Vec<String>,
+    /// Input 1 is a build context (files become `0:0`, globs match its scan), not a
+    /// stage or image (owners kept).
+    pub from_context: bool,
 }
 
 /// `WORKDIR`: make a directory (and its parents).

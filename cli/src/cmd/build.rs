@@ -1,0 +1,423 @@
+//! `kiln build`: flags -> lowering -> solve -> image in the store, with progress.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use kiln_exporter::image::find_image;
+use kiln_parser::dockerignore::{self, Matcher};
+use kiln_snapshotter::Store;
+use kiln_solver::cancel::Cancel;
+use kiln_solver::context::ContextTree;
+use kiln_solver::frontend::{self, BaseImage, LowerOptions, Platform};
+use kiln_solver::ops::Op;
+use kiln_solver::progress::Progress;
+use kiln_solver::request::{NetworkMode, parse_key_value};
+use kiln_solver::solve::{self, SolveError, SolveOptions, StepError};
+
+use crate::args::GlobalArgs;
+use crate::progress::{self, Mode};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct BuildArgs {
+    /// The build context: a directory
+    #[arg(value_name = "PATH")]
+    pub(crate) context: PathBuf,
+    /// Name of the Dockerfile [default: PATH/Dockerfile]; `-` reads it from stdin
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub(crate) file: Option<PathBuf>,
+    /// Name and optionally a tag (name:tag); repeatable
+    #[arg(short = 't', long = "tag", value_name = "NAME")]
+    pub(crate) tags: Vec<String>,
+    /// Set a build-time variable (KEY=VALUE, or KEY to take it from the environment)
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    pub(crate) build_args: Vec<String>,
+    /// The stage to build [default: the last one]
+    #[arg(long, value_name = "STAGE")]
+    pub(crate) target: Option<String>,
+    /// The target platform, e.g. linux/amd64 (only the host's can run RUN steps)
+    #[arg(long, value_name = "PLATFORM")]
+    pub(crate) platform: Option<String>,
+    /// Do not use the cache
+    #[arg(long)]
+    pub(crate) no_cache: bool,
+    /// Do not use the cache for these stages (repeatable)
+    #[arg(long, value_name = "STAGE")]
+    pub(crate) no_cache_filter: Vec<String>,
+    /// Resolve FROM images in the registry even when the store has them
+    #[arg(long)]
+    pub(crate) pull: bool,
+    /// Set a label on the image (KEY=VALUE; repeatable)
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub(crate) label: Vec<String>,
+    /// Network for RUN steps: default or none
+    #[arg(long, value_name = "MODE", default_value = "default")]
+    pub(crate) network: String,
+    /// Write the image id to this file
+    #[arg(long, value_name = "FILE")]
+    pub(crate) iidfile: Option<PathBuf>,
+    /// Print only the image id
+    #[arg(short = 'q', long)]
+    pub(crate) quiet: bool,
+    /// Progress output: auto, plain, rawjson or quiet
+    #[arg(long, value_name = "TYPE", default_value = "auto")]
+    pub(crate) progress: String,
+    /// How many RUN steps may run at once [default: the number of cores]
+    #[arg(long, value_name = "N")]
+    pub(crate) jobs: Option<usize>,
+    /// Accepted for docker compatibility: kiln's images are always in its local store
+    #[arg(long)]
+    pub(crate) load: bool,
+}
+
+/// A failure already shown to the user; the process exits 1.
+#[derive(Debug)]
+pub(crate) struct Reported;
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the build failed")
+    }
+}
+
+impl std::error::Error for Reported {}
+
+struct Dockerfile {
+    name: String,
+    text: String,
+    path: Option<PathBuf>,
+}
+
+fn read_dockerfile(args: &BuildArgs) -> anyhow::Result<Dockerfile> {
+    match &args.file {
+        Some(path) if path == Path::new("-") => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("read the Dockerfile from stdin")?;
+            Ok(Dockerfile {
+                name: "Dockerfile".to_owned(),
+                text,
+                path: None,
+            })
+        }
+        given => {
+            let path = given
+                .clone()
+                .unwrap_or_else(|| args.context.join("Dockerfile"));
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "read the Dockerfile {}; give its path with -f FILE",
+                    path.display()
+                )
+            })?;
+            let name = given
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "Dockerfile".to_owned());
+            Ok(Dockerfile {
+                name,
+                text,
+                path: Some(path),
+            })
+        }
+    }
+}
+
+/// The `.dockerignore` that applies: `<Dockerfile>.dockerignore` beside the Dockerfile
+/// first, then the context's `.dockerignore`.
+fn ignore_matcher(context: &Path, dockerfile: &Dockerfile) -> anyhow::Result<Matcher> {
+    let mut candidates = Vec::new();
+    if let Some(path) = &dockerfile.path
+        && let (Some(dir), Some(name)) = (path.parent(), path.file_name())
+    {
+        candidates.push(dir.join(format!("{}.dockerignore", name.to_string_lossy())));
+    }
+    candidates.push(context.join(".dockerignore"));
+    for candidate in candidates {
+        match std::fs::read_to_string(&candidate) {
+            Ok(text) => {
+                return Matcher::from_lines(&dockerignore::read_ignore_lines(&text))
+                    .with_context(|| candidate.display().to_string());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("read {}", candidate.display())),
+        }
+    }
+    Ok(Matcher::default())
+}
+
+fn base_image(store: &Store, reference: &str) -> Option<BaseImage> {
+    let (names, image) = find_image(store, reference).ok()?;
+    Some(BaseImage {
+        reference: names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| reference.to_owned()),
+        digest: image.manifest_descriptor.digest.to_string(),
+        config: image.config,
+        layers: image.manifest.layers,
+    })
+}
+
+fn pull_base(
+    store: &Store,
+    runtime: &tokio::runtime::Runtime,
+    reference: &str,
+    platform: &Option<Platform>,
+) -> Result<BaseImage, String> {
+    use kiln_exporter::registry::{ImageRef, Platform as RegistryPlatform, Registry};
+    let image_ref = ImageRef::parse(reference).map_err(|e| e.to_string())?;
+    let wanted = match platform {
+        Some(p) => RegistryPlatform::parse(&p.format()).map_err(|e| e.to_string())?,
+        None => RegistryPlatform::host(),
+    };
+    let config = crate::cmd::registry::registry_config(&[]).map_err(|e| format!("{e:#}"))?;
+    runtime
+        .block_on(async {
+            let registry = Registry::new(config)?;
+            kiln_exporter::transfer::pull(store, &registry, &image_ref, &wanted, reference).await
+        })
+        .map_err(|e| format!("{reference}: not in the local store, and pulling it failed: {e}"))?;
+    base_image(store, reference)
+        .ok_or_else(|| format!("{reference}: pulled, but not found in the store afterwards"))
+}
+
+pub(crate) fn build(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<ExitCode> {
+    let mode = if args.quiet {
+        Mode::Quiet
+    } else {
+        Mode::parse(&args.progress).with_context(|| {
+            format!(
+                "unknown --progress {:?}: use auto, plain, rawjson or quiet",
+                args.progress
+            )
+        })?
+    };
+    let mut build_args = BTreeMap::new();
+    let env = |k: &str| std::env::var(k).ok();
+    for arg in &args.build_args {
+        if let Some((k, v)) = parse_key_value("build-arg", arg, &env)? {
+            build_args.insert(k, v);
+        }
+    }
+    let mut labels = BTreeMap::new();
+    for label in &args.label {
+        let (k, v) = label
+            .split_once('=')
+            .with_context(|| format!("--label {label:?}: write KEY=VALUE"))?;
+        labels.insert(k.to_owned(), v.to_owned());
+    }
+    for tag in &args.tags {
+        kiln_snapshotter::normalize_name(tag).with_context(|| format!("-t {tag}"))?;
+    }
+    let platform = match &args.platform {
+        Some(text) => Some(Platform::parse(text).with_context(|| {
+            format!("--platform {text:?}: write OS/ARCH[/VARIANT], e.g. linux/amd64")
+        })?),
+        None => None,
+    };
+    let network = NetworkMode::parse(&args.network)?;
+    if !args.context.is_dir() {
+        bail!(
+            "the build context {} is not a directory; give the directory to build from",
+            args.context.display()
+        );
+    }
+    let dockerfile = read_dockerfile(&args)?;
+    let parsed = match kiln_parser::parse(&dockerfile.text) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            eprint!("{}", e.render(&dockerfile.name, &dockerfile.text));
+            return Err(Reported.into());
+        }
+    };
+    let store = crate::cmd::store::open_store(global)?;
+    let runtime = crate::cmd::registry::runtime()?;
+    let options = LowerOptions {
+        build_args,
+        target: args.target.clone(),
+        platform: platform.clone(),
+        labels,
+        network,
+    };
+    let pull = args.pull;
+    let mut resolve = |reference: &str| -> Result<BaseImage, String> {
+        if !pull && let Some(image) = base_image(&store, reference) {
+            return Ok(image);
+        }
+        pull_base(&store, &runtime, reference, &platform)
+    };
+    let plan = match frontend::lower(&parsed, &options, &mut resolve) {
+        Ok(plan) => plan,
+        Err(e) => {
+            let text = match e.span {
+                Some(span) => kiln_parser::excerpt(
+                    &dockerfile.name,
+                    &dockerfile.text,
+                    &span,
+                    &e.message,
+                    e.hint.as_deref(),
+                ),
+                None => {
+                    let mut text = format!("error: {}\n", e.message);
+                    if let Some(hint) = &e.hint {
+                        text.push_str(&format!("  = hint: {hint}\n"));
+                    }
+                    text
+                }
+            };
+            eprint!("{text}");
+            return Err(Reported.into());
+        }
+    };
+    for arg in &plan.unused_args {
+        eprintln!("warning: build argument {arg:?} was given but no ARG in the build uses it");
+    }
+    let plan = Arc::new(plan);
+    let needs_context = plan
+        .graph
+        .needed_for(&[plan.target])
+        .iter()
+        .any(|&v| matches!(plan.graph.vertex(v).op, Op::Context { .. }));
+    let ignore = ignore_matcher(&args.context, &dockerfile)?;
+    let context = if needs_context {
+        let tree = ContextTree::scan(&args.context, &ignore)
+            .with_context(|| format!("read the build context {}", args.context.display()))?;
+        Some(Arc::new(tree))
+    } else {
+        None
+    };
+    let solve_options = SolveOptions {
+        no_cache: args.no_cache,
+        no_cache_stages: args.no_cache_filter.clone(),
+        jobs: args.jobs.unwrap_or(0),
+        ignore: Some(ignore),
+    };
+    let index_path = store.root().join("cache.db");
+    let started = std::time::Instant::now();
+    let cancel = Cancel::new();
+    let outcome = runtime.block_on(async {
+        let (sender, events) = Progress::channel();
+        let renderer = tokio::spawn(progress::render(mode, events));
+        let interrupt = {
+            let cancel = cancel.clone();
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    cancel.cancel();
+                }
+            })
+        };
+        let solved = solve::solve(
+            Arc::clone(&plan),
+            store.clone(),
+            index_path.clone(),
+            context,
+            &solve_options,
+            sender,
+            cancel.clone(),
+        )
+        .await;
+        interrupt.abort();
+        let tally = renderer.await.unwrap_or_default();
+        (solved, tally)
+    });
+    let (solved, tally) = outcome;
+    let solved = match solved {
+        Ok(solved) => solved,
+        Err(e) => {
+            report_failure(&e, &dockerfile);
+            return Err(Reported.into());
+        }
+    };
+    let image = match solve::export_image(&store, &index_path, &plan, &solved) {
+        Ok(image) => image,
+        Err(e) => {
+            report_failure(&e, &dockerfile);
+            return Err(Reported.into());
+        }
+    };
+    for tag in &args.tags {
+        store
+            .tags()
+            .tag(tag, image.manifest_descriptor.clone())
+            .with_context(|| format!("tag the image as {tag}"))?;
+    }
+    if let Some(path) = &args.iidfile {
+        std::fs::write(path, image.id.as_str())
+            .with_context(|| format!("write --iidfile {}", path.display()))?;
+    }
+    if mode == Mode::Quiet {
+        writeln!(std::io::stdout(), "{}", image.id)?;
+    } else {
+        let size: u64 = image.manifest.layers.iter().map(|l| l.size).sum();
+        let mut err = std::io::stderr().lock();
+        writeln!(err)?;
+        writeln!(
+            err,
+            "Built {} in {:.1}s: {} steps run, {} cached; {} layers, {:.1} MB",
+            image.id,
+            started.elapsed().as_secs_f64(),
+            tally.ran,
+            tally.cached,
+            image.manifest.layers.len(),
+            size as f64 / 1e6
+        )?;
+        for tag in &args.tags {
+            writeln!(err, "Tagged {}", kiln_snapshotter::normalize_name(tag)?)?;
+        }
+        writeln!(std::io::stdout(), "{}", image.id)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report_failure(e: &SolveError, dockerfile: &Dockerfile) {
+    if e.is_cancelled() {
+        eprintln!("error: the build was cancelled; nothing was tagged");
+        return;
+    }
+    let mut message = e.error.to_string();
+    let hint = match &*e.error {
+        StepError::ExitCode { .. } => {
+            Some("fix the command, or run it by hand with `kiln debug run`")
+        }
+        StepError::SourceNotFound {
+            ignored_by: Some(_),
+            ..
+        } => Some("remove the pattern from .dockerignore, or add a `!` exception for the file"),
+        StepError::SourceNotFound { .. } => Some(
+            "COPY sources are relative to the build context; check the path and the context directory",
+        ),
+        _ => None,
+    };
+    if let Some(label) = &e.label {
+        message = format!("{label}: {message}");
+    }
+    let mut text = match e.span {
+        Some(span) => {
+            kiln_parser::excerpt(&dockerfile.name, &dockerfile.text, &span, &message, hint)
+        }
+        None => {
+            let mut t = format!("error: {message}\n");
+            if let Some(h) = hint {
+                t.push_str(&format!("  = hint: {h}\n"));
+            }
+            t
+        }
+    };
+    if let StepError::ExitCode { tail, .. } = &*e.error
+        && !tail.is_empty()
+    {
+        text.push_str(&format!(
+            "  = the last {} lines of its output:\n",
+            tail.len()
+        ));
+        for line in tail {
+            text.push_str(&format!("    {line}\n"));
+        }
+    }
+    eprint!("{text}");
+}

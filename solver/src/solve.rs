@@ -1,0 +1,1076 @@
+//! Running a [`Plan`]: cache keys, cache lookups and the operations, vertex by vertex on
+//! the [`scheduler`](crate::scheduler), with progress events; then the result's layers.
+//!
+//! Before anything runs, every COPY from the context has its sources matched and its
+//! content digested (in parallel, memoised by stat identity), so a missing source fails
+//! the build before the first RUN starts and a no-op rebuild reads no file.
+//!
+//! Each vertex's result is a committed snapshot recorded in the cache index under the
+//! vertex's key. A snapshot is committed before it is recorded, and an active snapshot
+//! of a failed or cancelled step is removed, so the store never holds half a result.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use kiln_exporter::config::{History, RootFs, rfc3339};
+use kiln_exporter::image::{StoredImage, write_image};
+use kiln_parser::Span;
+use kiln_snapshotter::layer_in::{WhiteoutStyle, apply_layer};
+use kiln_snapshotter::layer_out::{LayerInfo, LayerOptions};
+use kiln_snapshotter::{SnapshotId, SnapshotterKind, Store, StoreError};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+use crate::cache_index::{CacheIndex, CacheRecord, IndexError};
+use crate::cache_key::{CacheKey, KeyBuilder};
+use crate::cancel::Cancel;
+use crate::context::{ContentMemo, ContextError, ContextTree, EntryKind};
+use crate::frontend::{LayerSource, Plan};
+use crate::graph::VertexId;
+use crate::layered_view::{LayeredView, ViewError};
+use crate::ops::copy::{CopyError, CopyFrom, CopyOptions, copy, ensure_dir};
+use crate::ops::{CopyOp, ExecOp, MkdirOp, Op};
+use crate::progress::{EventKind, Progress, Stream};
+use crate::request::NetworkMode;
+use crate::scheduler::{self, ScheduleError};
+
+/// How many output lines a failed RUN's error shows.
+const TAIL_LINES: usize = 20;
+
+/// Why a step failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StepError {
+    /// A RUN exited with a non-zero status.
+    #[error("process {argv:?} did not complete successfully: exit code: {code}")]
+    ExitCode {
+        /// The command, joined by spaces as BuildKit shows it.
+        argv: String,
+        /// The exit code (128 + N for signal N).
+        code: i32,
+        /// The last lines of its output.
+        tail: Vec<String>,
+    },
+    /// A COPY source matched nothing.
+    #[error("failed to compute cache key: {path:?}: not found{}", ignored_note(*.ignored_by))]
+    SourceNotFound {
+        /// The source as the Dockerfile names it.
+        path: String,
+        /// The `.dockerignore` line that excluded it, when one did.
+        ignored_by: Option<usize>,
+    },
+    /// The sandbox could not run the command.
+    #[error("could not run the step: {0}")]
+    Sandbox(#[from] kiln_sandbox::Error),
+    /// A store operation failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The cache index failed.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    /// Reading the context failed.
+    #[error(transparent)]
+    Context(#[from] ContextError),
+    /// Copying failed.
+    #[error(transparent)]
+    Copy(#[from] CopyError),
+    /// Reading a stage's tree failed.
+    #[error(transparent)]
+    View(#[from] ViewError),
+    /// A COPY pattern is invalid.
+    #[error("invalid pattern {pattern:?}: {reason}")]
+    Pattern {
+        /// The pattern.
+        pattern: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The build was cancelled while this step ran.
+    #[error("cancelled")]
+    Cancelled,
+    /// A worker thread failed; a bug in kiln.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn ignored_note(line: Option<usize>) -> String {
+    match line {
+        Some(line) => format!(" (it is excluded by .dockerignore line {line})"),
+        None => String::new(),
+    }
+}
+
+/// A build failure, tied to the step that failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct SolveError {
+    /// The failing step's label, e.g. `[2/3] RUN make`.
+    pub label: Option<String>,
+    /// Its Dockerfile line.
+    pub span: Option<Span>,
+    /// What went wrong.
+    pub error: Box<StepError>,
+}
+
+impl SolveError {
+    fn bare(error: StepError) -> SolveError {
+        SolveError {
+            label: None,
+            span: None,
+            error: Box::new(error),
+        }
+    }
+
+    /// True when the build was cancelled rather than failed.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(*self.error, StepError::Cancelled)
+    }
+}
+
+/// How to run a plan.
+#[derive(Debug, Clone, Default)]
+pub struct SolveOptions {
+    /// `--no-cache`.
+    pub no_cache: bool,
+    /// `--no-cache-filter`: stages not taken from the cache.
+    pub no_cache_stages: Vec<String>,
+    /// `--jobs`: how many RUNs at once (0: the number of cores).
+    pub jobs: usize,
+    /// The `.dockerignore` decisions, to explain a missing COPY source.
+    pub ignore: Option<kiln_parser::dockerignore::Matcher>,
+}
+
+/// One vertex's result.
+#[derive(Debug, Clone)]
+pub struct Done {
+    /// Its cache key.
+    pub key: CacheKey,
+    /// Its filesystem (none for scratch and contexts).
+    pub snapshot: Option<SnapshotId>,
+    /// When the result was made (seconds since the epoch), for history timestamps.
+    pub created: i64,
+    /// Whether it came from the cache.
+    pub cached: bool,
+}
+
+/// What the cache index stores per key.
+#[derive(Debug, Serialize, Deserialize)]
+struct Recorded {
+    snapshot: Option<String>,
+    created: i64,
+}
+
+/// The content a COPY from the context reads: matched sources and their digest.
+#[derive(Debug, Clone)]
+struct ContextSources {
+    sources: Vec<String>,
+    digest: [u8; 32],
+}
+
+struct Shared {
+    store: Store,
+    index: CacheIndex,
+    plan: Arc<Plan>,
+    context: Option<Arc<ContextTree>>,
+    context_sources: HashMap<VertexId, ContextSources>,
+    progress: Progress,
+    jobs: Semaphore,
+    cancel: Cancel,
+    no_cache: bool,
+    no_cache_stages: HashSet<String>,
+}
+
+/// The results of a solved plan, ready to export.
+#[derive(Debug)]
+pub struct Solved {
+    /// Every needed vertex's result.
+    pub results: HashMap<VertexId, Done>,
+    /// How many context files had to be read (not found in the stat memo).
+    pub context_files_read: usize,
+}
+
+/// Runs the plan's target and everything it needs.
+#[allow(clippy::too_many_arguments)]
+pub async fn solve(
+    plan: Arc<Plan>,
+    store: Store,
+    index_path: PathBuf,
+    context: Option<Arc<ContextTree>>,
+    options: &SolveOptions,
+    progress: Progress,
+    cancel: Cancel,
+) -> Result<Solved, SolveError> {
+    let index = CacheIndex::open(&index_path).map_err(|e| SolveError::bare(e.into()))?;
+    let needed = plan.graph.needed_for(&[plan.target]);
+    let (context_sources, files_read) = {
+        let memo = ContentMemo::load(&index).map_err(|e| SolveError::bare(e.into()))?;
+        let mut out = HashMap::new();
+        for &id in &needed {
+            if let Op::Copy(op) = &plan.graph.vertex(id).op
+                && op.from_context
+            {
+                let tree = context.as_deref().ok_or_else(|| {
+                    SolveError::bare(StepError::Internal("COPY without a context".to_owned()))
+                })?;
+                let sources = context_sources(tree, op, &memo, options).map_err(|error| {
+                    let step = plan.steps.get(&id);
+                    SolveError {
+                        label: step.map(|s| s.label.clone()),
+                        span: step.and_then(|s| s.span),
+                        error: Box::new(error),
+                    }
+                })?;
+                out.insert(id, sources);
+            }
+        }
+        let read = memo.misses();
+        memo.save().map_err(|e| SolveError::bare(e.into()))?;
+        (out, read)
+    };
+    let jobs = if options.jobs == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        options.jobs
+    };
+    let shared = Arc::new(Shared {
+        store,
+        index,
+        plan: Arc::clone(&plan),
+        context,
+        context_sources,
+        progress,
+        jobs: Semaphore::new(jobs),
+        cancel: cancel.clone(),
+        no_cache: options.no_cache,
+        no_cache_stages: options
+            .no_cache_stages
+            .iter()
+            .map(|s| s.to_lowercase())
+            .collect(),
+    });
+    let graph = Arc::new(plan.graph.clone());
+    let runner = Arc::clone(&shared);
+    let outcome = scheduler::run(graph, &[plan.target], cancel, move |id, inputs| {
+        let shared = Arc::clone(&runner);
+        async move { run_vertex(shared, id, inputs).await }
+    })
+    .await;
+    match outcome {
+        Ok(results) => Ok(Solved {
+            results,
+            context_files_read: files_read,
+        }),
+        Err(ScheduleError::Vertex { vertex, error }) => {
+            let step = plan.steps.get(&vertex);
+            Err(SolveError {
+                label: step.map(|s| s.label.clone()),
+                span: step.and_then(|s| s.span),
+                error: Box::new(error),
+            })
+        }
+        Err(ScheduleError::Cancelled) => Err(SolveError::bare(StepError::Cancelled)),
+        Err(ScheduleError::Panicked(text)) => Err(SolveError::bare(StepError::Internal(text))),
+    }
+}
+
+/// Matches a COPY's sources in the context (globs included) and digests what they read.
+fn context_sources(
+    tree: &ContextTree,
+    op: &CopyOp,
+    memo: &ContentMemo,
+    options: &SolveOptions,
+) -> Result<ContextSources, StepError> {
+    let mut sources = Vec::new();
+    for source in &op.sources {
+        if kiln_parser::dockerignore::has_wildcard(source) {
+            for (path, _) in tree.entries() {
+                if path.is_empty() {
+                    continue;
+                }
+                let matched =
+                    kiln_parser::dockerignore::glob_match(source, path).map_err(|reason| {
+                        StepError::Pattern {
+                            pattern: source.clone(),
+                            reason,
+                        }
+                    })?;
+                if matched
+                    && !sources
+                        .iter()
+                        .any(|s: &String| path.starts_with(&format!("{s}/")))
+                {
+                    sources.push(path.to_owned());
+                }
+            }
+        } else if tree.get(source).is_some() {
+            sources.push(source.clone());
+        } else {
+            let ignored_by = options.ignore.as_ref().and_then(|m| {
+                m.decide(source)
+                    .ok()
+                    .filter(|d| d.excluded)
+                    .and_then(|d| d.line)
+            });
+            return Err(StepError::SourceNotFound {
+                path: format!("/{source}"),
+                ignored_by,
+            });
+        }
+    }
+    // A symlink named as a source is followed; its target's content is what is copied.
+    let mut read: Vec<String> = Vec::new();
+    for source in &sources {
+        read.push(follow_in_context(tree, source));
+    }
+    let refs: Vec<&str> = read.iter().map(String::as_str).collect();
+    let digest = tree.digest(&refs, memo)?;
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&digest);
+    for source in &sources {
+        hasher.update(&(source.len() as u64).to_le_bytes());
+        hasher.update(source.as_bytes());
+    }
+    Ok(ContextSources {
+        sources,
+        digest: *hasher.finalize().as_bytes(),
+    })
+}
+
+fn follow_in_context(tree: &ContextTree, path: &str) -> String {
+    let mut rel = path.to_owned();
+    for _ in 0..40 {
+        match tree.get(&rel).map(|e| &e.kind) {
+            Some(EntryKind::Symlink(target)) => {
+                let target = target.to_string_lossy();
+                let base = match rel.rfind('/') {
+                    Some(pos) if !target.starts_with('/') => rel[..pos].to_owned(),
+                    _ => String::new(),
+                };
+                rel = crate::meta::clean_abs(&format!("{base}/{target}"))
+                    .trim_start_matches('/')
+                    .to_owned();
+            }
+            _ => break,
+        }
+    }
+    if tree.get(&rel).is_some() {
+        rel
+    } else {
+        path.to_owned()
+    }
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn key_for(
+    shared: &Shared,
+    id: VertexId,
+    op: &Op,
+    inputs: &[Done],
+) -> (CacheKey, Vec<crate::cache_key::KeyPart>) {
+    let kind = match op {
+        Op::Scratch => "scratch",
+        Op::Image { .. } => "image",
+        Op::Context { .. } => "context",
+        Op::Exec(_) => "exec",
+        Op::Copy(_) => "copy",
+        Op::Mkdir(_) => "mkdir",
+    };
+    let mut builder = KeyBuilder::new(kind);
+    builder.json("op", op);
+    for (i, input) in inputs.iter().enumerate() {
+        // A context's key says nothing of its content: the COPY adds the digest of what
+        // it reads instead, so changes elsewhere in the context do not invalidate it.
+        builder.input(i, &input.key);
+    }
+    if let Some(sources) = shared.context_sources.get(&id) {
+        builder.part("content", &sources.digest);
+    }
+    builder.finish()
+}
+
+async fn run_vertex(
+    shared: Arc<Shared>,
+    id: VertexId,
+    inputs: Vec<Done>,
+) -> Result<Done, StepError> {
+    let plan = Arc::clone(&shared.plan);
+    let vertex = plan.graph.vertex(id);
+    let op = vertex.op.clone();
+    let (key, parts) = key_for(&shared, id, &op, &inputs);
+    let step = plan.steps.get(&id);
+    let label = step.map_or_else(|| vertex.label.clone(), |s| s.label.clone());
+    let use_cache = !shared.no_cache
+        && !step.is_some_and(|s| shared.no_cache_stages.contains(&s.stage.to_lowercase()));
+    match op {
+        Op::Context { .. } | Op::Scratch => {
+            if matches!(op, Op::Context { .. }) {
+                shared.progress.send(id, EventKind::Started { label });
+                shared.progress.send(id, EventKind::Done { seconds: 0.0 });
+            }
+            return Ok(Done {
+                key,
+                snapshot: None,
+                created: 0,
+                cached: true,
+            });
+        }
+        _ => {}
+    }
+    // Image sources are always looked up: their key is their content's digest.
+    if (use_cache || matches!(op, Op::Image { .. }))
+        && let Some(done) = lookup(&shared, &key)?
+    {
+        shared.progress.send(id, EventKind::Cached { label });
+        return Ok(done);
+    }
+    if shared.cancel.is_cancelled() {
+        return Err(StepError::Cancelled);
+    }
+    shared.progress.send(id, EventKind::Started { label });
+    let started = Instant::now();
+    let result = match &op {
+        Op::Image { .. } => {
+            let image = plan.image_vertices.get(&id).copied().ok_or_else(|| {
+                StepError::Internal("an image vertex without its image".to_owned())
+            })?;
+            let shared2 = Arc::clone(&shared);
+            blocking(move || unpack_image(&shared2, image)).await
+        }
+        Op::Exec(exec) => {
+            let _permit = shared
+                .jobs
+                .acquire()
+                .await
+                .map_err(|e| StepError::Internal(e.to_string()))?;
+            run_exec(
+                Arc::clone(&shared),
+                id,
+                exec.clone(),
+                inputs[0].snapshot.clone(),
+            )
+            .await
+        }
+        Op::Copy(copy_op) => {
+            let shared2 = Arc::clone(&shared);
+            let copy_op = copy_op.clone();
+            blocking(move || run_copy(&shared2, id, &copy_op, &inputs)).await
+        }
+        Op::Mkdir(mkdir) => {
+            let shared2 = Arc::clone(&shared);
+            let mkdir = mkdir.clone();
+            let parent = inputs[0].snapshot.clone();
+            blocking(move || run_mkdir(&shared2, &mkdir, parent)).await
+        }
+        Op::Context { .. } | Op::Scratch => unreachable_op(),
+    };
+    let snapshot = match result {
+        Ok(snapshot) => snapshot,
+        Err(error) => {
+            let message = error.to_string();
+            shared.progress.send(id, EventKind::Error { message });
+            return Err(if shared.cancel.is_cancelled() {
+                StepError::Cancelled
+            } else {
+                error
+            });
+        }
+    };
+    let created = now_secs();
+    let recorded = Recorded {
+        snapshot: snapshot.as_ref().map(|s| s.as_str().to_owned()),
+        created,
+    };
+    let value = serde_json::to_vec(&recorded).map_err(|e| StepError::Internal(e.to_string()))?;
+    shared.index.put(&key, &CacheRecord { value, parts })?;
+    shared.progress.send(
+        id,
+        EventKind::Done {
+            seconds: started.elapsed().as_secs_f64(),
+        },
+    );
+    Ok(Done {
+        key,
+        snapshot,
+        created,
+        cached: false,
+    })
+}
+
+fn unreachable_op() -> Result<Option<SnapshotId>, StepError> {
+    Err(StepError::Internal("no work for this vertex".to_owned()))
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StepError> + Send + 'static,
+) -> Result<T, StepError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StepError::Internal(e.to_string()))?
+}
+
+fn lookup(shared: &Shared, key: &CacheKey) -> Result<Option<Done>, StepError> {
+    let Some(record) = shared.index.get(key)? else {
+        return Ok(None);
+    };
+    let Ok(recorded) = serde_json::from_slice::<Recorded>(&record.value) else {
+        return Ok(None);
+    };
+    let snapshot = match recorded.snapshot {
+        Some(text) => match SnapshotId::parse(&text) {
+            // A pruned snapshot is a cache miss, never an error.
+            Some(id) if shared.store.snapshots().is_committed(&id) => Some(id),
+            _ => return Ok(None),
+        },
+        None => None,
+    };
+    Ok(Some(Done {
+        key: *key,
+        snapshot,
+        created: recorded.created,
+        cached: true,
+    }))
+}
+
+/// The key of a base layer chain: layers unpacked once are reused by every image that
+/// shares them (and by builds on top of images kiln built itself).
+fn chain_key(parent: Option<&CacheKey>, diff_id: &str) -> CacheKey {
+    let mut builder = KeyBuilder::new("layer");
+    if let Some(parent) = parent {
+        builder.input(0, parent);
+    }
+    builder.part("diff_id", diff_id.as_bytes());
+    builder.finish().0
+}
+
+fn unpack_image(shared: &Shared, image: usize) -> Result<Option<SnapshotId>, StepError> {
+    let base = &shared.plan.base_images[image];
+    let diff_ids = &base.config.rootfs.diff_ids;
+    let mut parent: Option<SnapshotId> = None;
+    let mut parent_key: Option<CacheKey> = None;
+    for (i, layer) in base.layers.iter().enumerate() {
+        let diff_id = diff_ids
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| layer.digest.to_string());
+        let key = chain_key(parent_key.as_ref(), &diff_id);
+        if let Some(done) = lookup(shared, &key)?
+            && done.snapshot.is_some()
+        {
+            parent = done.snapshot;
+            parent_key = Some(key);
+            continue;
+        }
+        if shared.cancel.is_cancelled() {
+            return Err(StepError::Cancelled);
+        }
+        let active = shared.store.snapshots().prepare(parent.as_ref())?;
+        let dir = shared.store.snapshots().diff_dir(&active);
+        let style = match shared.store.snapshots().kind() {
+            SnapshotterKind::Overlay => WhiteoutStyle::Overlay,
+            SnapshotterKind::Native => WhiteoutStyle::Delete,
+        };
+        let applied = shared
+            .store
+            .content()
+            .open(&layer.digest)
+            .and_then(|blob| apply_layer(blob, &dir, style));
+        if let Err(e) = applied {
+            let _ = shared.store.snapshots().remove(active.id());
+            return Err(e.into());
+        }
+        let id = shared.store.snapshots().commit(active)?;
+        let value = serde_json::to_vec(&Recorded {
+            snapshot: Some(id.as_str().to_owned()),
+            created: now_secs(),
+        })
+        .map_err(|e| StepError::Internal(e.to_string()))?;
+        shared.index.put(
+            &key,
+            &CacheRecord {
+                value,
+                parts: Vec::new(),
+            },
+        )?;
+        parent = Some(id);
+        parent_key = Some(key);
+    }
+    Ok(parent)
+}
+
+fn to_sandbox_mounts(mounts: Vec<kiln_snapshotter::Mount>) -> Vec<kiln_sandbox::Mount> {
+    mounts
+        .into_iter()
+        .map(|m| kiln_sandbox::Mount {
+            kind: m.kind,
+            source: m.source,
+            target: m.target,
+            options: m.options,
+        })
+        .collect()
+}
+
+async fn run_exec(
+    shared: Arc<Shared>,
+    id: VertexId,
+    exec: ExecOp,
+    parent: Option<SnapshotId>,
+) -> Result<Option<SnapshotId>, StepError> {
+    let active = shared.store.snapshots().prepare(parent.as_ref())?;
+    let mounts = match shared.store.snapshots().mounts(&active) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = shared.store.snapshots().remove(active.id());
+            return Err(e.into());
+        }
+    };
+    let mut spec = kiln_sandbox::Spec::new(to_sandbox_mounts(mounts), exec.argv.clone());
+    spec.env = exec.env.clone();
+    spec.env.extend(shared.plan.proxy_env.iter().cloned());
+    spec.cwd = exec.cwd.clone();
+    spec.user = exec.user.clone();
+    spec.hostname = "buildkitsandbox".to_owned();
+    spec.network = match exec.network {
+        NetworkMode::None => kiln_sandbox::Network::None,
+        _ => kiln_sandbox::Network::Default,
+    };
+    let handle = kiln_sandbox::CancelHandle::new();
+    let watcher = {
+        let cancel = shared.cancel.clone();
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            cancel.cancelled().await;
+            handle.cancel();
+        })
+    };
+    let progress = shared.progress.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+        let mut partial: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+        let status = kiln_sandbox::run(
+            &spec,
+            &mut |stream, bytes| {
+                let (slot, stream) = match stream {
+                    kiln_sandbox::Stream::Stdout => (0, Stream::Stdout),
+                    kiln_sandbox::Stream::Stderr => (1, Stream::Stderr),
+                };
+                partial[slot].extend_from_slice(bytes);
+                while let Some(pos) = partial[slot].iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = partial[slot].drain(..=pos).collect();
+                    let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+                    emit_line(&progress, id, stream, text, &mut tail);
+                }
+            },
+            &handle,
+        );
+        for (slot, stream) in [(0, Stream::Stdout), (1, Stream::Stderr)] {
+            if !partial[slot].is_empty() {
+                let text = String::from_utf8_lossy(&partial[slot]).into_owned();
+                emit_line(&progress, id, stream, text, &mut tail);
+            }
+        }
+        (status, tail)
+    })
+    .await;
+    watcher.abort();
+    let (status, tail) = match outcome {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = shared.store.snapshots().remove(active.id());
+            return Err(StepError::Internal(e.to_string()));
+        }
+    };
+    let failed = match status {
+        Ok(status) if status.success() => None,
+        Ok(_) if shared.cancel.is_cancelled() => Some(StepError::Cancelled),
+        Ok(status) => Some(StepError::ExitCode {
+            argv: exec.argv.join(" "),
+            code: status.code(),
+            tail: tail.into_iter().collect(),
+        }),
+        Err(e) => Some(StepError::Sandbox(e)),
+    };
+    if let Some(error) = failed {
+        let _ = shared.store.snapshots().remove(active.id());
+        return Err(error);
+    }
+    Ok(Some(shared.store.snapshots().commit(active)?))
+}
+
+fn emit_line(
+    progress: &Progress,
+    id: VertexId,
+    stream: Stream,
+    line: String,
+    tail: &mut std::collections::VecDeque<String>,
+) {
+    if tail.len() == TAIL_LINES {
+        tail.pop_front();
+    }
+    tail.push_back(line.clone());
+    progress.send(id, EventKind::Log { stream, line });
+}
+
+/// Resolves `user[:group]` as BuildKit does for `--chown` and WORKDIR: numbers as they
+/// are, names from the tree's `/etc/passwd` and `/etc/group`, a name not found is 0.
+fn resolve_owner(spec: &str, tree: &LayeredView) -> Result<(u32, u32), StepError> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let passwd = tree.read_to_string("/etc/passwd")?.unwrap_or_default();
+    let (uid, mut gid) = match user.parse::<u32>() {
+        Ok(uid) => (uid, uid),
+        Err(_) if user == "root" || user.is_empty() => (0, 0),
+        Err(_) => passwd
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.len() >= 4 && f[0] == user)
+            .map(|f| (f[2].parse().unwrap_or(0), f[3].parse().unwrap_or(0)))
+            .unwrap_or((0, 0)),
+    };
+    if let Some(group) = group {
+        gid = match group.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) if group == "root" || group.is_empty() => 0,
+            Err(_) => {
+                let groups = tree.read_to_string("/etc/group")?.unwrap_or_default();
+                groups
+                    .lines()
+                    .map(|l| l.split(':').collect::<Vec<_>>())
+                    .find(|f| f.len() >= 3 && f[0] == group)
+                    .and_then(|f| f[2].parse().ok())
+                    .unwrap_or(0)
+            }
+        };
+    }
+    Ok((uid, gid))
+}
+
+fn view_of(shared: &Shared, snapshot: Option<&SnapshotId>) -> Result<LayeredView, StepError> {
+    Ok(LayeredView::new(match snapshot {
+        Some(id) => shared.store.snapshots().layers(id)?,
+        None => Vec::new(),
+    }))
+}
+
+/// Runs `work` on a fresh snapshot over `parent`; commits it, or removes it on failure.
+fn on_new_snapshot(
+    shared: &Shared,
+    parent: Option<&SnapshotId>,
+    work: impl FnOnce(&std::path::Path, &LayeredView) -> Result<(), StepError>,
+) -> Result<Option<SnapshotId>, StepError> {
+    let active = shared.store.snapshots().prepare(parent)?;
+    let dir = shared.store.snapshots().diff_dir(&active);
+    let below = shared
+        .store
+        .snapshots()
+        .lower_layers(&active)
+        .map(LayeredView::new)
+        .map_err(StepError::from);
+    match below.and_then(|below| work(&dir, &below)) {
+        Ok(()) => Ok(Some(shared.store.snapshots().commit(active)?)),
+        Err(e) => {
+            let _ = shared.store.snapshots().remove(active.id());
+            Err(e)
+        }
+    }
+}
+
+fn run_copy(
+    shared: &Shared,
+    id: VertexId,
+    op: &CopyOp,
+    inputs: &[Done],
+) -> Result<Option<SnapshotId>, StepError> {
+    let dest_view = view_of(shared, inputs[0].snapshot.as_ref())?;
+    let chown = op
+        .chown
+        .as_deref()
+        .map(|spec| resolve_owner(spec, &dest_view))
+        .transpose()?;
+    let options = CopyOptions {
+        chown,
+        chmod: op.chmod,
+        dest_is_dir: op.dest_is_dir,
+    };
+    let dest = if op.dest_is_dir && !op.dest.ends_with('/') {
+        format!("{}/", op.dest)
+    } else {
+        op.dest.clone()
+    };
+    on_new_snapshot(shared, inputs[0].snapshot.as_ref(), |dir, below| {
+        if op.from_context {
+            let tree = shared
+                .context
+                .as_deref()
+                .ok_or_else(|| StepError::Internal("COPY without a context".to_owned()))?;
+            let sources = shared
+                .context_sources
+                .get(&id)
+                .map(|s| s.sources.clone())
+                .unwrap_or_default();
+            copy(
+                &CopyFrom::Context(tree),
+                &sources,
+                &dest,
+                dir,
+                below,
+                &options,
+            )?;
+        } else {
+            let source_view = view_of(shared, inputs[1].snapshot.as_ref())?;
+            let sources = tree_sources(&source_view, &op.sources)?;
+            copy(
+                &CopyFrom::Tree(&source_view),
+                &sources,
+                &dest,
+                dir,
+                below,
+                &options,
+            )?;
+        }
+        Ok(())
+    })
+}
+
+/// Matches sources (globs included) in another stage's or an image's tree.
+fn tree_sources(view: &LayeredView, patterns: &[String]) -> Result<Vec<String>, StepError> {
+    let mut out = Vec::new();
+    for pattern in patterns {
+        if !kiln_parser::dockerignore::has_wildcard(pattern) {
+            if view.lstat(&format!("/{pattern}"))?.is_none() && !pattern.is_empty() {
+                return Err(StepError::SourceNotFound {
+                    path: format!("/{pattern}"),
+                    ignored_by: None,
+                });
+            }
+            out.push(pattern.clone());
+            continue;
+        }
+        // Walk only as deep as the pattern has parts: `*` never crosses a `/`.
+        let depth = pattern.split('/').count();
+        let mut frontier = vec![String::new()];
+        for level in 0..depth {
+            let mut next = Vec::new();
+            for dir in frontier {
+                let is_dir = dir.is_empty()
+                    || view
+                        .lstat(&format!("/{dir}"))?
+                        .is_some_and(|f| f.meta.is_dir());
+                if !is_dir {
+                    continue;
+                }
+                let mut names = view.read_dir(&format!("/{dir}"))?;
+                names.sort();
+                for name in names {
+                    let path = if dir.is_empty() {
+                        name
+                    } else {
+                        format!("{dir}/{name}")
+                    };
+                    let prefix: Vec<&str> = pattern.split('/').take(level + 1).collect();
+                    let matched = kiln_parser::dockerignore::glob_match(&prefix.join("/"), &path)
+                        .map_err(|reason| StepError::Pattern {
+                        pattern: pattern.clone(),
+                        reason,
+                    })?;
+                    if matched {
+                        next.push(path);
+                    }
+                }
+            }
+            frontier = next;
+        }
+        out.extend(frontier);
+    }
+    Ok(out)
+}
+
+fn run_mkdir(
+    shared: &Shared,
+    op: &MkdirOp,
+    parent: Option<SnapshotId>,
+) -> Result<Option<SnapshotId>, StepError> {
+    let tree = view_of(shared, parent.as_ref())?;
+    let owner = if op.user.is_empty() {
+        (0, 0)
+    } else {
+        resolve_owner(&op.user, &tree)?
+    };
+    on_new_snapshot(shared, parent.as_ref(), |dir, below| {
+        let mut layers = vec![dir.to_owned()];
+        layers.extend(below.layers().iter().cloned());
+        ensure_dir(dir, &LayeredView::new(layers), &op.path, owner)?;
+        Ok(())
+    })
+}
+
+/// Writes the result's layers, config and manifest into the store (nothing is tagged).
+pub fn export_image(
+    store: &Store,
+    index_path: &std::path::Path,
+    plan: &Plan,
+    solved: &Solved,
+) -> Result<StoredImage, SolveError> {
+    let fail = |e: StepError| SolveError::bare(e);
+    let skip_empty: Vec<String> = kiln_sandbox::plan::CREATED_MOUNT_POINTS
+        .iter()
+        .map(|p| p.trim_start_matches('/').to_owned())
+        .collect();
+    let mut layers: Vec<LayerInfo> = Vec::new();
+    let mut created: Vec<Option<i64>> = Vec::new();
+    let mut chain: Vec<(CacheKey, Option<SnapshotId>)> = Vec::new();
+    let mut parent_key: Option<CacheKey> = None;
+    for source in &plan.layers {
+        match *source {
+            LayerSource::Base { image, layer } => {
+                let base = &plan.base_images[image];
+                let descriptor = &base.layers[layer];
+                let diff_id = base
+                    .config
+                    .rootfs
+                    .diff_ids
+                    .get(layer)
+                    .cloned()
+                    .unwrap_or_else(|| descriptor.digest.to_string());
+                layers.push(LayerInfo {
+                    digest: descriptor.digest.clone(),
+                    diff_id: kiln_snapshotter::Digest::parse(&diff_id)
+                        .unwrap_or_else(|| descriptor.digest.clone()),
+                    size: descriptor.size,
+                    media_type: descriptor.media_type.clone(),
+                });
+                created.push(None);
+                let key = chain_key(parent_key.as_ref(), &diff_id);
+                chain.push((key, None));
+                parent_key = Some(key);
+            }
+            LayerSource::Vertex(vertex) => {
+                let done = solved.results.get(&vertex).ok_or_else(|| {
+                    fail(StepError::Internal(
+                        "a layer's step has no result".to_owned(),
+                    ))
+                })?;
+                let snapshot = done.snapshot.as_ref().ok_or_else(|| {
+                    fail(StepError::Internal(
+                        "a layer's step has no snapshot".to_owned(),
+                    ))
+                })?;
+                let is_exec = matches!(plan.graph.vertex(vertex).op, Op::Exec(_));
+                let options = LayerOptions {
+                    source_date_epoch: plan.source_date_epoch,
+                    skip_empty: if is_exec {
+                        skip_empty.clone()
+                    } else {
+                        Vec::new()
+                    },
+                    ..LayerOptions::default()
+                };
+                let info = store
+                    .layer_for(snapshot, &options)
+                    .map_err(|e| fail(e.into()))?;
+                let key = chain_key(parent_key.as_ref(), info.diff_id.as_str());
+                chain.push((key, Some(snapshot.clone())));
+                parent_key = Some(key);
+                layers.push(info);
+                created.push(Some(done.created));
+            }
+        }
+    }
+    let mut image = plan.image.clone();
+    image.rootfs = RootFs {
+        kind: "layers".to_owned(),
+        diff_ids: layers.iter().map(|l| l.diff_id.to_string()).collect(),
+    };
+    fill_history_times(&mut image.history, &created, plan.source_date_epoch);
+    image.created = image.history.last().and_then(|h| h.created.clone());
+    let stored =
+        write_image(store, &image, &layers, Default::default()).map_err(|e| fail(e.into()))?;
+    // Remember which snapshot holds each built layer's chain, so a later FROM of this
+    // image reuses the snapshots instead of unpacking its layers again. Only a chain
+    // whose whole prefix is known can be recorded this way.
+    if let Ok(index) = CacheIndex::open(index_path) {
+        for (key, snapshot) in chain {
+            if let Some(snapshot) = snapshot {
+                let value = serde_json::to_vec(&Recorded {
+                    snapshot: Some(snapshot.as_str().to_owned()),
+                    created: now_secs(),
+                })
+                .unwrap_or_default();
+                let _ = index.put(
+                    &key,
+                    &CacheRecord {
+                        value,
+                        parts: Vec::new(),
+                    },
+                );
+            }
+        }
+    }
+    Ok(stored)
+}
+
+/// BuildKit's history timestamps: a layer entry gets its layer's creation time; a run of
+/// metadata entries takes the time of the layer after it (the first run) or before it
+/// (later runs); with `SOURCE_DATE_EPOCH`, every new entry is the epoch.
+fn fill_history_times(history: &mut [History], layer_times: &[Option<i64>], epoch: Option<i64>) {
+    let mut layer = 0;
+    let mut times: Vec<Option<i64>> = Vec::with_capacity(history.len());
+    for entry in history.iter() {
+        if entry.empty_layer {
+            times.push(None);
+        } else {
+            times.push(layer_times.get(layer).copied().flatten());
+            layer += 1;
+        }
+    }
+    let missing: Vec<usize> = history
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| h.created.is_none())
+        .map(|(i, _)| i)
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    if let Some(epoch) = epoch {
+        for i in missing {
+            history[i].created = Some(rfc3339(epoch));
+        }
+        return;
+    }
+    let first_missing = missing[0];
+    let mut current = times[first_missing..]
+        .iter()
+        .flatten()
+        .next()
+        .copied()
+        .or_else(|| times.iter().flatten().last().copied())
+        .unwrap_or_else(now_secs);
+    let mut seen_missing = false;
+    for (i, entry) in history.iter_mut().enumerate() {
+        if entry.created.is_some() {
+            continue;
+        }
+        match times[i] {
+            Some(t) => {
+                entry.created = Some(rfc3339(t));
+                if seen_missing {
+                    current = t;
+                }
+            }
+            None => {
+                seen_missing = true;
+                entry.created = Some(rfc3339(current));
+            }
+        }
+    }
+}
