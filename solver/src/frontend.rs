@@ -963,14 +963,16 @@ impl Lowerer<'_> {
         let chmod = match &copy.chmod {
             None => None,
             Some(text) => Some(
+                // The parser has checked the syntax; symbolic modes apply per file.
                 u32::from_str_radix(text, 8)
                     .ok()
                     .filter(|m| *m <= 0o7777)
                     .ok_or_else(|| {
                         LowerError::at(
                             span,
-                            format!("invalid chmod parameter: '{text}'. it should be octal string and between 0 and 07777"),
+                            format!("symbolic --chmod={text} is not supported by kiln yet"),
                         )
+                        .hint("write the mode in octal, e.g. --chmod=0755")
                     })?,
             ),
         };

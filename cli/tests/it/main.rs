@@ -1,5 +1,6 @@
 //! Integration tests of the `kiln` binary: one test binary, one module per topic.
 
+mod build;
 mod parse;
 mod registry;
 mod sandbox;

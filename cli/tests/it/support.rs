@@ -105,3 +105,31 @@ pub(crate) mod describe {
         hex::encode(sha2::Sha256::digest(bytes))
     }
 }
+
+/// The filesystem of image `name` in the test's store: its layer blobs applied in order
+/// into a temp dir, whiteouts honoured.
+pub(crate) fn image_tree(k: &Kiln, name: &str) -> tempfile::TempDir {
+    let text = k.ok(&["inspect", name]);
+    let value: serde_json::Value = serde_json::from_str(&text).expect("inspect prints JSON");
+    let value = if value.is_array() {
+        value[0].clone()
+    } else {
+        value
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    for layer in value["Manifest"]["layers"].as_array().expect("layers") {
+        let digest = layer["digest"].as_str().expect("digest");
+        let blob = k
+            .root()
+            .join("content/blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"));
+        let file = std::fs::File::open(&blob).expect("open layer blob");
+        kiln_snapshotter::layer_in::apply_layer(
+            file,
+            dir.path(),
+            kiln_snapshotter::layer_in::WhiteoutStyle::Delete,
+        )
+        .expect("apply layer");
+    }
+    dir
+}

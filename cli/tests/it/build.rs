@@ -1,0 +1,369 @@
+//! `kiln build` end to end (issue 5): parallel stages, the cache (rebuild, touch, one
+//! change, build args), `--target` pruning, failures and their messages. Real sandbox,
+//! real overlay snapshots, a busybox-static base made with `kiln import`.
+
+use std::collections::HashMap;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::support::{Kiln, busybox_rootfs, describe, is_root, run};
+
+/// A test world with `busybox:latest` imported; None (skipped) when not root.
+fn world() -> Option<Kiln> {
+    if !is_root("kiln build runs RUN steps in namespaces") {
+        return None;
+    }
+    let k = Kiln::new();
+    let rootfs = busybox_rootfs(&k.path("rootfs"))?;
+    k.ok(&["import", rootfs.to_str().unwrap(), "busybox:latest"]);
+    Some(k)
+}
+
+/// The events of a `--progress=rawjson` build (stderr), and its output.
+fn build_json(k: &Kiln, args: &[&str]) -> (std::process::Output, Vec<Value>) {
+    let mut all = vec!["build", "--progress=rawjson"];
+    all.extend_from_slice(args);
+    let out = run(k.cmd().args(&all));
+    let events = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("a rawjson line parses"))
+        .collect();
+    (out, events)
+}
+
+/// Labels of the steps that ran (not cached), in the order they started.
+fn ran(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["type"] == "started")
+        .map(|e| e["label"].as_str().unwrap_or_default().to_owned())
+        // The base image's first unpack is work too, but not a Dockerfile step's.
+        .filter(|l| !l.starts_with("[internal]") && !l.contains("] FROM "))
+        .collect()
+}
+
+fn cached(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["type"] == "cached")
+        .map(|e| e["label"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+fn ok_build(k: &Kiln, args: &[&str]) -> Vec<Value> {
+    let (out, events) = build_json(k, args);
+    assert!(out.status.success(), "{}", describe(args, &out));
+    events
+}
+
+fn inspect(k: &Kiln, name: &str) -> Value {
+    let text = k.ok(&["inspect", name]);
+    let v: Value = serde_json::from_str(&text).expect("inspect prints JSON");
+    if v.is_array() { v[0].clone() } else { v }
+}
+
+#[test]
+fn independent_stages_run_at_the_same_time() {
+    let Some(k) = world() else { return };
+    k.write(
+        "ctx/Dockerfile",
+        "FROM busybox AS a\nRUN sleep 2 && echo 1 > /f\n\
+         FROM busybox AS b\nRUN sleep 2 && echo 2 > /f\n\
+         FROM busybox AS c\nRUN sleep 2 && echo 3 > /f\n\
+         FROM busybox\nCOPY --from=a /f /a\nCOPY --from=b /f /b\nCOPY --from=c /f /c\n",
+    );
+    let events = ok_build(&k, &["ctx", "-t", "par"]);
+    // Each sleeping RUN's [start, done] interval, from the events' own timestamps.
+    let mut spans: HashMap<u64, (u128, u128)> = HashMap::new();
+    let mut sleepers = Vec::new();
+    for e in &events {
+        let v = e["vertex"].as_u64().unwrap();
+        let at = e["at_ns"].as_u64().unwrap() as u128;
+        match e["type"].as_str().unwrap() {
+            "started" if e["label"].as_str().unwrap().contains("sleep 2") => {
+                sleepers.push(v);
+                spans.entry(v).or_insert((at, 0)).0 = at;
+            }
+            "done" => spans.entry(v).or_insert((0, 0)).1 = at,
+            _ => {}
+        }
+    }
+    assert_eq!(sleepers.len(), 3, "{events:?}");
+    let latest_start = sleepers.iter().map(|v| spans[v].0).max().unwrap();
+    let earliest_end = sleepers.iter().map(|v| spans[v].1).min().unwrap();
+    assert!(
+        latest_start < earliest_end,
+        "the three stages did not overlap: {:?}",
+        sleepers.iter().map(|v| spans[v]).collect::<Vec<_>>()
+    );
+    let tree = crate::support::image_tree(&k, "par");
+    for (f, want) in [("a", "1\n"), ("b", "2\n"), ("c", "3\n")] {
+        assert_eq!(std::fs::read_to_string(tree.path().join(f)).unwrap(), want);
+    }
+}
+
+const CACHE_DOCKERFILE: &str = "FROM busybox\n\
+RUN echo base > /base\n\
+COPY a.txt /a.txt\n\
+RUN cat /a.txt > /a.copy\n\
+COPY b.txt /b.txt\n\
+RUN cat /b.txt > /b.copy\n\
+ARG V=1\n\
+RUN echo $V > /v\n";
+
+#[test]
+fn the_cache_reuses_exactly_what_did_not_change() {
+    let Some(k) = world() else { return };
+    k.write("ctx/Dockerfile", CACHE_DOCKERFILE);
+    k.write("ctx/a.txt", "a1");
+    k.write("ctx/b.txt", "b1");
+    let first = ok_build(&k, &["ctx", "-t", "c"]);
+    assert_eq!(ran(&first).len(), 6, "{:?}", ran(&first));
+    let id = inspect(&k, "c")["Id"].clone();
+
+    // Unchanged: everything cached, and the very same image.
+    let again = ok_build(&k, &["ctx", "-t", "c"]);
+    assert!(ran(&again).is_empty(), "ran again: {:?}", ran(&again));
+    assert_eq!(inspect(&k, "c")["Id"], id);
+
+    // touch changes times only: still all cached.
+    let touched = Command::new("touch")
+        .arg(k.path("ctx/a.txt"))
+        .arg(k.path("ctx/b.txt"))
+        .arg(k.path("ctx/Dockerfile"))
+        .status()
+        .unwrap();
+    assert!(touched.success());
+    let after_touch = ok_build(&k, &["ctx", "-t", "c"]);
+    assert!(ran(&after_touch).is_empty(), "{:?}", ran(&after_touch));
+    assert_eq!(inspect(&k, "c")["Id"], id);
+
+    // One file's content: only the steps from the COPY that reads it on.
+    k.write("ctx/b.txt", "b2");
+    let changed = ok_build(&k, &["ctx", "-t", "c"]);
+    let labels = ran(&changed);
+    assert_eq!(labels.len(), 3, "{labels:?}");
+    assert!(labels[0].contains("COPY b.txt"), "{labels:?}");
+    assert!(labels[1].contains("cat /b.txt"), "{labels:?}");
+    assert!(labels[2].contains("echo $V"), "{labels:?}");
+    assert!(cached(&changed).iter().any(|l| l.contains("COPY a.txt")));
+
+    // A changed build arg: only the RUNs after its ARG.
+    let with_arg = ok_build(&k, &["ctx", "-t", "c", "--build-arg", "V=2"]);
+    let labels = ran(&with_arg);
+    assert_eq!(labels.len(), 1, "{labels:?}");
+    assert!(labels[0].contains("echo $V"), "{labels:?}");
+    let tree = crate::support::image_tree(&k, "c");
+    assert_eq!(
+        std::fs::read_to_string(tree.path().join("v")).unwrap(),
+        "2\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(tree.path().join("b.copy")).unwrap(),
+        "b2"
+    );
+
+    // --no-cache runs everything; --no-cache-filter only the named stage's steps.
+    let no_cache = ok_build(&k, &["ctx", "-t", "c", "--no-cache"]);
+    assert_eq!(ran(&no_cache).len(), 6, "{:?}", ran(&no_cache));
+}
+
+#[test]
+fn no_cache_filter_rebuilds_only_that_stage() {
+    let Some(k) = world() else { return };
+    k.write(
+        "ctx/Dockerfile",
+        "FROM busybox AS deps\nRUN echo deps > /d\n\
+         FROM busybox AS app\nCOPY --from=deps /d /d\nRUN echo app > /a\n",
+    );
+    ok_build(&k, &["ctx"]);
+    let events = ok_build(&k, &["ctx", "--no-cache-filter", "app"]);
+    let labels = ran(&events);
+    assert_eq!(labels.len(), 2, "{labels:?}");
+    assert!(labels.iter().all(|l| l.starts_with("[app ")), "{labels:?}");
+}
+
+#[test]
+fn target_prunes_unused_stages_and_a_failing_stage_fails_the_build() {
+    let Some(k) = world() else { return };
+    k.write(
+        "ctx/Dockerfile",
+        "FROM busybox AS broken\nRUN echo doomed && exit 3\n\
+         FROM busybox AS slow\nRUN sleep 1000\n\
+         FROM busybox AS good\nRUN echo fine > /ok\n\
+         FROM busybox\nCOPY --from=slow / /slow\nCOPY --from=broken / /broken\n",
+    );
+    // --target good never runs the broken stage.
+    let events = ok_build(&k, &["ctx", "--target", "good", "-t", "g"]);
+    assert_eq!(ran(&events).len(), 1, "{:?}", ran(&events));
+    assert!(ran(&events)[0].contains("echo fine"));
+
+    // The full build needs the broken stage: it fails, shows the line, the command and
+    // its exit code and output, and cancels the sleeping stage well before 1000 s.
+    let started = std::time::Instant::now();
+    let out = run(k
+        .cmd()
+        .args(["build", "--progress=plain", "ctx", "-t", "all"]));
+    assert!(
+        started.elapsed().as_secs() < 60,
+        "the sleeping stage was not cancelled"
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&["build"], &out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Dockerfile:2:1"), "{err}");
+    assert!(err.contains("2 | RUN echo doomed && exit 3"), "{err}");
+    assert!(
+        err.contains("process \"/bin/sh -c echo doomed && exit 3\" did not complete successfully: exit code: 3"),
+        "{err}"
+    );
+    assert!(
+        err.contains("    doomed"),
+        "the output tail is missing: {err}"
+    );
+    assert!(k.fails(&["inspect", "all"]).contains("all"));
+    // Nothing of the failed build is left mounted.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(k.root().to_str().unwrap()), "{mounts}");
+}
+
+#[test]
+fn lowering_errors_point_at_the_line() {
+    let Some(k) = world() else { return };
+    let cases: &[(&str, &[&str], &str, &str)] = &[
+        (
+            "FROM busybox AS one\nRUN true\n",
+            &["--target", "onee"],
+            "target stage \"onee\" could not be found",
+            "did you mean one?",
+        ),
+        (
+            "FROM busybox AS a\nCOPY --from=b /x /x\nFROM busybox AS b\n",
+            &["--target", "a"],
+            "cannot copy from stage \"b\", it needs to be defined before current stage \"a\"",
+            ":2:1: ",
+        ),
+        (
+            "FROM busybox AS a\nCOPY --from=a /x /x\n",
+            &[],
+            "circular dependency detected on stage: a",
+            ":2:1: ",
+        ),
+        (
+            "FROM busybox\nCOPY --from=7 /x /x\n",
+            &[],
+            "invalid stage index 7",
+            ":2:1: ",
+        ),
+        ("FROM nosuchimage:1\n", &[], "nosuchimage:1", ":1:1: "),
+        (
+            "FROM busybox\nCOPY missing.txt /\n",
+            &[],
+            "\"/missing.txt\": not found",
+            "2 | COPY missing.txt /",
+        ),
+        (
+            "FROM busybox\nCOPY secret.txt /\n",
+            &[],
+            "excluded by .dockerignore line 1",
+            "remove the pattern from .dockerignore",
+        ),
+        (
+            "FROM busybox\nCOPY --chmod=999 a /\n",
+            &[],
+            "invalid chmod parameter",
+            ":2:1: ",
+        ),
+        (
+            "FROM busybox\nRUNN true\n",
+            &[],
+            "unknown instruction",
+            "did you mean RUN?",
+        ),
+    ];
+    k.write("ctx/secret.txt", "s");
+    k.write("ctx/.dockerignore", "secret.txt\n");
+    for (i, (dockerfile, extra, message, detail)) in cases.iter().enumerate() {
+        let path = format!("ctx/Dockerfile.{i}");
+        k.write(&path, dockerfile);
+        let mut args = vec!["build", "--progress=plain", "-f", &path, "ctx"];
+        args.extend_from_slice(extra);
+        let out = run(k.cmd().args(&args));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{dockerfile}\n{err}");
+        assert!(
+            err.contains(message),
+            "{dockerfile}\nwant {message:?} in\n{err}"
+        );
+        assert!(
+            err.contains(detail),
+            "{dockerfile}\nwant {detail:?} in\n{err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    // Usage errors exit 2, as docker build does.
+    let out = run(k.cmd().args(["build", "--no-such-flag", "ctx"]));
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_failed_build_leaves_no_snapshot_or_tag_behind() {
+    let Some(k) = world() else { return };
+    k.write(
+        "ctx/Dockerfile",
+        "FROM busybox\nRUN echo x > /x && exit 1\n",
+    );
+    let before: Vec<_> = std::fs::read_dir(k.root().join("snapshots"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    k.fails(&["build", "ctx", "-t", "broken"]);
+    let after: Vec<_> = std::fs::read_dir(k.root().join("snapshots"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    // The base image's unpacked snapshot may be new; the failed RUN's must be gone.
+    let mut uncommitted = 0;
+    for name in after.iter().filter(|n| !before.contains(n)) {
+        let meta = std::fs::read_to_string(k.root().join("snapshots").join(name).join("meta.json"))
+            .unwrap_or_default();
+        if !meta.contains("\"committed\":true") {
+            uncommitted += 1;
+        }
+    }
+    assert_eq!(
+        uncommitted, 0,
+        "an active snapshot of the failed step was left"
+    );
+    assert!(k.fails(&["inspect", "broken"]).contains("broken"));
+}
+
+#[test]
+fn sigint_cancels_cleanly() {
+    let Some(k) = world() else { return };
+    k.write("ctx/Dockerfile", "FROM busybox\nRUN sleep 1000\n");
+    let child = k
+        .cmd()
+        .args(["build", "--progress=plain", "ctx", "-t", "interrupted"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    let started = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        started.elapsed().as_secs() < 10,
+        "Ctrl-C did not stop the build"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cancelled"), "{err}");
+    let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&ps.stdout).contains("sleep 1000"),
+        "the sandboxed sleep survived"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(k.root().to_str().unwrap()));
+}
