@@ -148,7 +148,7 @@ impl UserNamespace {
     /// Moves the calling process into a new user namespace with these maps, then into
     /// the new namespaces of `flags`. The caller must be single-threaded (the kernel
     /// refuses `CLONE_NEWUSER` otherwise, and this forks the mapper).
-    pub fn enter(&self, flags: CloneFlags) -> Result<(), String> {
+    pub(crate) fn enter(&self, flags: CloneFlags) -> Result<(), String> {
         match &self.map_helpers {
             Some(helpers) => self.enter_with_mapper(helpers)?,
             None => {
