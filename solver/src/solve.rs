@@ -489,6 +489,10 @@ async fn run_vertex(
         created,
     };
     let value = serde_json::to_vec(&recorded).map_err(|e| StepError::Internal(e.to_string()))?;
+    // The step's parts, by its label, so that a later build can say what changed.
+    if let Some(step) = step {
+        shared.index.set_last_parts(&step.label, &parts)?;
+    }
     shared.index.put(&key, &CacheRecord { value, parts })?;
     shared.progress.send(
         id,

@@ -367,3 +367,48 @@ fn sigint_cancels_cleanly() {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(k.root().to_str().unwrap()));
 }
+
+#[test]
+fn from_pulls_an_image_that_skopeo_put_into_a_registry() {
+    use kiln_testkit::registry::{REGISTRY_BIN, RegistryServer, ServerOptions};
+    let Some(k) = world() else { return };
+    if !std::path::Path::new(REGISTRY_BIN).exists() {
+        eprintln!("skipped: {REGISTRY_BIN} is absent (apt-get install docker-registry)");
+        return;
+    }
+    let server = RegistryServer::start(ServerOptions::default());
+    let target = format!("{}/library/busybox:1", server.host());
+    let copied = Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!(
+            "oci:{}:busybox:latest",
+            k.root().join("content").display()
+        ))
+        .arg(format!("docker://{target}"))
+        .output();
+    match copied {
+        Ok(out) => assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(_) => {
+            eprintln!("skipped: skopeo is absent (apt-get install skopeo)");
+            return;
+        }
+    }
+    // A store that has never seen busybox: FROM must pull it.
+    let other = Kiln::new();
+    other.write(
+        "ctx/Dockerfile",
+        &format!("FROM {target}\nRUN echo built on pulled > /f\n"),
+    );
+    let events = ok_build(&other, &["ctx", "-t", "on-pulled"]);
+    assert_eq!(ran(&events).len(), 1, "{events:?}");
+    let tree = crate::support::image_tree(&other, "on-pulled");
+    assert_eq!(
+        std::fs::read_to_string(tree.path().join("f")).unwrap(),
+        "built on pulled\n"
+    );
+    assert!(tree.path().join("bin/busybox").exists());
+}
