@@ -401,7 +401,7 @@ fn from_pulls_an_image_that_skopeo_put_into_a_registry() {
     let other = Kiln::new();
     other.write(
         "ctx/Dockerfile",
-        &format!("FROM {target}\nRUN echo built on pulled > /f\n"),
+        format!("FROM {target}\nRUN echo built on pulled > /f\n"),
     );
     let events = ok_build(&other, &["ctx", "-t", "on-pulled"]);
     assert_eq!(ran(&events).len(), 1, "{events:?}");
