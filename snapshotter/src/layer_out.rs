@@ -126,10 +126,11 @@ pub fn write_layer(
     content: &ContentStore,
     options: &LayerOptions,
 ) -> Result<LayerInfo, StoreError> {
-    let items = match source {
-        DiffSource::Overlay(upper) => overlay_items(upper, options)?,
-        DiffSource::Trees { lower, upper } => tree_items(lower, upper, options)?,
+    let mut items = match source {
+        DiffSource::Overlay(upper) => overlay_items(upper)?,
+        DiffSource::Trees { lower, upper } => tree_items(lower, upper)?,
     };
+    drop_skipped(&mut items, options);
     let blob = content.writer()?;
     let tmp_err = |source: io::Error| StoreError::Io {
         path: PathBuf::from("<layer>"),
@@ -247,16 +248,36 @@ fn is_opaque(path: &Path) -> bool {
         .any(|n| matches!(xattr::get(path, n), Ok(Some(v)) if v == b"y"))
 }
 
-fn skipped(rel: &str, m: &fs::Metadata, options: &LayerOptions) -> bool {
-    options.skip_empty.iter().any(|s| s == rel)
-        && ((m.is_file() && m.len() == 0) || (m.is_dir() && m.nlink() <= 2))
+/// Leaves out the `skip_empty` paths that are an empty file, or a directory with nothing
+/// left under it once the deeper ones are gone (so `run/secrets/x` takes `run/secrets`
+/// and `run` with it when the step wrote nothing else there).
+fn drop_skipped(items: &mut BTreeMap<String, Item>, options: &LayerOptions) {
+    let mut skip: Vec<&str> = options.skip_empty.iter().map(String::as_str).collect();
+    skip.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
+    for path in skip {
+        let Some(Item::Path { host }) = items.get(path) else {
+            continue;
+        };
+        let Ok(m) = host.symlink_metadata() else {
+            continue;
+        };
+        let prefix = format!("{path}/");
+        let empty = if m.is_dir() {
+            items
+                .range(prefix.clone()..)
+                .next()
+                .is_none_or(|(k, _)| !k.starts_with(&prefix))
+        } else {
+            m.is_file() && m.len() == 0
+        };
+        if empty {
+            items.remove(path);
+        }
+    }
 }
 
 /// Every entry of an upper dir, sorted by path.
-fn overlay_items(
-    upper: &Path,
-    options: &LayerOptions,
-) -> Result<BTreeMap<String, Item>, StoreError> {
+fn overlay_items(upper: &Path) -> Result<BTreeMap<String, Item>, StoreError> {
     let mut items = BTreeMap::new();
     for entry in walkdir::WalkDir::new(upper)
         .min_depth(1)
@@ -268,9 +289,6 @@ fn overlay_items(
         })?;
         let rel = relative(upper, entry.path());
         let m = entry.path().symlink_metadata().map_err(io(entry.path()))?;
-        if skipped(&rel, &m, options) {
-            continue;
-        }
         if is_whiteout(&m) {
             items.insert(whiteout_name(&rel), Item::Whiteout);
             continue;
@@ -289,11 +307,7 @@ fn overlay_items(
 }
 
 /// What changed from `lower` to `upper` (two full trees), sorted by path.
-fn tree_items(
-    lower: Option<&Path>,
-    upper: &Path,
-    options: &LayerOptions,
-) -> Result<BTreeMap<String, Item>, StoreError> {
+fn tree_items(lower: Option<&Path>, upper: &Path) -> Result<BTreeMap<String, Item>, StoreError> {
     let mut items = BTreeMap::new();
     for entry in walkdir::WalkDir::new(upper)
         .min_depth(1)
@@ -305,9 +319,6 @@ fn tree_items(
         })?;
         let rel = relative(upper, entry.path());
         let m = entry.path().symlink_metadata().map_err(io(entry.path()))?;
-        if skipped(&rel, &m, options) {
-            continue;
-        }
         let changed = match lower.map(|l| l.join(&rel)) {
             None => true,
             Some(before) => match before.symlink_metadata() {

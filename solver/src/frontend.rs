@@ -19,7 +19,7 @@ use kiln_snapshotter::Descriptor;
 
 use crate::graph::{Graph, VertexId};
 use crate::meta::{self, StageMeta, clean_abs, command_args};
-use crate::ops::{CopyOp, ExecOp, MkdirOp, Op};
+use crate::ops::{CopyOp, ExecMount, ExecOp, MkdirOp, Op};
 use crate::request::NetworkMode;
 
 /// The comment BuildKit writes on every history entry it makes.
@@ -129,6 +129,8 @@ pub struct LowerOptions {
     pub labels: BTreeMap<String, String>,
     /// `--network` for RUNs that do not say.
     pub network: NetworkMode,
+    /// `--allow` entitlements (`network.host`).
+    pub allow: Vec<String>,
 }
 
 /// A base image as the store (or a registry) resolved it.
@@ -199,6 +201,7 @@ pub struct Plan {
 
 #[derive(Clone)]
 struct StageState {
+    index: usize,
     name: String,
     image: ImageConfig,
     meta: StageMeta,
@@ -664,6 +667,7 @@ impl Lowerer<'_> {
                     },
                 );
                 state = StageState {
+                    index,
                     name: name.clone(),
                     image: self.scratch_image(),
                     meta: StageMeta::default(),
@@ -698,6 +702,7 @@ impl Lowerer<'_> {
                     })
                     .collect();
                 state = StageState {
+                    index,
                     name: name.clone(),
                     image,
                     meta: StageMeta::default(),
@@ -716,6 +721,7 @@ impl Lowerer<'_> {
                 };
                 state = parent;
                 state.name = name.clone();
+                state.index = index;
                 state.meta = StageMeta::default();
                 triggers = std::mem::take(&mut state.image.config.on_build);
             }
@@ -873,18 +879,15 @@ impl Lowerer<'_> {
         label: String,
         stage: &str,
     ) -> Result<(), LowerError> {
-        if !run.mounts.is_empty() {
-            return Err(
-                LowerError::at(span, "RUN --mount is not supported by kiln yet").hint(
-                    "remove the --mount flag; cache, bind, tmpfs and secret mounts are being added",
-                ),
-            );
-        }
         if run.security.as_deref().is_some_and(|s| s != "sandbox") {
-            return Err(
-                LowerError::at(span, "RUN --security=insecure is not allowed")
-                    .hint("kiln runs every step in its sandbox; drop the flag"),
-            );
+            return Err(LowerError::at(
+                span,
+                format!(
+                    "RUN --security={} is not supported: kiln runs every step in its sandbox",
+                    run.security.as_deref().unwrap_or_default()
+                ),
+            )
+            .hint("drop the flag; privileged steps cannot run in kiln"));
         }
         let network = match &run.network {
             Some(mode) => {
@@ -892,13 +895,34 @@ impl Lowerer<'_> {
             }
             None => self.options.network,
         };
+        if network == NetworkMode::Host && !self.options.allow.iter().any(|a| a == "network.host") {
+            return Err(
+                LowerError::at(span, "RUN --network=host needs --allow network.host")
+                    .hint("pass --allow network.host to kiln build, or use --network=default"),
+            );
+        }
         let shell = state.image.config.shell.clone();
-        let argv = run_argv(run, &shell);
-        let env: Vec<String> = state.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let cwd = match state.image.config.working_dir.as_str() {
             "" => "/".to_owned(),
             dir => dir.to_owned(),
         };
+        let mut inputs = vec![state.fs];
+        let mut mounts = Vec::new();
+        let mut argv = run_argv(run, &shell);
+        if let Some(script) = shebang_script(run) {
+            // BuildKit runs a `#!` heredoc as a file, not through `sh -c`.
+            let target = format!("/dev/pipes/{}", script.0);
+            argv = [shell_or_default(&shell), vec![target.clone()]].concat();
+            mounts.push(ExecMount::File {
+                target,
+                content: script.1,
+                mode: 0o755,
+            });
+        }
+        for (n, mount) in run.mounts.iter().enumerate() {
+            mounts.push(self.exec_mount(mount, n, &cwd, &mut inputs, state.index, span)?);
+        }
+        let env: Vec<String> = state.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let history = format!(
             "RUN {} # buildkit",
             run_command_string(&argv, &state.args, &state.env)
@@ -909,11 +933,11 @@ impl Lowerer<'_> {
             cwd,
             user: state.image.config.user.clone(),
             network,
-            mounts: Vec::new(),
+            mounts,
         });
         state.fs = self.add(
             op,
-            vec![state.fs],
+            inputs,
             Step {
                 label,
                 span: Some(span),
@@ -1040,6 +1064,170 @@ impl Lowerer<'_> {
         Ok(())
     }
 
+    /// Lowers one `RUN --mount`, adding the vertices it reads to `inputs`.
+    fn exec_mount(
+        &mut self,
+        mount: &kiln_parser::ast::Mount,
+        n: usize,
+        cwd: &str,
+        inputs: &mut Vec<VertexId>,
+        stage_index: usize,
+        span: Span,
+    ) -> Result<ExecMount, LowerError> {
+        let abs = |path: &str| {
+            if path.starts_with('/') {
+                clean_abs(path)
+            } else {
+                clean_abs(&format!("{cwd}/{path}"))
+            }
+        };
+        let target = mount.get(&["target", "dst", "destination"]).map(abs);
+        let flag = |keys: &[&str]| {
+            mount
+                .get(keys)
+                .is_some_and(|v| v.is_empty() || v.eq_ignore_ascii_case("true"))
+        };
+        let number = |keys: &[&str], default: u32, radix: u32| -> Result<u32, LowerError> {
+            match mount.get(keys) {
+                None => Ok(default),
+                Some(v) => u32::from_str_radix(v, radix).map_err(|_| {
+                    LowerError::at(span, format!("invalid {} {v:?} in RUN --mount", keys[0]))
+                }),
+            }
+        };
+        Ok(match mount.kind.as_str() {
+            "bind" => {
+                let source = mount.get(&["source", "src"]).unwrap_or("/");
+                let from = mount.get(&["from"]);
+                let (input, from_context, source) = match from {
+                    None => {
+                        let cleaned = crate::context::clean_context_path(source)
+                            .map_err(|e| LowerError::at(span, e.to_string()))?;
+                        let scratch = self.add(
+                            Op::Scratch,
+                            Vec::new(),
+                            Step {
+                                label: "[internal] scratch".to_owned(),
+                                span: Some(span),
+                                stage: String::new(),
+                            },
+                        );
+                        let context = self.context_vertex();
+                        let copy = self.add(
+                            Op::Copy(CopyOp {
+                                sources: vec![cleaned.clone()],
+                                dest: "/".to_owned(),
+                                dest_is_dir: true,
+                                chown: None,
+                                chmod: None,
+                                excludes: Vec::new(),
+                                from_context: true,
+                            }),
+                            vec![scratch, context],
+                            Step {
+                                label: format!("[internal] context for --mount source={source}"),
+                                span: Some(span),
+                                stage: String::new(),
+                            },
+                        );
+                        (copy, true, cleaned)
+                    }
+                    Some(from) => {
+                        let vertex = match self.stage_named(from, stage_index, span)? {
+                            Some(index) => self.stage_fs(index, span)?,
+                            None => self.image_vertex(from, span, "")?.0,
+                        };
+                        (vertex, false, clean_abs(source))
+                    }
+                };
+                inputs.push(input);
+                ExecMount::Bind {
+                    input: inputs.len() - 1,
+                    source,
+                    target: target.unwrap_or_else(|| cwd.to_owned()),
+                    rw: flag(&["rw", "readwrite"]),
+                    from_context,
+                }
+            }
+            "cache" => {
+                if mount.get(&["from"]).is_some() || mount.get(&["source", "src"]).is_some() {
+                    return Err(LowerError::at(
+                        span,
+                        "RUN --mount=type=cache with from= or source= is not supported by kiln yet",
+                    )
+                    .hint("seed the cache from a RUN step instead"));
+                }
+                let target =
+                    target.ok_or_else(|| LowerError::at(span, "a cache mount needs target="))?;
+                ExecMount::Cache {
+                    id: mount
+                        .get(&["id"])
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| target.clone()),
+                    target,
+                    sharing: mount.get(&["sharing"]).unwrap_or("shared").to_owned(),
+                    mode: number(&["mode"], 0o755, 8)?,
+                    uid: number(&["uid"], 0, 10)?,
+                    gid: number(&["gid"], 0, 10)?,
+                    readonly: flag(&["ro", "readonly"]),
+                }
+            }
+            "tmpfs" => ExecMount::Tmpfs {
+                target: target
+                    .ok_or_else(|| LowerError::at(span, "a tmpfs mount needs target="))?,
+                size: match mount.get(&["size"]) {
+                    None => 0,
+                    Some(v) => parse_size(v).ok_or_else(|| {
+                        LowerError::at(span, format!("invalid tmpfs size {v:?}"))
+                            .hint("write bytes, or a number with k, m or g (e.g. size=64m)")
+                    })?,
+                },
+            },
+            "secret" => {
+                let env = mount.get(&["env"]).map(str::to_owned);
+                let id = match (mount.get(&["id"]), &target) {
+                    (Some(id), _) => id.to_owned(),
+                    (None, Some(t)) => t.rsplit('/').next().unwrap_or_default().to_owned(),
+                    (None, None) => match &env {
+                        Some(e) => e.clone(),
+                        None => {
+                            return Err(LowerError::at(
+                                span,
+                                "a secret mount needs id= or target=",
+                            )
+                            .hint("e.g. --mount=type=secret,id=npmrc"));
+                        }
+                    },
+                };
+                let target = match (&target, &env) {
+                    (Some(t), _) => Some(t.clone()),
+                    (None, Some(_)) => None,
+                    (None, None) => Some(format!("/run/secrets/{id}")),
+                };
+                ExecMount::Secret {
+                    id,
+                    target,
+                    env,
+                    required: flag(&["required"]),
+                    mode: number(&["mode"], 0o400, 8)?,
+                    uid: number(&["uid"], 0, 10)?,
+                    gid: number(&["gid"], 0, 10)?,
+                }
+            }
+            "ssh" => ExecMount::Ssh {
+                id: mount.get(&["id"]).unwrap_or("default").to_owned(),
+                target: target.unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{n}")),
+                required: flag(&["required"]),
+            },
+            other => {
+                return Err(LowerError::at(
+                    span,
+                    format!("unsupported mount type {other:?}"),
+                ));
+            }
+        })
+    }
+
     /// The filesystem vertex of an earlier stage, for `COPY --from`. Stages are lowered in
     /// file order and sources must come first, so it is known by now.
     fn stage_fs(&mut self, index: usize, span: Span) -> Result<VertexId, LowerError> {
@@ -1057,6 +1245,12 @@ fn is_url(source: &str) -> bool {
 fn froms(instruction: &Instruction) -> Vec<String> {
     match &instruction.kind {
         Kind::Copy(copy) => copy.from.iter().cloned().collect(),
+        Kind::Run(run) => run
+            .mounts
+            .iter()
+            .filter(|m| matches!(m.kind.as_str(), "bind" | "cache"))
+            .filter_map(|m| m.get(&["from"]).map(str::to_owned))
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -1126,4 +1320,39 @@ fn run_command_string(argv: &[String], args: &[String], env: &Vec<(String, Strin
     }
     parts.extend(argv.iter().cloned());
     parts.join(" ")
+}
+
+/// The single `RUN <<EOF` heredoc whose body starts with `#!`: its name and body.
+fn shebang_script(run: &Run) -> Option<(String, String)> {
+    match (&run.command, run.heredocs.as_slice()) {
+        (Command::Shell(line), [only]) if is_lone_heredoc(line) && only.body.starts_with("#!") => {
+            Some((only.name.clone(), only.body.clone()))
+        }
+        _ => None,
+    }
+}
+
+fn shell_or_default(shell: &[String]) -> Vec<String> {
+    if shell.is_empty() {
+        meta::default_shell()
+    } else {
+        shell.to_vec()
+    }
+}
+
+/// `64m`, `1g`, `512k` or bytes, as go-units' RAMInBytes reads tmpfs sizes.
+fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim().to_lowercase();
+    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &text[digits.len()..];
+    let number: f64 = digits.parse().ok()?;
+    let scale: u64 = match unit {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return None,
+    };
+    (number >= 0.0).then_some((number * scale as f64) as u64)
 }

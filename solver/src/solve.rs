@@ -31,9 +31,9 @@ use crate::frontend::{LayerSource, Plan};
 use crate::graph::VertexId;
 use crate::layered_view::{LayeredView, ViewError};
 use crate::ops::copy::{CopyError, CopyFrom, CopyOptions, copy, ensure_dir};
-use crate::ops::{CopyOp, ExecOp, MkdirOp, Op};
+use crate::ops::{CopyOp, ExecMount, ExecOp, MkdirOp, Op};
 use crate::progress::{EventKind, Progress, Stream};
-use crate::request::NetworkMode;
+use crate::request::{NetworkMode, SecretSource, SecretSpec, SshSpec};
 use crate::scheduler::{self, ScheduleError};
 
 /// How many output lines a failed RUN's error shows.
@@ -86,6 +86,22 @@ pub enum StepError {
         pattern: String,
         /// What is wrong with it.
         reason: String,
+    },
+    /// A secret the step needs was not given.
+    #[error(
+        "secret {id:?} is required but was not given; pass --secret id={id},src=FILE (or env=VAR)"
+    )]
+    MissingSecret {
+        /// The secret's id.
+        id: String,
+    },
+    /// An ssh agent the step needs was not given.
+    #[error(
+        "ssh agent {id:?} is needed but not available; pass --ssh {id}=$SSH_AUTH_SOCK (an agent socket)"
+    )]
+    MissingSsh {
+        /// The `--ssh` id.
+        id: String,
     },
     /// The build was cancelled while this step ran.
     #[error("cancelled")]
@@ -140,6 +156,10 @@ pub struct SolveOptions {
     pub jobs: usize,
     /// The `.dockerignore` decisions, to explain a missing COPY source.
     pub ignore: Option<kiln_parser::dockerignore::Matcher>,
+    /// `--secret`s.
+    pub secrets: Vec<SecretSpec>,
+    /// `--ssh` agents.
+    pub ssh: Vec<SshSpec>,
 }
 
 /// One vertex's result.
@@ -180,6 +200,9 @@ struct Shared {
     cancel: Cancel,
     no_cache: bool,
     no_cache_stages: HashSet<String>,
+    secrets: HashMap<String, SecretSource>,
+    /// `--ssh` ids and the agent socket each forwards (none: given without a usable one).
+    ssh: HashMap<String, Option<PathBuf>>,
 }
 
 /// The results of a solved plan, ready to export.
@@ -249,6 +272,12 @@ pub async fn solve(
             .iter()
             .map(|s| s.to_lowercase())
             .collect(),
+        secrets: options
+            .secrets
+            .iter()
+            .map(|s| (s.id.clone(), s.source.clone()))
+            .collect(),
+        ssh: options.ssh.iter().map(ssh_socket).collect(),
     });
     let graph = Arc::new(plan.graph.clone());
     let runner = Arc::clone(&shared);
@@ -273,6 +302,20 @@ pub async fn solve(
         Err(ScheduleError::Cancelled) => Err(SolveError::bare(StepError::Cancelled)),
         Err(ScheduleError::Panicked(text)) => Err(SolveError::bare(StepError::Internal(text))),
     }
+}
+
+/// The agent socket an `--ssh` gives: its one path, or `$SSH_AUTH_SOCK` for none.
+fn ssh_socket(spec: &SshSpec) -> (String, Option<PathBuf>) {
+    let socket = match spec.paths.as_slice() {
+        [] => std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from),
+        [path] => Some(PathBuf::from(path)),
+        _ => None,
+    };
+    let socket = socket.filter(|p| {
+        std::fs::metadata(p)
+            .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+    });
+    (spec.id.clone(), socket)
 }
 
 /// Matches a COPY's sources in the context (globs included) and digests what they read.
@@ -450,13 +493,7 @@ async fn run_vertex(
                 .acquire()
                 .await
                 .map_err(|e| StepError::Internal(e.to_string()))?;
-            run_exec(
-                Arc::clone(&shared),
-                id,
-                exec.clone(),
-                inputs[0].snapshot.clone(),
-            )
-            .await
+            run_exec(Arc::clone(&shared), id, exec.clone(), inputs).await
         }
         Op::Copy(copy_op) => {
             let shared2 = Arc::clone(&shared);
@@ -625,8 +662,9 @@ async fn run_exec(
     shared: Arc<Shared>,
     id: VertexId,
     exec: ExecOp,
-    parent: Option<SnapshotId>,
+    inputs: Vec<Done>,
 ) -> Result<Option<SnapshotId>, StepError> {
+    let parent = inputs[0].snapshot.clone();
     let active = shared.store.snapshots().prepare(parent.as_ref())?;
     let mounts = match shared.store.snapshots().mounts(&active) {
         Ok(m) => m,
@@ -635,9 +673,19 @@ async fn run_exec(
             return Err(e.into());
         }
     };
-    let mut spec = kiln_sandbox::Spec::new(to_sandbox_mounts(mounts), exec.argv.clone());
+    let mut extras = Extras::default();
+    if let Err(e) = extras.prepare(&shared, &exec, &inputs) {
+        extras.clean_up();
+        let _ = shared.store.snapshots().remove(active.id());
+        return Err(e);
+    }
+    let mut rootfs = to_sandbox_mounts(mounts);
+    rootfs.append(&mut extras.rootfs);
+    let mut spec = kiln_sandbox::Spec::new(rootfs, exec.argv.clone());
     spec.env = exec.env.clone();
     spec.env.extend(shared.plan.proxy_env.iter().cloned());
+    spec.env.append(&mut extras.env);
+    spec.mounts = std::mem::take(&mut extras.mounts);
     spec.cwd = exec.cwd.clone();
     spec.user = exec.user.clone();
     spec.hostname = "buildkitsandbox".to_owned();
@@ -684,6 +732,7 @@ async fn run_exec(
     })
     .await;
     watcher.abort();
+    extras.clean_up();
     let (status, tail) = match outcome {
         Ok(v) => v,
         Err(e) => {
@@ -706,6 +755,363 @@ async fn run_exec(
         return Err(error);
     }
     Ok(Some(shared.store.snapshots().commit(active)?))
+}
+
+/// What a RUN's `--mount`s add to its sandbox, and what to undo afterwards.
+#[derive(Default)]
+struct Extras {
+    /// Trees mounted on top of the rootfs (binds from stages, images, the context).
+    rootfs: Vec<kiln_sandbox::Mount>,
+    /// Host paths, tmpfs and secrets.
+    mounts: Vec<kiln_sandbox::ExtraMount>,
+    /// Variables set for the step only (secrets as env, `SSH_AUTH_SOCK`).
+    env: Vec<String>,
+    /// Temp dirs and files to remove after the step.
+    temps: Vec<PathBuf>,
+    /// Locks held on cache mounts while the step runs.
+    locks: Vec<std::fs::File>,
+}
+
+impl Extras {
+    /// A fresh path in the store's temp dir, removed by `clean_up`.
+    fn temp(&mut self, shared: &Shared, what: &str) -> Result<PathBuf, StepError> {
+        let base = shared.store.tmp_dir();
+        std::fs::create_dir_all(&base).map_err(|e| io_err(&base, e))?;
+        let seed = format!(
+            "{what}{}{:?}{}",
+            std::process::id(),
+            std::time::SystemTime::now(),
+            self.temps.len()
+        );
+        let name = format!("{what}-{}", &blake3::hash(seed.as_bytes()).to_hex()[..16]);
+        let path = base.join(name);
+        self.temps.push(path.clone());
+        Ok(path)
+    }
+
+    fn prepare(
+        &mut self,
+        shared: &Shared,
+        exec: &ExecOp,
+        inputs: &[Done],
+    ) -> Result<(), StepError> {
+        for mount in &exec.mounts {
+            match mount {
+                ExecMount::Bind {
+                    input,
+                    source,
+                    target,
+                    rw,
+                    from_context,
+                } => {
+                    let snapshot = inputs.get(*input).and_then(|d| d.snapshot.clone());
+                    let rel = if *from_context {
+                        context_mount_source(shared, source)
+                    } else {
+                        source.clone()
+                    };
+                    self.tree(shared, snapshot.as_ref(), &rel, target, *rw)?;
+                }
+                ExecMount::Cache {
+                    id,
+                    target,
+                    sharing,
+                    mode,
+                    uid,
+                    gid,
+                    readonly,
+                } => {
+                    let dir = self.cache_dir(shared, id, sharing, *mode, (*uid, *gid))?;
+                    self.mounts.push(kiln_sandbox::ExtraMount::Bind {
+                        source: dir,
+                        target: target.clone(),
+                        readonly: *readonly,
+                    });
+                }
+                ExecMount::Tmpfs { target, size } => {
+                    self.mounts.push(kiln_sandbox::ExtraMount::Tmpfs {
+                        target: target.clone(),
+                        size: (*size > 0).then_some(*size),
+                        mode: None,
+                    });
+                }
+                ExecMount::Secret {
+                    id,
+                    target,
+                    env,
+                    required,
+                    mode,
+                    uid,
+                    gid,
+                } => {
+                    let Some(source) = shared.secrets.get(id) else {
+                        if *required {
+                            return Err(StepError::MissingSecret { id: id.clone() });
+                        }
+                        continue;
+                    };
+                    let value_file = match source {
+                        SecretSource::File(path) => path.clone(),
+                        SecretSource::Env(var) => {
+                            let value =
+                                std::env::var_os(var).ok_or_else(|| StepError::MissingSecret {
+                                    id: format!("{id} (environment variable {var} is not set)"),
+                                })?;
+                            let path = self.temp(shared, "secret")?;
+                            write_private(&path, value.as_encoded_bytes())?;
+                            path
+                        }
+                    };
+                    if let Some(var) = env {
+                        let value =
+                            std::fs::read(&value_file).map_err(|e| io_err(&value_file, e))?;
+                        self.env
+                            .push(format!("{var}={}", String::from_utf8_lossy(&value)));
+                    }
+                    if let Some(target) = target {
+                        self.mounts.push(kiln_sandbox::ExtraMount::Secret {
+                            source: value_file,
+                            target: target.clone(),
+                            mode: Some(*mode),
+                            uid: Some(*uid),
+                            gid: Some(*gid),
+                        });
+                    }
+                }
+                ExecMount::File {
+                    target,
+                    content,
+                    mode,
+                } => {
+                    let path = self.temp(shared, "script")?;
+                    std::fs::write(&path, content).map_err(|e| io_err(&path, e))?;
+                    std::fs::set_permissions(
+                        &path,
+                        std::os::unix::fs::PermissionsExt::from_mode(*mode),
+                    )
+                    .map_err(|e| io_err(&path, e))?;
+                    self.mounts.push(kiln_sandbox::ExtraMount::Bind {
+                        source: path,
+                        target: target.clone(),
+                        readonly: true,
+                    });
+                }
+                ExecMount::Ssh {
+                    id,
+                    target,
+                    required,
+                } => {
+                    let Some(socket) = shared.ssh.get(id).cloned().flatten() else {
+                        if *required || shared.ssh.contains_key(id) {
+                            return Err(StepError::MissingSsh { id: id.clone() });
+                        }
+                        continue;
+                    };
+                    self.mounts.push(kiln_sandbox::ExtraMount::Bind {
+                        source: socket,
+                        target: target.clone(),
+                        readonly: false,
+                    });
+                    self.env.push(format!("SSH_AUTH_SOCK={target}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Mounts `rel` of a snapshot's tree at `target`: a bind of a file or of a single
+    /// layer, else a read-only overlay of the layers that hold the directory; `rw` adds a
+    /// throw-away upper dir.
+    fn tree(
+        &mut self,
+        shared: &Shared,
+        snapshot: Option<&SnapshotId>,
+        rel: &str,
+        target: &str,
+        rw: bool,
+    ) -> Result<(), StepError> {
+        let layers = match snapshot {
+            Some(id) => shared.store.snapshots().layers(id)?,
+            None => Vec::new(),
+        };
+        let rel = crate::meta::clean_abs(rel);
+        let view = LayeredView::new(layers.clone());
+        let resolved = view.resolve(&rel, true)?;
+        let mut lowers: Vec<PathBuf> = Vec::new();
+        match view.lstat(&resolved)? {
+            None if resolved == "/" => {
+                let empty = self.temp(shared, "empty")?;
+                std::fs::create_dir_all(&empty).map_err(|e| io_err(&empty, e))?;
+                lowers.push(empty);
+            }
+            None => {
+                return Err(StepError::SourceNotFound {
+                    path: rel,
+                    ignored_by: None,
+                });
+            }
+            Some(found) if !found.meta.is_dir() => {
+                let source = if rw {
+                    let copy = self.temp(shared, "bind")?;
+                    std::fs::copy(&found.host_path, &copy).map_err(|e| io_err(&copy, e))?;
+                    copy
+                } else {
+                    found.host_path.clone()
+                };
+                self.mounts.push(kiln_sandbox::ExtraMount::Bind {
+                    source,
+                    target: target.to_owned(),
+                    readonly: !rw,
+                });
+                return Ok(());
+            }
+            Some(_) => {
+                let inner = resolved.trim_start_matches('/');
+                for layer in &layers {
+                    let path = layer.join(inner);
+                    match std::fs::symlink_metadata(&path) {
+                        Ok(meta) if meta.is_dir() => {
+                            let opaque = crate::layered_view::is_opaque(&path);
+                            lowers.push(path);
+                            if opaque {
+                                break;
+                            }
+                        }
+                        // A file or a whiteout here hides the layers below.
+                        Ok(_) => break,
+                        Err(_) => {}
+                    }
+                }
+            }
+        }
+        let lowerdir: Vec<String> = lowers
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        if !rw && lowerdir.len() == 1 {
+            self.rootfs.push(kiln_sandbox::Mount {
+                kind: "bind".to_owned(),
+                source: lowerdir[0].clone(),
+                target: target.to_owned(),
+                options: vec!["rbind".to_owned(), "ro".to_owned()],
+            });
+            return Ok(());
+        }
+        let mut options = vec![format!("lowerdir={}", lowerdir.join(":"))];
+        if rw {
+            let scratch = self.temp(shared, "bind-rw")?;
+            let (upper, work) = (scratch.join("upper"), scratch.join("work"));
+            for dir in [&upper, &work] {
+                std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+            }
+            options.push(format!("upperdir={}", upper.display()));
+            options.push(format!("workdir={}", work.display()));
+        } else {
+            options.push("ro".to_owned());
+        }
+        self.rootfs.push(kiln_sandbox::Mount {
+            kind: "overlay".to_owned(),
+            source: "overlay".to_owned(),
+            target: target.to_owned(),
+            options,
+        });
+        Ok(())
+    }
+
+    /// The persistent directory of a cache mount (made on first use), locked as
+    /// `sharing` says: `locked` waits for other users, `private` takes a fresh dir when
+    /// the shared one is busy, `shared` does neither.
+    fn cache_dir(
+        &mut self,
+        shared: &Shared,
+        id: &str,
+        sharing: &str,
+        mode: u32,
+        owner: (u32, u32),
+    ) -> Result<PathBuf, StepError> {
+        let base = shared.store.root().join("cache-mounts");
+        std::fs::create_dir_all(&base).map_err(|e| io_err(&base, e))?;
+        let name = blake3::hash(id.as_bytes()).to_hex()[..32].to_owned();
+        let dir = base.join(&name);
+        if sharing != "shared" {
+            let lock_path = base.join(format!("{name}.lock"));
+            let lock = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .map_err(|e| io_err(&lock_path, e))?;
+            if sharing == "private" {
+                if lock.try_lock().is_err() {
+                    let fresh = self.temp(shared, "cache-private")?;
+                    make_dir(&fresh, mode, owner)?;
+                    return Ok(fresh);
+                }
+            } else {
+                lock.lock().map_err(|e| io_err(&lock_path, e))?;
+            }
+            self.locks.push(lock);
+        }
+        if !dir.exists() {
+            // Made beside and renamed, so a concurrent first use never sees half of it.
+            let fresh = self.temp(shared, "cache-new")?;
+            make_dir(&fresh, mode, owner)?;
+            if std::fs::rename(&fresh, &dir).is_err() && !dir.exists() {
+                return Err(StepError::Internal(format!(
+                    "could not create the cache mount {}",
+                    dir.display()
+                )));
+            }
+        }
+        Ok(dir)
+    }
+
+    fn clean_up(&mut self) {
+        for path in self.temps.drain(..) {
+            let _ = std::fs::remove_dir_all(&path);
+            let _ = std::fs::remove_file(&path);
+        }
+        self.locks.clear();
+    }
+}
+
+fn make_dir(path: &std::path::Path, mode: u32, owner: (u32, u32)) -> Result<(), StepError> {
+    std::fs::create_dir_all(path).map_err(|e| io_err(path, e))?;
+    std::os::unix::fs::chown(path, Some(owner.0), Some(owner.1)).map_err(|e| io_err(path, e))?;
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .map_err(|e| io_err(path, e))
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), StepError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| io_err(path, e))?;
+    file.write_all(bytes).map_err(|e| io_err(path, e))
+}
+
+fn io_err(path: &std::path::Path, source: std::io::Error) -> StepError {
+    StepError::Copy(CopyError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Where a bind from the context lands in the copy made of it: a directory's contents
+/// are the copy's root, a file keeps its name.
+fn context_mount_source(shared: &Shared, source: &str) -> String {
+    let Some(tree) = shared.context.as_deref() else {
+        return "/".to_owned();
+    };
+    let followed = follow_in_context(tree, source);
+    match tree.get(&followed).map(|e| &e.kind) {
+        Some(EntryKind::Dir) | None => "/".to_owned(),
+        Some(_) => format!("/{}", source.rsplit('/').next().unwrap_or(source)),
+    }
 }
 
 fn emit_line(
@@ -968,14 +1374,25 @@ pub fn export_image(
                         "a layer's step has no snapshot".to_owned(),
                     ))
                 })?;
-                let is_exec = matches!(plan.graph.vertex(vertex).op, Op::Exec(_));
+                // A RUN's layer leaves out the mount points its sandbox had to create.
+                let skip = match &plan.graph.vertex(vertex).op {
+                    Op::Exec(exec) => {
+                        let mut skip = skip_empty.clone();
+                        // Mount targets and the directories made to hold them.
+                        for target in exec.mounts.iter().filter_map(|m| m.target()) {
+                            let mut path = target.trim_start_matches('/');
+                            while !path.is_empty() {
+                                skip.push(path.to_owned());
+                                path = path.rsplit_once('/').map_or("", |(parent, _)| parent);
+                            }
+                        }
+                        skip
+                    }
+                    _ => Vec::new(),
+                };
                 let options = LayerOptions {
                     source_date_epoch: plan.source_date_epoch,
-                    skip_empty: if is_exec {
-                        skip_empty.clone()
-                    } else {
-                        Vec::new()
-                    },
+                    skip_empty: skip,
                     ..LayerOptions::default()
                 };
                 let info = store

@@ -15,7 +15,7 @@ use kiln_solver::context::ContextTree;
 use kiln_solver::frontend::{self, BaseImage, LowerOptions, Platform};
 use kiln_solver::ops::Op;
 use kiln_solver::progress::Progress;
-use kiln_solver::request::{NetworkMode, parse_key_value};
+use kiln_solver::request::{NetworkMode, SecretSpec, SshSpec, parse_key_value};
 use kiln_solver::solve::{self, SolveError, SolveOptions, StepError};
 
 use crate::args::GlobalArgs;
@@ -71,6 +71,15 @@ pub(crate) struct BuildArgs {
     /// Accepted for docker compatibility: kiln's images are always in its local store
     #[arg(long)]
     pub(crate) load: bool,
+    /// A secret for RUN --mount=type=secret: id=ID[,src=FILE|,env=VAR] (repeatable)
+    #[arg(long, value_name = "id=ID,src=FILE")]
+    pub(crate) secret: Vec<String>,
+    /// An ssh agent for RUN --mount=type=ssh: default|ID[=SOCKET] (repeatable)
+    #[arg(long, value_name = "ID[=SOCKET]")]
+    pub(crate) ssh: Vec<String>,
+    /// Allow an extra privilege: network.host
+    #[arg(long, value_name = "ENTITLEMENT")]
+    pub(crate) allow: Vec<String>,
 }
 
 /// A failure already shown to the user; the process exits 1.
@@ -221,6 +230,23 @@ pub(crate) fn build(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<Exit
         None => None,
     };
     let network = NetworkMode::parse(&args.network)?;
+    let secrets = args
+        .secret
+        .iter()
+        .map(|s| SecretSpec::parse(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ssh = args
+        .ssh
+        .iter()
+        .map(|s| SshSpec::parse(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    for entitlement in &args.allow {
+        if entitlement != "network.host" {
+            bail!(
+                "--allow {entitlement}: kiln grants only network.host (security.insecure is not supported)"
+            );
+        }
+    }
     if !args.context.is_dir() {
         bail!(
             "the build context {} is not a directory; give the directory to build from",
@@ -243,6 +269,7 @@ pub(crate) fn build(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<Exit
         platform: platform.clone(),
         labels,
         network,
+        allow: args.allow.clone(),
     };
     let pull = args.pull;
     let mut resolve = |reference: &str| -> Result<BaseImage, String> {
@@ -296,6 +323,8 @@ pub(crate) fn build(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<Exit
         no_cache_stages: args.no_cache_filter.clone(),
         jobs: args.jobs.unwrap_or(0),
         ignore: Some(ignore),
+        secrets,
+        ssh,
     };
     let index_path = store.root().join("cache.db");
     let started = std::time::Instant::now();

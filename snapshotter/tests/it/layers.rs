@@ -268,3 +268,52 @@ fn exporting_a_snapshot_twice_reuses_the_blob() {
         .expect("gzip");
     assert_ne!(gz.digest, first.digest);
 }
+
+#[test]
+fn mount_stubs_are_left_out_and_real_files_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let upper = dir.path().join("upper");
+    // What a sandbox leaves: empty stubs for its mounts, and what the step wrote.
+    for d in ["run/secrets", "proc", "etc", "mnt/tool"] {
+        fs::create_dir_all(upper.join(d)).expect("mkdir");
+    }
+    fs::write(upper.join("run/secrets/token"), "").expect("stub");
+    fs::write(upper.join("etc/hosts"), "").expect("stub");
+    fs::write(upper.join("etc/app.conf"), "written by the step").expect("file");
+    fs::write(upper.join("mnt/kept"), "x").expect("file");
+    let store =
+        Store::open(&dir.path().join("store"), Some(SnapshotterKind::Native)).expect("store");
+    let skip = [
+        "run",
+        "run/secrets",
+        "run/secrets/token",
+        "proc",
+        "etc",
+        "etc/hosts",
+        "mnt",
+        "mnt/tool",
+    ];
+    let info = write_layer(
+        DiffSource::Overlay(&upper),
+        store.content(),
+        &LayerOptions {
+            skip_empty: skip.iter().map(|s| s.to_string()).collect(),
+            ..LayerOptions::default()
+        },
+    )
+    .expect("layer");
+    let blob = fs::File::open(store.content().path(&info.digest)).expect("blob");
+    let mut names: Vec<String> = tar::Archive::new(blob)
+        .entries()
+        .expect("entries")
+        .map(|e| {
+            e.expect("entry")
+                .path()
+                .expect("path")
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    assert_eq!(names, ["etc/", "etc/app.conf", "mnt/", "mnt/kept"]);
+}

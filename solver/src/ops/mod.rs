@@ -56,22 +56,26 @@ pub struct ExecOp {
     pub mounts: Vec<ExecMount>,
 }
 
-/// One `RUN --mount`.
+/// One `RUN --mount`. Secret and ssh mounts name what they need, never its content: that
+/// is looked up when the step runs and never enters a key, a layer or the history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ExecMount {
-    /// A read-only (or throw-away writable) view of another input.
+    /// A read-only (or writable, changes discarded) view of another input's tree.
     Bind {
         /// Which input of the vertex.
         input: usize,
-        /// Path inside that input.
+        /// Path inside that input (for a context, the path the input copied).
         source: String,
         /// Where it appears.
         target: String,
         /// Writable, with changes discarded.
         rw: bool,
+        /// The input is a copy of part of the build context (`source` is the path in
+        /// the context; a directory's contents are the copy's root).
+        from_context: bool,
     },
-    /// A persistent cache directory.
+    /// A persistent cache directory, kept in the store across builds.
     Cache {
         /// The cache's id.
         id: String,
@@ -79,6 +83,14 @@ pub enum ExecMount {
         target: String,
         /// `shared`, `private` or `locked`.
         sharing: String,
+        /// Mode of the directory when first made.
+        mode: u32,
+        /// Owner when first made.
+        uid: u32,
+        /// Group when first made.
+        gid: u32,
+        /// Read-only.
+        readonly: bool,
     },
     /// An empty tmpfs.
     Tmpfs {
@@ -87,15 +99,55 @@ pub enum ExecMount {
         /// Its size limit in bytes (0: the kernel's default).
         size: u64,
     },
-    /// A secret file; its content is not part of the op (and never of a key).
+    /// A secret, as a file and/or an environment variable.
     Secret {
         /// The secret's id.
         id: String,
-        /// Where it appears.
-        target: String,
+        /// Where the file appears (none when only `env=` is asked for).
+        target: Option<String>,
+        /// The environment variable to set to the secret's value.
+        env: Option<String>,
         /// Fail when the secret was not given.
         required: bool,
+        /// File mode.
+        mode: u32,
+        /// Owner.
+        uid: u32,
+        /// Group.
+        gid: u32,
     },
+    /// A small read-only file made for the step (a `RUN <<EOF` script with a `#!` line).
+    File {
+        /// Where it appears.
+        target: String,
+        /// Its content (part of the key: it is the step's program).
+        content: String,
+        /// Its mode.
+        mode: u32,
+    },
+    /// An ssh agent socket forwarded from the host.
+    Ssh {
+        /// The `--ssh` id.
+        id: String,
+        /// Where the socket appears (`SSH_AUTH_SOCK` points at it).
+        target: String,
+        /// Fail when no such `--ssh` was given.
+        required: bool,
+    },
+}
+
+impl ExecMount {
+    /// Where the mount appears, when it is a path.
+    pub fn target(&self) -> Option<&str> {
+        match self {
+            ExecMount::Bind { target, .. }
+            | ExecMount::Cache { target, .. }
+            | ExecMount::Tmpfs { target, .. }
+            | ExecMount::File { target, .. }
+            | ExecMount::Ssh { target, .. } => Some(target),
+            ExecMount::Secret { target, .. } => target.as_deref(),
+        }
+    }
 }
 
 /// `COPY`/`ADD`: sources from input 1 to a destination on input 0.
