@@ -174,7 +174,13 @@ impl Snapshots {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        fsutil::write_atomic(&path, &self.tmp, &bytes).map_err(io(&path))
+        // Only a commit must survive a crash; an active snapshot whose metadata is lost
+        // reads as uncommitted, which is what it is.
+        if meta.committed {
+            fsutil::write_atomic(&path, &self.tmp, &bytes).map_err(io(&path))
+        } else {
+            fsutil::write_replace(&path, &self.tmp, &bytes).map_err(io(&path))
+        }
     }
 
     /// Makes an active snapshot on `parent` (a committed one) or on nothing.

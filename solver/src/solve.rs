@@ -152,7 +152,7 @@ pub struct SolveOptions {
     pub no_cache: bool,
     /// `--no-cache-filter`: stages not taken from the cache.
     pub no_cache_stages: Vec<String>,
-    /// `--jobs`: how many RUNs at once (0: the number of cores).
+    /// `--jobs`: how many RUNs at once (0: twice the number of cores).
     pub jobs: usize,
     /// The `.dockerignore` decisions, to explain a missing COPY source.
     pub ignore: Option<kiln_parser::dockerignore::Matcher>,
@@ -253,7 +253,9 @@ pub async fn solve(
         (out, read)
     };
     let jobs = if options.jobs == 0 {
-        std::thread::available_parallelism().map_or(2, |n| n.get())
+        // RUN steps mostly wait (on the network, on sleeps, on the disk), so twice the
+        // cores keeps them busy without swamping them.
+        2 * std::thread::available_parallelism().map_or(2, |n| n.get())
     } else {
         options.jobs
     };
@@ -477,6 +479,20 @@ async fn run_vertex(
     if shared.cancel.is_cancelled() {
         return Err(StepError::Cancelled);
     }
+    // A RUN waits for a --jobs slot before it counts as started.
+    let permit = match op {
+        Op::Exec(_) => Some(
+            shared
+                .jobs
+                .acquire()
+                .await
+                .map_err(|e| StepError::Internal(e.to_string()))?,
+        ),
+        _ => None,
+    };
+    if shared.cancel.is_cancelled() {
+        return Err(StepError::Cancelled);
+    }
     shared.progress.send(id, EventKind::Started { label });
     let started = Instant::now();
     let result = match &op {
@@ -487,14 +503,7 @@ async fn run_vertex(
             let shared2 = Arc::clone(&shared);
             blocking(move || unpack_image(&shared2, image)).await
         }
-        Op::Exec(exec) => {
-            let _permit = shared
-                .jobs
-                .acquire()
-                .await
-                .map_err(|e| StepError::Internal(e.to_string()))?;
-            run_exec(Arc::clone(&shared), id, exec.clone(), inputs).await
-        }
+        Op::Exec(exec) => run_exec(Arc::clone(&shared), id, exec.clone(), inputs).await,
         Op::Copy(copy_op) => {
             let shared2 = Arc::clone(&shared);
             let copy_op = copy_op.clone();
@@ -508,6 +517,7 @@ async fn run_vertex(
         }
         Op::Context { .. } | Op::Scratch => unreachable_op(),
     };
+    drop(permit);
     let snapshot = match result {
         Ok(snapshot) => snapshot,
         Err(error) => {

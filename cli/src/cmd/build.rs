@@ -65,7 +65,7 @@ pub(crate) struct BuildArgs {
     /// Progress output: auto, plain, rawjson or quiet
     #[arg(long, value_name = "TYPE", default_value = "auto")]
     pub(crate) progress: String,
-    /// How many RUN steps may run at once [default: the number of cores]
+    /// How many RUN steps may run at once [default: twice the number of cores]
     #[arg(long, value_name = "N")]
     pub(crate) jobs: Option<usize>,
     /// Accepted for docker compatibility: kiln's images are always in its local store

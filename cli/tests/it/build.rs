@@ -412,3 +412,34 @@ fn from_pulls_an_image_that_skopeo_put_into_a_registry() {
     );
     assert!(tree.path().join("bin/busybox").exists());
 }
+
+#[test]
+fn jobs_one_runs_one_step_at_a_time() {
+    let Some(k) = world() else { return };
+    k.write(
+        "ctx/Dockerfile",
+        "FROM busybox AS a\nRUN sleep 1 && echo a > /f\n\
+         FROM busybox AS b\nRUN sleep 1 && echo b > /f\n\
+         FROM busybox\nCOPY --from=a /f /a\nCOPY --from=b /f /b\n",
+    );
+    let events = ok_build(&k, &["ctx", "--jobs", "1"]);
+    let mut spans: HashMap<u64, (u128, u128)> = HashMap::new();
+    for e in &events {
+        let v = e["vertex"].as_u64().unwrap();
+        let at = e["at_ns"].as_u64().unwrap() as u128;
+        match e["type"].as_str().unwrap() {
+            "started" if e["label"].as_str().unwrap().contains("sleep 1") => {
+                spans.entry(v).or_insert((0, 0)).0 = at;
+            }
+            "done" if spans.contains_key(&v) => spans.get_mut(&v).unwrap().1 = at,
+            _ => {}
+        }
+    }
+    let mut intervals: Vec<(u128, u128)> = spans.into_values().collect();
+    intervals.sort();
+    assert_eq!(intervals.len(), 2, "{events:?}");
+    assert!(
+        intervals[0].1 <= intervals[1].0,
+        "--jobs 1 overlapped: {intervals:?}"
+    );
+}
