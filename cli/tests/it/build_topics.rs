@@ -1,0 +1,501 @@
+//! `kiln build` against BuildKit's semantics, one topic per directory of
+//! `testdata/build/<topic>/`: a `Dockerfile`, an optional `context/`, and an
+//! `expected.json` saying what BuildKit would produce from them:
+//!
+//! * `build_args` (object, optional), `target` (optional): passed to `kiln build`;
+//! * `base` (optional): `{"dockerfile", "tag", "config"}`, an image built and tagged first
+//!   from the same context (for Dockerfiles whose FROM names it), its config checked too;
+//! * `config`: the image config's `config` object, compared exactly;
+//! * `author` (optional): the top-level `author`;
+//! * `history`: `created_by` and `empty_layer` of every history entry after the base
+//!   image's own one (each must also carry BuildKit's comment `buildkit.dockerfile.v0`,
+//!   and the entries with a layer must match the manifest's layers in number);
+//! * `files`: path -> content, or `{"type": "file"|"dir"|"symlink", "content", "target",
+//!   "mode": "0755", "uid", "gid"}` (each key optional but `type`);
+//! * `absent`: paths that must not exist.
+//!
+//! The image's filesystem is checked by extracting its layers, in manifest order, with the
+//! `tar` crate (whiteouts applied), independently of kiln's own extraction code.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write as _;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use crate::support::{Kiln, busybox_rootfs, is_root};
+
+/// The whole-history entry of the imported busybox base: the build's entries follow it.
+const BASE_HISTORY_LEN: usize = 1;
+
+fn topic_dir(topic: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata/build")
+        .join(topic)
+}
+
+/// Copies the topic's context into the test's dir with normalised modes (git keeps only the
+/// executable bit): files 0644 or 0755, directories 0755, symlinks as they are.
+fn copy_context(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create the context dir");
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    if !from.is_dir() {
+        return;
+    }
+    for entry in walkdir::WalkDir::new(from).min_depth(1) {
+        let entry = entry.expect("walk the context");
+        let rel = entry.path().strip_prefix(from).expect("prefix");
+        let dest = to.join(rel);
+        let meta = entry.path().symlink_metadata().expect("lstat");
+        if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(entry.path()).expect("readlink");
+            std::os::unix::fs::symlink(target, &dest).expect("symlink");
+        } else if meta.is_dir() {
+            std::fs::create_dir_all(&dest).expect("mkdir");
+            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        } else {
+            std::fs::copy(entry.path(), &dest).expect("copy");
+            let mode = if meta.mode() & 0o111 != 0 {
+                0o755
+            } else {
+                0o644
+            };
+            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        }
+    }
+}
+
+/// `kiln inspect NAME`'s first (only) object.
+fn inspect(k: &Kiln, name: &str) -> Value {
+    let out = k.ok(&["inspect", name]);
+    let all: Value = serde_json::from_str(&out).expect("inspect prints JSON");
+    all.get(0).cloned().expect("inspect prints one image")
+}
+
+/// Runs `kiln build` on `dockerfile` with the topic's options, tagging the result `tag`.
+fn build(k: &Kiln, context: &Path, dockerfile: &Path, tag: &str, expected: &Value) {
+    let mut args: Vec<String> = vec![
+        "build".into(),
+        context.display().to_string(),
+        "-f".into(),
+        dockerfile.display().to_string(),
+        "-t".into(),
+        tag.into(),
+        "--progress".into(),
+        "plain".into(),
+    ];
+    if let Some(build_args) = expected.get("build_args").and_then(Value::as_object) {
+        for (key, value) in build_args {
+            args.push("--build-arg".into());
+            args.push(format!(
+                "{key}={}",
+                value.as_str().expect("string build-arg")
+            ));
+        }
+    }
+    if let Some(target) = expected.get("target").and_then(Value::as_str) {
+        args.push("--target".into());
+        args.push(target.into());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    k.ok(&args);
+}
+
+/// The image config's `config` object, `{}` when absent.
+fn container_config(image: &Value) -> Value {
+    image["Config"]
+        .get("config")
+        .cloned()
+        .unwrap_or_else(|| Value::Object(Map::new()))
+}
+
+fn pretty(value: &Value) -> String {
+    serde_json::to_string_pretty(value).expect("json")
+}
+
+fn remove_any(path: &Path) {
+    match path.symlink_metadata() {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path).expect("remove a directory"),
+        Ok(_) => std::fs::remove_file(path).expect("remove a file"),
+        Err(_) => {}
+    }
+}
+
+/// Applies one layer tar onto `root`: `.wh.NAME` deletes NAME, `.wh..wh..opq` empties the
+/// directory of what lower layers put there, anything else replaces what is in its way.
+fn apply_layer(blob: &Path, root: &Path) {
+    let file = std::fs::File::open(blob)
+        .unwrap_or_else(|e| panic!("open the layer blob {}: {e}", blob.display()));
+    let reader = kiln_snapshotter::layer_in::decompress(file).expect("decompress a layer");
+    let mut archive = tar::Archive::new(reader);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(true);
+    archive.set_overwrite(true);
+    let mut written: HashSet<PathBuf> = HashSet::new();
+    for entry in archive.entries().expect("read the layer") {
+        let mut entry = entry.expect("a layer entry");
+        let raw = entry.path().expect("an entry path").into_owned();
+        let rel: PathBuf = raw
+            .components()
+            .filter(|c| matches!(c, Component::Normal(_)))
+            .collect();
+        let Some(name) = rel.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+            continue; // the root directory itself
+        };
+        let parent = root.join(rel.parent().unwrap_or(Path::new("")));
+        if name == ".wh..wh..opq" {
+            if let Ok(children) = std::fs::read_dir(&parent) {
+                for child in children.flatten() {
+                    if !written.contains(&child.path()) {
+                        remove_any(&child.path());
+                    }
+                }
+            }
+            continue;
+        }
+        if let Some(hidden) = name.strip_prefix(".wh.") {
+            remove_any(&parent.join(hidden));
+            continue;
+        }
+        let dest = root.join(&rel);
+        if let Ok(existing) = dest.symlink_metadata()
+            && !(existing.is_dir() && entry.header().entry_type().is_dir())
+        {
+            remove_any(&dest);
+        }
+        entry
+            .unpack_in(root)
+            .unwrap_or_else(|e| panic!("extract {}: {e}", raw.display()));
+        written.insert(dest);
+    }
+}
+
+/// Extracts every layer of `image` (an inspect object) from the store into `root`.
+fn extract(k: &Kiln, image: &Value, root: &Path) {
+    std::fs::create_dir_all(root).expect("create the extraction dir");
+    let layers = image["Manifest"]["layers"]
+        .as_array()
+        .expect("the manifest lists layers");
+    for layer in layers {
+        let digest = layer["digest"].as_str().expect("a layer digest");
+        let hex = digest.strip_prefix("sha256:").expect("a sha256 digest");
+        apply_layer(&k.root().join("content/blobs/sha256").join(hex), root);
+    }
+}
+
+/// What is at `path`, described like the `files` entries.
+fn describe_path(path: &Path) -> String {
+    match path.symlink_metadata() {
+        Err(_) => "nothing".to_owned(),
+        Ok(m) => {
+            let kind = if m.file_type().is_symlink() {
+                format!(
+                    "symlink -> {}",
+                    std::fs::read_link(path).expect("readlink").display()
+                )
+            } else if m.is_dir() {
+                "dir".to_owned()
+            } else if m.is_file() {
+                format!(
+                    "file {:?}",
+                    String::from_utf8_lossy(&std::fs::read(path).expect("read"))
+                )
+            } else {
+                "special file".to_owned()
+            };
+            format!(
+                "{kind} mode {:04o} uid {} gid {}",
+                m.mode() & 0o7777,
+                m.uid(),
+                m.gid()
+            )
+        }
+    }
+}
+
+/// Checks one `files` entry, appending any difference to `failures`.
+fn check_file(root: &Path, path: &str, want: &Value, failures: &mut Vec<String>) {
+    let full = root.join(path.trim_start_matches('/'));
+    let got = describe_path(&full);
+    let mut fail = |what: String| failures.push(format!("{path}: {what}; got {got}"));
+    let Ok(meta) = full.symlink_metadata() else {
+        fail(format!("expected {want}"));
+        return;
+    };
+    let spec = match want {
+        Value::String(content) => {
+            let mut spec = Map::new();
+            spec.insert("type".into(), "file".into());
+            spec.insert("content".into(), content.clone().into());
+            spec
+        }
+        Value::Object(spec) => spec.clone(),
+        other => panic!("{path}: a files entry is a string or an object, not {other}"),
+    };
+    let kind = spec.get("type").and_then(Value::as_str).unwrap_or("file");
+    let type_ok = match kind {
+        "file" => meta.is_file(),
+        "dir" => meta.is_dir(),
+        "symlink" => meta.file_type().is_symlink(),
+        other => panic!("{path}: unknown type {other:?}"),
+    };
+    if !type_ok {
+        fail(format!("expected a {kind}"));
+        return;
+    }
+    if let Some(content) = spec.get("content").and_then(Value::as_str) {
+        let bytes = std::fs::read(&full).expect("read");
+        if bytes != content.as_bytes() {
+            fail(format!("expected content {content:?}"));
+        }
+    }
+    if let Some(target) = spec.get("target").and_then(Value::as_str) {
+        let link = std::fs::read_link(&full).expect("readlink");
+        if link != Path::new(target) {
+            fail(format!("expected symlink target {target:?}"));
+        }
+    }
+    if let Some(mode) = spec.get("mode").and_then(Value::as_str) {
+        let mode = u32::from_str_radix(mode, 8).expect("an octal mode");
+        if meta.mode() & 0o7777 != mode {
+            fail(format!("expected mode {mode:04o}"));
+        }
+    }
+    if let Some(uid) = spec.get("uid").and_then(Value::as_u64)
+        && u64::from(meta.uid()) != uid
+    {
+        fail(format!("expected uid {uid}"));
+    }
+    if let Some(gid) = spec.get("gid").and_then(Value::as_u64)
+        && u64::from(meta.gid()) != gid
+    {
+        fail(format!("expected gid {gid}"));
+    }
+}
+
+/// `created_by`/`empty_layer` of the history entries after the base's.
+fn new_history(image: &Value) -> Vec<Value> {
+    let history = image["Config"]["history"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    history
+        .iter()
+        .skip(BASE_HISTORY_LEN)
+        .map(|h| {
+            serde_json::json!({
+                "created_by": h.get("created_by").cloned().unwrap_or(Value::from("")),
+                "empty_layer": h.get("empty_layer").cloned().unwrap_or(Value::from(false)),
+            })
+        })
+        .collect()
+}
+
+fn run_topic(topic: &str) {
+    if !is_root(&format!("build_topics::{topic}")) {
+        return;
+    }
+    let dir = topic_dir(topic);
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("expected.json")).expect("read expected.json"),
+    )
+    .expect("expected.json is JSON");
+
+    let k = Kiln::new();
+    let Some(rootfs) = busybox_rootfs(&k.path("rootfs")) else {
+        return;
+    };
+    k.ok(&["import", rootfs.to_str().expect("utf8"), "busybox:latest"]);
+    let context = k.path("context");
+    copy_context(&dir.join("context"), &context);
+
+    let mut failures: Vec<String> = Vec::new();
+
+    if let Some(base) = expected.get("base") {
+        let dockerfile = base["dockerfile"].as_str().expect("base.dockerfile");
+        let tag = base["tag"].as_str().expect("base.tag");
+        build(&k, &context, &dir.join(dockerfile), tag, &Value::Null);
+        if let Some(want) = base.get("config") {
+            let got = container_config(&inspect(&k, tag));
+            if &got != want {
+                failures.push(format!(
+                    "base image {tag}: config differs\n--- expected\n{}\n--- got\n{}",
+                    pretty(want),
+                    pretty(&got)
+                ));
+            }
+        }
+    }
+
+    let tag = format!("topic-{}:latest", topic.replace('_', "-"));
+    build(&k, &context, &dir.join("Dockerfile"), &tag, &expected);
+    let image = inspect(&k, &tag);
+
+    let got = container_config(&image);
+    if got != expected["config"] {
+        failures.push(format!(
+            "config differs\n--- expected\n{}\n--- got\n{}",
+            pretty(&expected["config"]),
+            pretty(&got)
+        ));
+    }
+
+    if let Some(author) = expected.get("author") {
+        let got = image["Config"]
+            .get("author")
+            .cloned()
+            .unwrap_or(Value::Null);
+        if &got != author {
+            failures.push(format!("author: expected {author}, got {got}"));
+        }
+    }
+
+    let want_history = expected["history"].as_array().cloned().unwrap_or_default();
+    let got_history = new_history(&image);
+    if got_history != want_history {
+        let mut diff = String::new();
+        for i in 0..want_history.len().max(got_history.len()) {
+            let w = want_history.get(i).map(Value::to_string);
+            let g = got_history.get(i).map(Value::to_string);
+            if w != g {
+                let _ = writeln!(
+                    diff,
+                    "  [{i}] expected {}\n      got      {}",
+                    w.unwrap_or_else(|| "(none)".into()),
+                    g.unwrap_or_else(|| "(none)".into())
+                );
+            }
+        }
+        failures.push(format!(
+            "history differs (entries after the base's):\n{diff}"
+        ));
+    }
+
+    // BuildKit's frontend writes this comment on every entry it adds.
+    for (i, entry) in image["Config"]["history"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .skip(BASE_HISTORY_LEN)
+    {
+        let comment = entry.get("comment").and_then(Value::as_str).unwrap_or("");
+        if comment != "buildkit.dockerfile.v0" {
+            failures.push(format!(
+                "history[{i}] ({}): comment {comment:?}, expected \"buildkit.dockerfile.v0\"",
+                entry["created_by"]
+            ));
+        }
+    }
+
+    // Every history entry with a layer has one, and nothing else does.
+    let all_history = image["Config"]["history"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let with_layers = all_history
+        .iter()
+        .filter(|h| {
+            !h.get("empty_layer")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+        })
+        .count();
+    let layers = image["Manifest"]["layers"].as_array().map_or(0, Vec::len);
+    let diff_ids = image["Config"]["rootfs"]["diff_ids"]
+        .as_array()
+        .map_or(0, Vec::len);
+    if layers != with_layers || diff_ids != layers {
+        failures.push(format!(
+            "layers: {with_layers} history entries have a layer, the manifest lists {layers} \
+             layers and rootfs {diff_ids} diff_ids"
+        ));
+    }
+
+    let fs_root = k.path("image-fs");
+    extract(&k, &image, &fs_root);
+    let files: BTreeMap<String, Value> = expected
+        .get("files")
+        .and_then(Value::as_object)
+        .map(|m| m.clone().into_iter().collect())
+        .unwrap_or_default();
+    for (path, want) in &files {
+        check_file(&fs_root, path, want, &mut failures);
+    }
+    for path in expected
+        .get("absent")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+    {
+        let path = path.as_str().expect("absent paths are strings");
+        let full = fs_root.join(path.trim_start_matches('/'));
+        if full.symlink_metadata().is_ok() {
+            failures.push(format!(
+                "{path}: expected to be absent; got {}",
+                describe_path(&full)
+            ));
+        }
+    }
+
+    assert!(
+        failures.is_empty(),
+        "topic {topic}: {} difference(s) from BuildKit:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}
+
+macro_rules! topics {
+    ($($topic:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $topic() {
+                run_topic(stringify!($topic));
+            }
+        )*
+    };
+}
+
+topics!(
+    env_arg,
+    workdir,
+    user,
+    copy,
+    multistage,
+    cmd_entrypoint,
+    cmd_entrypoint_keep,
+    metadata,
+    onbuild,
+);
+
+/// Every topic directory has a test above.
+#[test]
+fn every_topic_directory_has_a_test() {
+    let known = [
+        "env_arg",
+        "workdir",
+        "user",
+        "copy",
+        "multistage",
+        "cmd_entrypoint",
+        "cmd_entrypoint_keep",
+        "metadata",
+        "onbuild",
+    ];
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/build");
+    for entry in std::fs::read_dir(&root).expect("read testdata/build") {
+        let entry = entry.expect("entry");
+        let name = entry.file_name().to_string_lossy().into_owned();
+        assert!(
+            known.contains(&name.as_str()),
+            "testdata/build/{name} has no test in build_topics.rs"
+        );
+        assert!(
+            entry.path().join("expected.json").is_file(),
+            "testdata/build/{name} has no expected.json"
+        );
+    }
+}
