@@ -223,3 +223,79 @@ mod tests {
         assert_eq!(got.unmatched, BTreeSet::from(["NOPE".to_owned()]));
     }
 }
+
+/// Expands the variables of a heredoc body (`COPY <<EOF` with an unquoted delimiter), as a
+/// shell expands a here-document: `$NAME` and `${...}` are replaced, an escaped `$` is a
+/// literal `$`, and quotes and every other character stay as written (an apostrophe in
+/// the text is not an unterminated quote).
+pub fn expand_heredoc(body: &str, escape: char, env: &dyn Env) -> Result<String, Error> {
+    let lexer = Lexer::new(escape);
+    let chars: Vec<char> = body.chars().collect();
+    let mut out = String::with_capacity(body.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == escape && chars.get(i + 1) == Some(&'$') {
+            out.push('$');
+            i += 2;
+            continue;
+        }
+        if c != '$' {
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        let end = match chars.get(i + 1) {
+            Some('{') => {
+                let mut depth = 0;
+                let mut j = i + 1;
+                loop {
+                    match chars.get(j) {
+                        None => break chars.len(),
+                        Some('{') => depth += 1,
+                        Some('}') => {
+                            depth -= 1;
+                            if depth == 0 {
+                                break j + 1;
+                            }
+                        }
+                        _ => {}
+                    }
+                    j += 1;
+                }
+            }
+            Some(n) if n.is_alphabetic() || *n == '_' => {
+                let mut j = i + 1;
+                while chars
+                    .get(j)
+                    .is_some_and(|c| c.is_alphanumeric() || *c == '_')
+                {
+                    j += 1;
+                }
+                j
+            }
+            _ => {
+                out.push('$');
+                i += 1;
+                continue;
+            }
+        };
+        let token: String = chars[i..end].iter().collect();
+        out.push_str(&lexer.expand_word(&token, env)?.value);
+        i = end;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod heredoc_tests {
+    use super::*;
+
+    #[test]
+    fn heredoc_bodies_expand_variables_only() {
+        let env = vec![("A".to_owned(), "1".to_owned())];
+        let got =
+            expand_heredoc("it's $A and \"${A}\" ${B:-x} \\$A $ 5\n", '\\', &env).expect("expand");
+        assert_eq!(got, "it's 1 and \"1\" x $A $ 5\n");
+    }
+}

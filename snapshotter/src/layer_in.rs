@@ -26,6 +26,8 @@ pub enum WhiteoutStyle {
     Overlay,
     /// By deleting (the target is a full copy of the parent tree).
     Delete,
+    /// Not at all: `.wh.` names are plain files (an archive `ADD` extracts, not a layer).
+    Literal,
 }
 
 /// What an extraction did.
@@ -37,11 +39,16 @@ pub struct ApplyStats {
     pub bytes: u64,
 }
 
-/// Opens a layer for reading whatever its compression.
+/// Opens a layer (or an archive) for reading whatever its compression: gzip, zstd,
+/// bzip2, xz or none.
 pub fn decompress<R: Read + 'static>(reader: R) -> Result<Box<dyn Read>, StoreError> {
     let mut reader = BufReader::with_capacity(1 << 20, reader);
     let magic = reader.fill_buf().map_err(io("<layer>"))?.to_vec();
-    if magic.starts_with(&[0x1f, 0x8b]) {
+    if magic.starts_with(b"BZh") {
+        Ok(Box::new(bzip2::read::MultiBzDecoder::new(reader)))
+    } else if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Ok(Box::new(xz4rust::XzReader::new(reader)))
+    } else if magic.starts_with(&[0x1f, 0x8b]) {
         Ok(Box::new(flate2::read::MultiGzDecoder::new(reader)))
     } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
         Ok(Box::new(
@@ -114,11 +121,62 @@ fn remove_any(path: &Path) -> Result<(), StoreError> {
     }
 }
 
+/// Whether `path` is a tar archive (plain or compressed), judged by its content as
+/// BuildKit's `ADD` does: the first 512 bytes after decompression are a valid tar header.
+pub fn is_tar_archive(path: &Path) -> bool {
+    let Ok(file) = fs::File::open(path) else {
+        return false;
+    };
+    let Ok(mut reader) = decompress(file) else {
+        return false;
+    };
+    let mut block = [0u8; 512];
+    if reader.read_exact(&mut block).is_err() {
+        return false;
+    }
+    let stored = std::str::from_utf8(&block[148..156])
+        .ok()
+        .map(|s| s.trim_matches(|c: char| c == '\0' || c == ' '))
+        .and_then(|s| u32::from_str_radix(s, 8).ok());
+    let computed: u32 = block
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(*b)
+            }
+        })
+        .sum();
+    stored == Some(computed) && block[..100].iter().any(|b| *b != 0)
+}
+
+/// Extracts an archive (`ADD app.tar.gz /dest`) into `root` with the same refusals as a
+/// layer (nothing outside `root`), names taken literally, owners replaced by `owner`
+/// when given.
+pub fn extract_archive(
+    reader: impl Read + 'static,
+    root: &Path,
+    owner: Option<(u32, u32)>,
+) -> Result<ApplyStats, StoreError> {
+    apply(reader, root, WhiteoutStyle::Literal, owner)
+}
+
 /// Extracts the layer read from `reader` into `root`.
 pub fn apply_layer(
     reader: impl Read + 'static,
     root: &Path,
     style: WhiteoutStyle,
+) -> Result<ApplyStats, StoreError> {
+    apply(reader, root, style, None)
+}
+
+fn apply(
+    reader: impl Read + 'static,
+    root: &Path,
+    style: WhiteoutStyle,
+    owner: Option<(u32, u32)>,
 ) -> Result<ApplyStats, StoreError> {
     let mut archive = tar::Archive::new(decompress(reader)?);
     let mut stats = ApplyStats::default();
@@ -135,7 +193,7 @@ pub fn apply_layer(
         let header = entry.header().clone();
         let kind = header.entry_type();
 
-        if name == ".wh..wh..opq" {
+        if name == ".wh..wh..opq" && style != WhiteoutStyle::Literal {
             let dir = confined(root, &parts[..parts.len() - 1], &raw)?;
             match dir.symlink_metadata() {
                 Ok(m) if m.file_type().is_symlink() => {
@@ -148,7 +206,7 @@ pub fn apply_layer(
                 WhiteoutStyle::Overlay => {
                     xattr::set(&dir, "trusted.overlay.opaque", b"y").map_err(io(&dir))?;
                 }
-                WhiteoutStyle::Delete => {
+                WhiteoutStyle::Delete | WhiteoutStyle::Literal => {
                     for child in fs::read_dir(&dir).map_err(io(&dir))?.flatten() {
                         if !written.contains(&child.path()) {
                             remove_any(&child.path())?;
@@ -158,7 +216,9 @@ pub fn apply_layer(
             }
             continue;
         }
-        if let Some(target_name) = name.strip_prefix(".wh.") {
+        if let Some(target_name) = name.strip_prefix(".wh.")
+            && style != WhiteoutStyle::Literal
+        {
             let mut target_parts = parts.clone();
             if let Some(last) = target_parts.last_mut() {
                 *last = target_name.to_owned();
@@ -182,6 +242,10 @@ pub fn apply_layer(
             xattrs: Vec::new(),
             is_symlink: false,
         };
+        if let Some((uid, gid)) = owner {
+            meta.uid = uid;
+            meta.gid = gid;
+        }
         if let Ok(Some(pax)) = entry.pax_extensions() {
             for ext in pax.flatten() {
                 if let (Ok(key), value) = (ext.key(), ext.value_bytes()) {

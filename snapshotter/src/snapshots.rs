@@ -302,6 +302,16 @@ impl Snapshots {
         }])
     }
 
+    /// Copies the changes a committed snapshot made (its own diff) into an active one, as
+    /// if they had been made there: what `COPY --link` needs to put a layer built on
+    /// nothing on top of any parent. The copy keeps owners, modes, times and xattrs, so
+    /// the active snapshot's layer is byte for byte the same as the source's.
+    pub fn apply_diff(&self, active: &Active, from: &SnapshotId) -> Result<(), StoreError> {
+        let source = self.path(from).join("fs");
+        let target = self.diff_dir(active);
+        tree_copy::copy_tree_into(&source, &target, true)
+    }
+
     /// Makes an active snapshot committed (immutable) and returns its id.
     pub fn commit(&self, active: Active) -> Result<SnapshotId, StoreError> {
         let work = self.path(&active.id).join("work");

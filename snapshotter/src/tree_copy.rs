@@ -96,6 +96,12 @@ fn meta_of(path: &Path, m: &fs::Metadata) -> Meta {
 
 /// Copies the tree at `from` into the (existing, empty) directory `to`.
 pub(crate) fn copy_tree(from: &Path, to: &Path) -> Result<(), StoreError> {
+    copy_tree_into(from, to, false)
+}
+
+/// Copies `from` over `to`, which may already hold files: a directory that exists takes
+/// the copied one's metadata, anything else in the way is replaced.
+pub(crate) fn copy_tree_into(from: &Path, to: &Path, overwrite: bool) -> Result<(), StoreError> {
     let mut links: HashMap<(u64, u64), std::path::PathBuf> = HashMap::new();
     let mut dirs = Vec::new();
     for entry in walkdir::WalkDir::new(from).min_depth(1).sort_by_file_name() {
@@ -107,6 +113,17 @@ pub(crate) fn copy_tree(from: &Path, to: &Path) -> Result<(), StoreError> {
         let dest = to.join(rel);
         let m = entry.path().symlink_metadata().map_err(io(entry.path()))?;
         let ft = m.file_type();
+        if overwrite && let Ok(existing) = dest.symlink_metadata() {
+            if existing.is_dir() && ft.is_dir() {
+                dirs.push((dest, meta_of(entry.path(), &m)));
+                continue;
+            }
+            if existing.is_dir() {
+                fs::remove_dir_all(&dest).map_err(io(&dest))?;
+            } else {
+                fs::remove_file(&dest).map_err(io(&dest))?;
+            }
+        }
         if ft.is_dir() {
             fs::create_dir(&dest).map_err(io(&dest))?;
             dirs.push((dest, meta_of(entry.path(), &m)));

@@ -19,7 +19,8 @@ use kiln_snapshotter::Descriptor;
 
 use crate::graph::{Graph, VertexId};
 use crate::meta::{self, StageMeta, clean_abs, command_args};
-use crate::ops::{CopyOp, ExecMount, ExecOp, MkdirOp, Op};
+use crate::ops::chmod::Chmod;
+use crate::ops::{CopyOp, ExecMount, ExecOp, FilesOp, HttpOp, MkdirOp, Op};
 use crate::request::NetworkMode;
 
 /// The comment BuildKit writes on every history entry it makes.
@@ -961,59 +962,128 @@ impl Lowerer<'_> {
         stage: &str,
     ) -> Result<(), LowerError> {
         let keyword = if is_add { "ADD" } else { "COPY" };
-        let unsupported = |what: &str| {
-            LowerError::at(
-                span,
-                format!("{keyword} {what} is not supported by kiln yet"),
-            )
-            .hint("use COPY with local files for now")
-        };
-        if !copy.heredocs.is_empty() {
-            return Err(unsupported("with a heredoc"));
-        }
-        if copy.parents || !copy.excludes.is_empty() {
-            return Err(unsupported("--parents/--exclude"));
-        }
-        if is_add {
-            if copy.sources.iter().any(|s| is_url(s)) {
-                return Err(unsupported("from a URL"));
+        if let Some(url) = copy.sources.iter().find(|s| is_url(s)) {
+            if !is_add {
+                return Err(
+                    LowerError::at(span, format!("source can't be a URL for COPY: {url}"))
+                        .hint("use ADD to download a file, or RUN with wget/curl"),
+                );
             }
-        } else if let Some(url) = copy.sources.iter().find(|s| is_url(s)) {
-            return Err(
-                LowerError::at(span, format!("source can't be a URL for COPY: {url}"))
-                    .hint("use ADD to download a file, or RUN with wget/curl"),
-            );
+            if is_git(url) {
+                return Err(LowerError::at(
+                    span,
+                    format!("ADD of a git repository ({url}) is not supported by kiln yet"),
+                )
+                .hint("clone it in a RUN step, or pass it with --build-context NAME=DIR"));
+            }
+        }
+        if copy.checksum.is_some()
+            && (!is_add || copy.sources.len() != 1 || !is_url(&copy.sources[0]))
+        {
+            return Err(LowerError::at(
+                span,
+                if is_add {
+                    "checksum requires a single HTTP(S) source"
+                } else {
+                    "checksum can't be specified for COPY"
+                },
+            ));
         }
         let chmod = match &copy.chmod {
             None => None,
-            Some(text) => Some(
-                // The parser has checked the syntax; symbolic modes apply per file.
-                u32::from_str_radix(text, 8)
-                    .ok()
-                    .filter(|m| *m <= 0o7777)
-                    .ok_or_else(|| {
-                        LowerError::at(
-                            span,
-                            format!("symbolic --chmod={text} is not supported by kiln yet"),
-                        )
-                        .hint("write the mode in octal, e.g. --chmod=0755")
-                    })?,
-            ),
+            Some(text) => Some(Chmod::parse(text).map_err(|e| LowerError::at(span, e))?),
         };
-        let source_vertex = match &copy.from {
-            None => self.context_vertex(),
-            Some(from) => match self.stage_named(from, stage_index, span)? {
-                Some(index) => self.stage_fs(index, span)?,
-                None => self.image_vertex(from, span, stage)?.0,
-            },
+        let heredoc_sources: Vec<&String> = copy
+            .sources
+            .iter()
+            .filter(|s| s.starts_with("<<"))
+            .collect();
+        let (source_vertex, from_context, sources) = if !heredoc_sources.is_empty() {
+            if heredoc_sources.len() != copy.sources.len() {
+                return Err(LowerError::at(
+                    span,
+                    format!("{keyword} cannot mix heredocs and other sources in one instruction"),
+                )
+                .hint("split it into one COPY for the heredocs and one for the files"));
+            }
+            let mut files = Vec::new();
+            for heredoc in &copy.heredocs {
+                let content = if heredoc.expand {
+                    kiln_parser::expand::expand_heredoc(&heredoc.body, self.escape, &state.env)
+                        .map_err(|e| LowerError::at(span, e.to_string()))?
+                } else {
+                    heredoc.body.clone()
+                };
+                files.push((heredoc.name.clone(), content));
+            }
+            let names = files.iter().map(|(n, _)| n.clone()).collect();
+            let vertex = self.add(
+                Op::Files(FilesOp { files }),
+                Vec::new(),
+                Step {
+                    label: "[internal] heredoc files".to_owned(),
+                    span: Some(span),
+                    stage: stage.to_owned(),
+                },
+            );
+            (vertex, false, names)
+        } else if is_add && is_url(&copy.sources[0]) {
+            if copy.sources.len() != 1 {
+                return Err(
+                    LowerError::at(span, "kiln's ADD takes one URL per instruction")
+                        .hint("split the URLs into one ADD each"),
+                );
+            }
+            let url = copy.sources[0].clone();
+            let name = url_file_name(&url);
+            let vertex = self.add(
+                Op::Http(HttpOp {
+                    url: url.clone(),
+                    checksum: copy.checksum.clone(),
+                    name: name.clone(),
+                }),
+                Vec::new(),
+                Step {
+                    label: format!("[internal] download {url}"),
+                    span: Some(span),
+                    stage: stage.to_owned(),
+                },
+            );
+            (vertex, false, vec![name])
+        } else {
+            let vertex = match &copy.from {
+                None => self.context_vertex(),
+                Some(from) => match self.stage_named(from, stage_index, span)? {
+                    Some(index) => self.stage_fs(index, span)?,
+                    None => self.image_vertex(from, span, stage)?.0,
+                },
+            };
+            let mut sources = Vec::new();
+            for source in &copy.sources {
+                // `--parents` keeps the path below a `/./` pivot; the pivot itself is
+                // cleaned apart, since cleaning would drop the `.`.
+                let whole = if copy.parents {
+                    source.replacen("/./", "/", 1)
+                } else {
+                    source.clone()
+                };
+                let cleaned = crate::context::clean_context_path(&whole)
+                    .map_err(|e| LowerError::at(span, e.to_string()))?;
+                sources.push(cleaned);
+            }
+            (vertex, copy.from.is_none(), sources)
         };
-        let from_context = copy.from.is_none();
-        let mut sources = Vec::new();
-        for source in &copy.sources {
-            let cleaned = crate::context::clean_context_path(source)
-                .map_err(|e| LowerError::at(span, e.to_string()))?;
-            sources.push(cleaned);
-        }
+        let parents = copy.parents.then(|| {
+            copy.sources
+                .iter()
+                .map(|s| match s.split_once("/./") {
+                    Some((pivot, _)) => {
+                        crate::context::clean_context_path(pivot).unwrap_or_default()
+                    }
+                    None => String::new(),
+                })
+                .collect()
+        });
         let cwd = match state.image.config.working_dir.as_str() {
             "" => "/",
             dir => dir,
@@ -1027,26 +1097,55 @@ impl Lowerer<'_> {
             || copy.dest.ends_with("/.")
             || copy.dest == "."
             || copy.dest.is_empty();
+        // ADD unpacks local archives unless --unpack=false; remote files only on request.
+        let unpack = is_add
+            && copy.unpack.unwrap_or(!is_url(&copy.sources[0]))
+            && heredoc_sources.is_empty();
         let op = Op::Copy(CopyOp {
             sources,
             dest,
             dest_is_dir,
             chown: copy.chown.clone(),
             chmod,
-            excludes: Vec::new(),
+            excludes: copy.excludes.clone(),
             from_context,
+            parents,
+            unpack,
         });
-        state.fs = self.add(
-            op,
-            vec![state.fs, source_vertex],
-            Step {
-                label,
-                span: Some(span),
-                stage: stage.to_owned(),
-            },
-        );
+        let step = Step {
+            label,
+            span: Some(span),
+            stage: stage.to_owned(),
+        };
+        // --link copies onto nothing, so its result (and its cache) does not depend on
+        // what is below; a merge then puts it on top. BuildKit drops --link with --chmod.
+        state.fs = if copy.link && copy.chmod.is_none() {
+            let scratch = self.add(
+                Op::Scratch,
+                Vec::new(),
+                Step {
+                    label: "[internal] scratch".to_owned(),
+                    span: Some(span),
+                    stage: stage.to_owned(),
+                },
+            );
+            let linked = self.add(op, vec![scratch, source_vertex], step.clone());
+            self.add(
+                Op::Merge,
+                vec![state.fs, linked],
+                Step {
+                    label: format!("[internal] link {}", step.label),
+                    ..step
+                },
+            )
+        } else {
+            self.add(op, vec![state.fs, source_vertex], step)
+        };
         state.layers.push(LayerSource::Vertex(state.fs));
         let mut history = keyword.to_owned();
+        if copy.parents {
+            history.push_str(" --parents");
+        }
         if let Some(chown) = &copy.chown {
             history.push_str(&format!(" --chown={chown}"));
         }
@@ -1122,6 +1221,8 @@ impl Lowerer<'_> {
                                 chmod: None,
                                 excludes: Vec::new(),
                                 from_context: true,
+                                parents: None,
+                                unpack: false,
                             }),
                             vec![scratch, context],
                             Step {
@@ -1239,6 +1340,28 @@ impl Lowerer<'_> {
 
 fn is_url(source: &str) -> bool {
     source.starts_with("http://") || source.starts_with("https://") || source.starts_with("git@")
+}
+
+fn is_git(source: &str) -> bool {
+    source.starts_with("git@")
+        || source.contains(".git#")
+        || source.ends_with(".git")
+        || source.starts_with("git://")
+}
+
+/// The name a downloaded file gets: the URL path's last part, or `__unnamed__`.
+fn url_file_name(url: &str) -> String {
+    let path = url
+        .split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .split(['?', '#'])
+        .next()
+        .unwrap_or_default();
+    let path = path.split_once('/').map_or("", |(_, p)| p);
+    match path.rsplit('/').next() {
+        Some(name) if !name.is_empty() && name != "." && name != ".." => name.to_owned(),
+        _ => "__unnamed__".to_owned(),
+    }
 }
 
 /// The `--from` values an instruction reads (COPY only for now).

@@ -31,7 +31,7 @@ use crate::frontend::{LayerSource, Plan};
 use crate::graph::VertexId;
 use crate::layered_view::{LayeredView, ViewError};
 use crate::ops::copy::{CopyError, CopyFrom, CopyOptions, copy, ensure_dir};
-use crate::ops::{CopyOp, ExecMount, ExecOp, MkdirOp, Op};
+use crate::ops::{CopyOp, ExecMount, ExecOp, FilesOp, HttpOp, MkdirOp, Op, http};
 use crate::progress::{EventKind, Progress, Stream};
 use crate::request::{NetworkMode, SecretSource, SecretSpec, SshSpec};
 use crate::scheduler::{self, ScheduleError};
@@ -103,6 +103,9 @@ pub enum StepError {
         /// The `--ssh` id.
         id: String,
     },
+    /// A download (`ADD URL`) failed.
+    #[error("{0}")]
+    Download(String),
     /// The build was cancelled while this step ran.
     #[error("cancelled")]
     Cancelled,
@@ -182,6 +185,14 @@ struct Recorded {
     created: i64,
 }
 
+/// An `ADD URL`'s identity (its checksum, its validators or its content's digest) and,
+/// when finding it meant downloading, where the download is.
+#[derive(Debug, Clone)]
+struct Remote {
+    identity: String,
+    fetched: Option<(PathBuf, http::Fetched)>,
+}
+
 /// The content a COPY from the context reads: matched sources and their digest.
 #[derive(Debug, Clone)]
 struct ContextSources {
@@ -201,6 +212,8 @@ struct Shared {
     no_cache: bool,
     no_cache_stages: HashSet<String>,
     secrets: HashMap<String, SecretSource>,
+    /// What identifies each `ADD URL` before it is downloaded.
+    remote: HashMap<VertexId, Remote>,
     /// `--ssh` ids and the agent socket each forwards (none: given without a usable one).
     ssh: HashMap<String, Option<PathBuf>>,
 }
@@ -252,6 +265,20 @@ pub async fn solve(
         memo.save().map_err(|e| SolveError::bare(e.into()))?;
         (out, read)
     };
+    let mut remote = HashMap::new();
+    for &id in &needed {
+        if let Op::Http(op) = &plan.graph.vertex(id).op {
+            let found = remote_identity(&store, op).await.map_err(|error| {
+                let step = plan.steps.get(&id);
+                SolveError {
+                    label: step.map(|s| s.label.clone()),
+                    span: step.and_then(|s| s.span),
+                    error: Box::new(error),
+                }
+            })?;
+            remote.insert(id, found);
+        }
+    }
     let jobs = if options.jobs == 0 {
         // RUN steps mostly wait (on the network, on sleeps, on the disk), so twice the
         // cores keeps them busy without swamping them.
@@ -274,6 +301,7 @@ pub async fn solve(
             .iter()
             .map(|s| s.to_lowercase())
             .collect(),
+        remote,
         secrets: options
             .secrets
             .iter()
@@ -288,6 +316,12 @@ pub async fn solve(
         async move { run_vertex(shared, id, inputs).await }
     })
     .await;
+    // Downloads made to learn an identity and not used (a cache hit) go now.
+    for remote in shared.remote.values() {
+        if let Some((path, _)) = &remote.fetched {
+            let _ = std::fs::remove_file(path);
+        }
+    }
     match outcome {
         Ok(results) => Ok(Solved {
             results,
@@ -427,6 +461,9 @@ fn key_for(
         Op::Exec(_) => "exec",
         Op::Copy(_) => "copy",
         Op::Mkdir(_) => "mkdir",
+        Op::Files(_) => "files",
+        Op::Merge => "merge",
+        Op::Http(_) => "http",
     };
     let mut builder = KeyBuilder::new(kind);
     builder.json("op", op);
@@ -437,6 +474,9 @@ fn key_for(
     }
     if let Some(sources) = shared.context_sources.get(&id) {
         builder.part("content", &sources.digest);
+    }
+    if let Some(remote) = shared.remote.get(&id) {
+        builder.part("remote", remote.identity.as_bytes());
     }
     builder.finish()
 }
@@ -515,6 +555,17 @@ async fn run_vertex(
             let parent = inputs[0].snapshot.clone();
             blocking(move || run_mkdir(&shared2, &mkdir, parent)).await
         }
+        Op::Files(files) => {
+            let shared2 = Arc::clone(&shared);
+            let files = files.clone();
+            blocking(move || run_files(&shared2, &files)).await
+        }
+        Op::Merge => {
+            let shared2 = Arc::clone(&shared);
+            let (below, linked) = (inputs[0].snapshot.clone(), inputs[1].snapshot.clone());
+            blocking(move || run_merge(&shared2, below, linked)).await
+        }
+        Op::Http(op) => run_http(&shared, id, op).await,
         Op::Context { .. } | Op::Scratch => unreachable_op(),
     };
     drop(permit);
@@ -1216,10 +1267,25 @@ fn run_copy(
         .as_deref()
         .map(|spec| resolve_owner(spec, &dest_view))
         .transpose()?;
+    let excludes = if op.excludes.is_empty() {
+        None
+    } else {
+        Some(
+            kiln_parser::dockerignore::Matcher::new(&op.excludes).map_err(|e| {
+                StepError::Pattern {
+                    pattern: op.excludes.join(","),
+                    reason: e.to_string(),
+                }
+            })?,
+        )
+    };
     let options = CopyOptions {
         chown,
-        chmod: op.chmod,
+        chmod: op.chmod.clone(),
         dest_is_dir: op.dest_is_dir,
+        excludes,
+        parents: op.parents.clone(),
+        unpack: op.unpack,
     };
     let dest = if op.dest_is_dir && !op.dest.ends_with('/') {
         format!("{}/", op.dest)
@@ -1331,6 +1397,110 @@ fn run_mkdir(
         ensure_dir(dir, &LayeredView::new(layers), &op.path, owner)?;
         Ok(())
     })
+}
+
+fn run_files(shared: &Shared, op: &FilesOp) -> Result<Option<SnapshotId>, StepError> {
+    on_new_snapshot(shared, None, |dir, _| {
+        for (name, content) in &op.files {
+            let path = dir.join(name);
+            std::fs::write(&path, content).map_err(|e| io_err(&path, e))?;
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+                .map_err(|e| io_err(&path, e))?;
+        }
+        Ok(())
+    })
+}
+
+fn run_merge(
+    shared: &Shared,
+    below: Option<SnapshotId>,
+    linked: Option<SnapshotId>,
+) -> Result<Option<SnapshotId>, StepError> {
+    let Some(linked) = linked else {
+        return Ok(below);
+    };
+    let active = shared.store.snapshots().prepare(below.as_ref())?;
+    match shared.store.snapshots().apply_diff(&active, &linked) {
+        Ok(()) => Ok(Some(shared.store.snapshots().commit(active)?)),
+        Err(e) => {
+            let _ = shared.store.snapshots().remove(active.id());
+            Err(e.into())
+        }
+    }
+}
+
+/// Finds what identifies an `ADD URL` now: its `--checksum`, else the server's
+/// validators, else (a server that sends none) the digest of a download made now and
+/// kept for the step.
+async fn remote_identity(store: &Store, op: &HttpOp) -> Result<Remote, StepError> {
+    if let Some(checksum) = &op.checksum {
+        return Ok(Remote {
+            identity: format!("checksum={checksum}"),
+            fetched: None,
+        });
+    }
+    let http_err = |e: http::HttpError| StepError::Download(e.to_string());
+    if let Some(validators) = http::validators(&op.url).await.map_err(http_err)? {
+        return Ok(Remote {
+            identity: validators,
+            fetched: None,
+        });
+    }
+    let dir = store.tmp_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+    let path = dir.join(format!(
+        "download-{}",
+        &blake3::hash(format!("{}{:?}", op.url, SystemTime::now()).as_bytes()).to_hex()[..16]
+    ));
+    let fetched = http::fetch(&op.url, &path).await.map_err(http_err)?;
+    Ok(Remote {
+        identity: format!("content={}", fetched.digest),
+        fetched: Some((path, fetched)),
+    })
+}
+
+async fn run_http(
+    shared: &Shared,
+    id: VertexId,
+    op: &HttpOp,
+) -> Result<Option<SnapshotId>, StepError> {
+    let active = shared.store.snapshots().prepare(None)?;
+    let path = shared.store.snapshots().diff_dir(&active).join(&op.name);
+    let result = async {
+        let fetched = match shared.remote.get(&id).and_then(|r| r.fetched.clone()) {
+            Some((temp, fetched)) => {
+                std::fs::rename(&temp, &path).map_err(|e| io_err(&path, e))?;
+                fetched
+            }
+            None => http::fetch(&op.url, &path)
+                .await
+                .map_err(|e| StepError::Download(e.to_string()))?,
+        };
+        if let Some(expected) = &op.checksum
+            && *expected != fetched.digest
+        {
+            return Err(StepError::Download(format!(
+                "{}: checksum mismatch: expected {expected}, the download is {}",
+                op.url, fetched.digest
+            )));
+        }
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(|e| io_err(&path, e))?;
+        let time =
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(fetched.modified.max(0) as u64);
+        std::fs::File::open(&path)
+            .and_then(|f| f.set_modified(time))
+            .map_err(|e| io_err(&path, e))?;
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => Ok(Some(shared.store.snapshots().commit(active)?)),
+        Err(e) => {
+            let _ = shared.store.snapshots().remove(active.id());
+            Err(e)
+        }
+    }
 }
 
 /// Writes the result's layers, config and manifest into the store (nothing is tagged).

@@ -17,8 +17,11 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use kiln_parser::dockerignore::Matcher;
+
 use crate::context::{ContextTree, EntryKind};
 use crate::layered_view::{LayeredView, ViewError};
+use crate::ops::chmod::Chmod;
 
 /// An error copying.
 #[derive(Debug, thiserror::Error)]
@@ -64,11 +67,18 @@ pub enum CopyFrom<'a> {
 pub struct CopyOptions {
     /// `--chown`, resolved to numbers.
     pub chown: Option<(u32, u32)>,
-    /// `--chmod`: permission bits for every copied file and directory.
-    pub chmod: Option<u32>,
+    /// `--chmod`, for every copied file and directory.
+    pub chmod: Option<Chmod>,
     /// The destination is a directory to copy into (it ends with `/`, or there are
     /// several sources).
     pub dest_is_dir: bool,
+    /// `--exclude` patterns, matched against paths relative to each copied directory.
+    pub excludes: Option<Matcher>,
+    /// `--parents`: the pivots (path prefixes not recreated under the destination); a
+    /// source's path below its longest matching pivot is kept.
+    pub parents: Option<Vec<String>>,
+    /// `ADD`: extract a source that is a tar archive into the destination.
+    pub unpack: bool,
 }
 
 /// One entry of a source tree, wherever it lives.
@@ -190,13 +200,47 @@ pub fn copy(
     let created_owner = options.chown.unwrap_or((0, 0));
     for source in sources {
         let (rel, entry) = from.top(source)?;
-        let dest_resolved = view.resolve(dest, true)?;
+        if let Some(excludes) = &options.excludes
+            && excludes.matches(source).unwrap_or(false)
+        {
+            continue;
+        }
+        // --parents: the source's own path (below its pivot) is recreated under dest.
+        let (dest, into_dir) = match &options.parents {
+            Some(pivots) => {
+                let below = pivots
+                    .iter()
+                    .filter(|p| {
+                        p.is_empty() || source == *p || source.starts_with(&format!("{p}/"))
+                    })
+                    .max_by_key(|p| p.len())
+                    .map_or(source.as_str(), |p| {
+                        source[p.len()..].trim_start_matches('/')
+                    });
+                (format!("{}/{below}", dest.trim_end_matches('/')), false)
+            }
+            None => (dest.to_owned(), into_dir),
+        };
+        let dest_resolved = view.resolve(&dest, true)?;
         let dest_is_existing_dir = view
             .lstat(&dest_resolved)?
             .is_some_and(|found| found.meta.is_dir());
         if entry.meta.is_dir() {
             ensure_dir(diff_dir, &view, &dest_resolved, created_owner)?;
-            copy_children(from, &rel, diff_dir, &dest_resolved, options)?;
+            copy_children(from, &rel, &rel, diff_dir, &dest_resolved, options)?;
+        } else if options.unpack
+            && entry.meta.is_file()
+            && kiln_snapshotter::layer_in::is_tar_archive(&entry.host)
+        {
+            ensure_dir(diff_dir, &view, &dest_resolved, created_owner)?;
+            let file = fs::File::open(&entry.host).map_err(io_err(&entry.host))?;
+            let root = host_path(diff_dir, &dest_resolved);
+            kiln_snapshotter::layer_in::extract_archive(file, &root, options.chown).map_err(
+                |e| CopyError::Io {
+                    path: entry.host.clone(),
+                    source: io::Error::other(e.to_string()),
+                },
+            )?;
         } else {
             let target = if into_dir || dest_is_existing_dir {
                 let name = rel.rsplit('/').next().unwrap_or(&rel);
@@ -218,6 +262,7 @@ pub fn copy(
 
 fn copy_children(
     from: &CopyFrom<'_>,
+    top: &str,
     rel: &str,
     diff_dir: &Path,
     dest: &str,
@@ -229,11 +274,19 @@ fn copy_children(
         } else {
             format!("{rel}/{name}")
         };
+        if let Some(excludes) = &options.excludes {
+            let inside = child_rel
+                .strip_prefix(top)
+                .map_or(child_rel.as_str(), |r| r.trim_start_matches('/'));
+            if excludes.matches(inside).unwrap_or(false) {
+                continue;
+            }
+        }
         let child_dest = format!("{}/{name}", dest.trim_end_matches('/'));
         if entry.meta.is_dir() {
             let host = host_path(diff_dir, &child_dest);
             replace_with_dir(&host)?;
-            copy_children(from, &child_rel, diff_dir, &child_dest, options)?;
+            copy_children(from, top, &child_rel, diff_dir, &child_dest, options)?;
             apply_meta(from, &entry, &host, options)?;
         } else {
             copy_entry(from, &entry, diff_dir, &child_dest, options)?;
@@ -281,8 +334,8 @@ fn apply_meta(
     if entry.meta.file_type().is_symlink() {
         return Ok(());
     }
-    let mode = match options.chmod {
-        Some(bits) => bits & 0o7777,
+    let mode = match &options.chmod {
+        Some(chmod) => chmod.apply(entry.meta.mode(), entry.meta.is_dir()) & 0o7777,
         None => entry.meta.mode() & 0o7777,
     };
     // chown clears setuid/setgid bits, so the mode is set after it.
@@ -557,7 +610,7 @@ mod tests {
             "/out",
             CopyOptions {
                 chown: Some((1000, 1001)),
-                chmod: Some(0o700),
+                chmod: Some(Chmod::Bits(0o700)),
                 dest_is_dir: false,
             },
         );

@@ -6,7 +6,9 @@
 //! key. What only labels a step (its Dockerfile line, its progress name) lives on the
 //! vertex, not here.
 
+pub mod chmod;
 pub mod copy;
+pub mod http;
 
 use serde::Serialize;
 
@@ -37,6 +39,31 @@ pub enum Op {
     Copy(CopyOp),
     /// A directory made on input 0 (`WORKDIR`).
     Mkdir(MkdirOp),
+    /// Small files made from the Dockerfile's text (`COPY <<EOF`), on nothing.
+    Files(FilesOp),
+    /// A file downloaded (`ADD https://...`), on nothing.
+    Http(HttpOp),
+    /// Input 1's own changes put on top of input 0 (`COPY --link`): input 1 was built on
+    /// nothing, so its cache survives any change below.
+    Merge,
+}
+
+/// `ADD URL`: one file, named `name`, at the root of an empty tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HttpOp {
+    /// The URL.
+    pub url: String,
+    /// `--checksum=sha256:...`, verified after the download.
+    pub checksum: Option<String>,
+    /// The file's name: the URL path's last part.
+    pub name: String,
+}
+
+/// `COPY <<EOF`: the heredocs, as files at the root of an empty tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FilesOp {
+    /// Name (the heredoc's delimiter) and content, in order.
+    pub files: Vec<(String, String)>,
 }
 
 /// `RUN`: what runs, as whom, where.
@@ -161,8 +188,14 @@ pub struct CopyOp {
     pub dest_is_dir: bool,
     /// `--chown` as written (names are resolved against the destination's files).
     pub chown: Option<String>,
-    /// `--chmod` bits.
-    pub chmod: Option<u32>,
+    /// `--chmod`.
+    pub chmod: Option<chmod::Chmod>,
+    /// `--parents`: for each source, the part of its path not recreated under the
+    /// destination (empty: the whole path is kept); none without `--parents`.
+    pub parents: Option<Vec<String>>,
+    /// `ADD`: a source that is a tar archive (plain or compressed) is extracted into the
+    /// destination instead of copied.
+    pub unpack: bool,
     /// Patterns left out (`--exclude`).
     pub excludes: Vec<String>,
     /// Input 1 is a build context (files become `0:0`, globs match its scan), not a
@@ -188,5 +221,16 @@ pub fn describe(op: &Op) -> String {
         Op::Exec(exec) => format!("RUN {}", exec.argv.join(" ")),
         Op::Copy(copy) => format!("COPY {} {}", copy.sources.join(" "), copy.dest),
         Op::Mkdir(mkdir) => format!("WORKDIR {}", mkdir.path),
+        Op::Files(files) => format!(
+            "make {}",
+            files
+                .files
+                .iter()
+                .map(|(name, _)| name.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        Op::Merge => "merge".to_owned(),
+        Op::Http(http) => format!("download {}", http.url),
     }
 }
