@@ -132,6 +132,25 @@ pub struct LowerOptions {
     pub network: NetworkMode,
     /// `--allow` entitlements (`network.host`).
     pub allow: Vec<String>,
+    /// `--build-context`s, by name: they stand in for a stage or image of that name in
+    /// FROM, `COPY --from` and `RUN --mount=from=`.
+    pub named_contexts: BTreeMap<String, NamedSource>,
+}
+
+/// What a `--build-context` names, once the cli has resolved it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedSource {
+    /// A directory, read in place like the main context (its tree is scanned by name).
+    Dir,
+    /// An image (a reference for the store or a registry).
+    Image(String),
+}
+
+/// Where `--from` (or a FROM) reads.
+enum FromSource {
+    Context(String),
+    Stage(usize),
+    Image(String),
 }
 
 /// A base image as the store (or a registry) resolved it.
@@ -216,6 +235,7 @@ enum Base {
     Scratch,
     Stage(usize),
     Image(String),
+    Context(String),
 }
 
 struct Lowerer<'a> {
@@ -227,7 +247,7 @@ struct Lowerer<'a> {
     base_images: Vec<BaseImage>,
     image_vertices: HashMap<VertexId, usize>,
     images_by_ref: HashMap<String, VertexId>,
-    context: Option<VertexId>,
+    contexts: HashMap<String, VertexId>,
     stage_results: HashMap<usize, VertexId>,
     global_env: Vec<(String, String)>,
     used_args: BTreeSet<String>,
@@ -259,7 +279,7 @@ pub fn lower(
         base_images: Vec::new(),
         image_vertices: HashMap::new(),
         images_by_ref: HashMap::new(),
-        context: None,
+        contexts: HashMap::new(),
         stage_results: HashMap::new(),
         global_env: Vec::new(),
         used_args: BTreeSet::new(),
@@ -470,6 +490,13 @@ impl Lowerer<'_> {
                 )
                 .hint("give the ARG a default before the first FROM, or pass --build-arg"));
             }
+            if let Some(named) = self.options.named_contexts.get(&image) {
+                out.push(match named {
+                    NamedSource::Dir => Base::Context(image.clone()),
+                    NamedSource::Image(reference) => Base::Image(reference.clone()),
+                });
+                continue;
+            }
             let earlier = self.file.stages[..stage.index]
                 .iter()
                 .find(|s| s.name.as_deref() == Some(image.as_str()));
@@ -549,7 +576,9 @@ impl Lowerer<'_> {
             }
             for instruction in &self.file.stages[index].instructions {
                 for from in froms(instruction) {
-                    if let Some(dep) = self.stage_named(&from, index, instruction.span)? {
+                    if let FromSource::Stage(dep) =
+                        self.from_source(&from, index, instruction.span)?
+                    {
                         stack.push(dep);
                     }
                 }
@@ -603,23 +632,77 @@ impl Lowerer<'_> {
         Ok((vertex, index))
     }
 
-    fn context_vertex(&mut self) -> VertexId {
-        if let Some(v) = self.context {
+    fn context_vertex(&mut self, name: &str) -> VertexId {
+        if let Some(&v) = self.contexts.get(name) {
             return v;
         }
         let v = self.add(
             Op::Context {
-                name: "context".to_owned(),
+                name: name.to_owned(),
             },
             Vec::new(),
             Step {
-                label: "[internal] load build context".to_owned(),
+                label: format!("[internal] load build context {name}")
+                    .replace(" context context", " context"),
                 span: None,
                 stage: String::new(),
             },
         );
-        self.context = Some(v);
+        self.contexts.insert(name.to_owned(), v);
         v
+    }
+
+    /// A copy of part of a context (`source`, cleaned) onto nothing: how a context
+    /// becomes a tree that a stage or a bind mount can stand on.
+    fn context_tree(&mut self, name: &str, source: &str, span: Span) -> VertexId {
+        let scratch = self.add(
+            Op::Scratch,
+            Vec::new(),
+            Step {
+                label: "[internal] scratch".to_owned(),
+                span: Some(span),
+                stage: String::new(),
+            },
+        );
+        let context = self.context_vertex(name);
+        self.add(
+            Op::Copy(CopyOp {
+                sources: vec![source.to_owned()],
+                dest: "/".to_owned(),
+                dest_is_dir: true,
+                chown: None,
+                chmod: None,
+                excludes: Vec::new(),
+                context: Some(name.to_owned()),
+                parents: None,
+                unpack: false,
+            }),
+            vec![scratch, context],
+            Step {
+                label: format!("[internal] context {name}:/{source}"),
+                span: Some(span),
+                stage: String::new(),
+            },
+        )
+    }
+
+    /// What a `--from` names: a named context, a stage (by name or index), or an image.
+    fn from_source(
+        &self,
+        from: &str,
+        current: usize,
+        span: Span,
+    ) -> Result<FromSource, LowerError> {
+        if let Some(named) = self.options.named_contexts.get(from) {
+            return Ok(match named {
+                NamedSource::Dir => FromSource::Context(from.to_owned()),
+                NamedSource::Image(reference) => FromSource::Image(reference.clone()),
+            });
+        }
+        Ok(match self.stage_named(from, current, span)? {
+            Some(index) => FromSource::Stage(index),
+            None => FromSource::Image(from.to_owned()),
+        })
     }
 
     fn scratch_image(&self) -> ImageConfig {
@@ -712,6 +795,21 @@ impl Lowerer<'_> {
                     fs,
                     layers,
                 };
+            }
+            Base::Context(name) => {
+                let fs = self.context_tree(name, "", stage.span);
+                state = StageState {
+                    index,
+                    name: name.clone(),
+                    image: self.scratch_image(),
+                    meta: StageMeta::default(),
+                    env: Vec::new(),
+                    args: Vec::new(),
+                    fs,
+                    layers: vec![LayerSource::Vertex(fs)],
+                };
+                state.name = self.stage_name(index);
+                triggers = Vec::new();
             }
             Base::Stage(parent) => {
                 let Some(parent) = states[*parent].clone() else {
@@ -998,7 +1096,7 @@ impl Lowerer<'_> {
             .iter()
             .filter(|s| s.starts_with("<<"))
             .collect();
-        let (source_vertex, from_context, sources) = if !heredoc_sources.is_empty() {
+        let (source_vertex, context, sources) = if !heredoc_sources.is_empty() {
             if heredoc_sources.len() != copy.sources.len() {
                 return Err(LowerError::at(
                     span,
@@ -1026,7 +1124,7 @@ impl Lowerer<'_> {
                     stage: stage.to_owned(),
                 },
             );
-            (vertex, false, names)
+            (vertex, None, names)
         } else if is_add && is_url(&copy.sources[0]) {
             if copy.sources.len() != 1 {
                 return Err(
@@ -1049,14 +1147,18 @@ impl Lowerer<'_> {
                     stage: stage.to_owned(),
                 },
             );
-            (vertex, false, vec![name])
+            (vertex, None, vec![name])
         } else {
-            let vertex = match &copy.from {
-                None => self.context_vertex(),
-                Some(from) => match self.stage_named(from, stage_index, span)? {
-                    Some(index) => self.stage_fs(index, span)?,
-                    None => self.image_vertex(from, span, stage)?.0,
-                },
+            let source = match &copy.from {
+                None => FromSource::Context("context".to_owned()),
+                Some(from) => self.from_source(from, stage_index, span)?,
+            };
+            let (vertex, context) = match source {
+                FromSource::Context(name) => (self.context_vertex(&name), Some(name)),
+                FromSource::Stage(index) => (self.stage_fs(index, span)?, None),
+                FromSource::Image(reference) => {
+                    (self.image_vertex(&reference, span, stage)?.0, None)
+                }
             };
             let mut sources = Vec::new();
             for source in &copy.sources {
@@ -1071,7 +1173,7 @@ impl Lowerer<'_> {
                     .map_err(|e| LowerError::at(span, e.to_string()))?;
                 sources.push(cleaned);
             }
-            (vertex, copy.from.is_none(), sources)
+            (vertex, context, sources)
         };
         let parents = copy.parents.then(|| {
             copy.sources
@@ -1108,7 +1210,7 @@ impl Lowerer<'_> {
             chown: copy.chown.clone(),
             chmod,
             excludes: copy.excludes.clone(),
-            from_context,
+            context,
             parents,
             unpack,
         });
@@ -1198,48 +1300,28 @@ impl Lowerer<'_> {
             "bind" => {
                 let source = mount.get(&["source", "src"]).unwrap_or("/");
                 let from = mount.get(&["from"]);
-                let (input, from_context, source) = match from {
-                    None => {
+                let resolved = match from {
+                    None => FromSource::Context("context".to_owned()),
+                    Some(from) => self.from_source(from, stage_index, span)?,
+                };
+                let (input, context, source) = match resolved {
+                    FromSource::Context(name) => {
                         let cleaned = crate::context::clean_context_path(source)
                             .map_err(|e| LowerError::at(span, e.to_string()))?;
-                        let scratch = self.add(
-                            Op::Scratch,
-                            Vec::new(),
-                            Step {
-                                label: "[internal] scratch".to_owned(),
-                                span: Some(span),
-                                stage: String::new(),
-                            },
-                        );
-                        let context = self.context_vertex();
-                        let copy = self.add(
-                            Op::Copy(CopyOp {
-                                sources: vec![cleaned.clone()],
-                                dest: "/".to_owned(),
-                                dest_is_dir: true,
-                                chown: None,
-                                chmod: None,
-                                excludes: Vec::new(),
-                                from_context: true,
-                                parents: None,
-                                unpack: false,
-                            }),
-                            vec![scratch, context],
-                            Step {
-                                label: format!("[internal] context for --mount source={source}"),
-                                span: Some(span),
-                                stage: String::new(),
-                            },
-                        );
-                        (copy, true, cleaned)
+                        (
+                            self.context_tree(&name, &cleaned, span),
+                            Some(name),
+                            cleaned,
+                        )
                     }
-                    Some(from) => {
-                        let vertex = match self.stage_named(from, stage_index, span)? {
-                            Some(index) => self.stage_fs(index, span)?,
-                            None => self.image_vertex(from, span, "")?.0,
-                        };
-                        (vertex, false, clean_abs(source))
+                    FromSource::Stage(index) => {
+                        (self.stage_fs(index, span)?, None, clean_abs(source))
                     }
+                    FromSource::Image(reference) => (
+                        self.image_vertex(&reference, span, "")?.0,
+                        None,
+                        clean_abs(source),
+                    ),
                 };
                 inputs.push(input);
                 ExecMount::Bind {
@@ -1247,7 +1329,7 @@ impl Lowerer<'_> {
                     source,
                     target: target.unwrap_or_else(|| cwd.to_owned()),
                     rw: flag(&["rw", "readwrite"]),
-                    from_context,
+                    context,
                 }
             }
             "cache" => {

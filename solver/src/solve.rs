@@ -204,7 +204,7 @@ struct Shared {
     store: Store,
     index: CacheIndex,
     plan: Arc<Plan>,
-    context: Option<Arc<ContextTree>>,
+    contexts: HashMap<String, Arc<ContextTree>>,
     context_sources: HashMap<VertexId, ContextSources>,
     progress: Progress,
     jobs: Semaphore,
@@ -233,7 +233,7 @@ pub async fn solve(
     plan: Arc<Plan>,
     store: Store,
     index_path: PathBuf,
-    context: Option<Arc<ContextTree>>,
+    contexts: HashMap<String, Arc<ContextTree>>,
     options: &SolveOptions,
     progress: Progress,
     cancel: Cancel,
@@ -245,10 +245,12 @@ pub async fn solve(
         let mut out = HashMap::new();
         for &id in &needed {
             if let Op::Copy(op) = &plan.graph.vertex(id).op
-                && op.from_context
+                && let Some(name) = &op.context
             {
-                let tree = context.as_deref().ok_or_else(|| {
-                    SolveError::bare(StepError::Internal("COPY without a context".to_owned()))
+                let tree = contexts.get(name).ok_or_else(|| {
+                    SolveError::bare(StepError::Internal(format!(
+                        "COPY from the context {name}, which was not read"
+                    )))
                 })?;
                 let sources = context_sources(tree, op, &memo, options).map_err(|error| {
                     let step = plan.steps.get(&id);
@@ -290,7 +292,7 @@ pub async fn solve(
         store,
         index,
         plan: Arc::clone(&plan),
-        context,
+        contexts,
         context_sources,
         progress,
         jobs: Semaphore::new(jobs),
@@ -863,11 +865,11 @@ impl Extras {
                     source,
                     target,
                     rw,
-                    from_context,
+                    context,
                 } => {
                     let snapshot = inputs.get(*input).and_then(|d| d.snapshot.clone());
-                    let rel = if *from_context {
-                        context_mount_source(shared, source)
+                    let rel = if let Some(name) = context {
+                        context_mount_source(shared, name, source)
                     } else {
                         source.clone()
                     };
@@ -1164,8 +1166,8 @@ fn io_err(path: &std::path::Path, source: std::io::Error) -> StepError {
 
 /// Where a bind from the context lands in the copy made of it: a directory's contents
 /// are the copy's root, a file keeps its name.
-fn context_mount_source(shared: &Shared, source: &str) -> String {
-    let Some(tree) = shared.context.as_deref() else {
+fn context_mount_source(shared: &Shared, context: &str, source: &str) -> String {
+    let Some(tree) = shared.contexts.get(context) else {
         return "/".to_owned();
     };
     let followed = follow_in_context(tree, source);
@@ -1293,11 +1295,11 @@ fn run_copy(
         op.dest.clone()
     };
     on_new_snapshot(shared, inputs[0].snapshot.as_ref(), |dir, below| {
-        if op.from_context {
+        if let Some(name) = &op.context {
             let tree = shared
-                .context
-                .as_deref()
-                .ok_or_else(|| StepError::Internal("COPY without a context".to_owned()))?;
+                .contexts
+                .get(name)
+                .ok_or_else(|| StepError::Internal(format!("no build context {name}")))?;
             let sources = shared
                 .context_sources
                 .get(&id)

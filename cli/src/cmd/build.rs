@@ -1,6 +1,6 @@
 //! `kiln build`: flags -> lowering -> solve -> image in the store, with progress.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,10 +12,12 @@ use kiln_parser::dockerignore::{self, Matcher};
 use kiln_snapshotter::Store;
 use kiln_solver::cancel::Cancel;
 use kiln_solver::context::ContextTree;
-use kiln_solver::frontend::{self, BaseImage, LowerOptions, Platform};
+use kiln_solver::frontend::{self, BaseImage, LowerOptions, NamedSource, Platform};
 use kiln_solver::ops::Op;
 use kiln_solver::progress::Progress;
-use kiln_solver::request::{NetworkMode, SecretSpec, SshSpec, parse_key_value};
+use kiln_solver::request::{
+    NamedContext, NetworkMode, SecretSpec, SshSpec, parse_build_context, parse_key_value,
+};
 use kiln_solver::solve::{self, SolveError, SolveOptions, StepError};
 
 use crate::args::GlobalArgs;
@@ -80,6 +82,10 @@ pub(crate) struct BuildArgs {
     /// Allow an extra privilege: network.host
     #[arg(long, value_name = "ENTITLEMENT")]
     pub(crate) allow: Vec<String>,
+    /// An extra named context: NAME=DIR, NAME=docker-image://REF or
+    /// NAME=oci-layout://PATH[:TAG] (repeatable)
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    pub(crate) build_context: Vec<String>,
 }
 
 /// A failure already shown to the user; the process exits 1.
@@ -253,6 +259,11 @@ pub(crate) fn build(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<Exit
             args.context.display()
         );
     }
+    let mut named = BTreeMap::new();
+    for value in &args.build_context {
+        let (name, context) = parse_build_context(value)?;
+        named.insert(name, context);
+    }
     let dockerfile = read_dockerfile(&args)?;
     let parsed = match kiln_parser::parse(&dockerfile.text) {
         Ok(parsed) => parsed,
@@ -261,8 +272,39 @@ pub(crate) fn build(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<Exit
             return Err(Reported.into());
         }
     };
+    if let Some(syntax) = &parsed.directives.syntax {
+        // kiln is its own Dockerfile frontend: the directive is noted, never fetched.
+        let image = syntax.split(['@', ':']).next().unwrap_or_default();
+        if !matches!(image, "docker/dockerfile" | "docker.io/docker/dockerfile") {
+            eprintln!(
+                "warning: # syntax={syntax} asks for another frontend; kiln builds the file with its own Dockerfile frontend"
+            );
+        }
+    }
     let store = crate::cmd::store::open_store(global)?;
     let runtime = crate::cmd::registry::runtime()?;
+    let mut named_contexts = BTreeMap::new();
+    let mut context_dirs: BTreeMap<String, PathBuf> = BTreeMap::new();
+    context_dirs.insert("context".to_owned(), args.context.clone());
+    for (name, context) in &named {
+        let source = match context {
+            NamedContext::Dir(dir) => {
+                if !dir.is_dir() {
+                    bail!("--build-context {name}={}: not a directory", dir.display());
+                }
+                context_dirs.insert(name.clone(), dir.clone());
+                NamedSource::Dir
+            }
+            NamedContext::Image(reference) => NamedSource::Image(reference.clone()),
+            NamedContext::OciLayout(layout) => {
+                NamedSource::Image(import_oci_layout(&store, name, layout)?)
+            }
+            NamedContext::Url(url) => bail!(
+                "--build-context {name}={url}: git and https contexts are not supported by kiln yet; clone or download it and pass the directory"
+            ),
+        };
+        named_contexts.insert(name.clone(), source);
+    }
     let options = LowerOptions {
         build_args,
         target: args.target.clone(),
@@ -270,6 +312,7 @@ pub(crate) fn build(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<Exit
         labels,
         network,
         allow: args.allow.clone(),
+        named_contexts,
     };
     let pull = args.pull;
     let mut resolve = |reference: &str| -> Result<BaseImage, String> {
@@ -305,19 +348,37 @@ pub(crate) fn build(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<Exit
         eprintln!("warning: build argument {arg:?} was given but no ARG in the build uses it");
     }
     let plan = Arc::new(plan);
-    let needs_context = plan
+    let needed_contexts: Vec<String> = plan
         .graph
         .needed_for(&[plan.target])
         .iter()
-        .any(|&v| matches!(plan.graph.vertex(v).op, Op::Context { .. }));
+        .filter_map(|&v| match &plan.graph.vertex(v).op {
+            Op::Context { name } => Some(name.clone()),
+            _ => None,
+        })
+        .collect();
     let ignore = ignore_matcher(&args.context, &dockerfile)?;
-    let context = if needs_context {
-        let tree = ContextTree::scan(&args.context, &ignore)
-            .with_context(|| format!("read the build context {}", args.context.display()))?;
-        Some(Arc::new(tree))
-    } else {
-        None
-    };
+    let mut contexts = HashMap::new();
+    for name in needed_contexts {
+        let Some(dir) = context_dirs.get(&name) else {
+            continue;
+        };
+        let matcher = if name == "context" {
+            ignore.clone()
+        } else {
+            ignore_matcher(
+                dir,
+                &Dockerfile {
+                    name: String::new(),
+                    text: String::new(),
+                    path: None,
+                },
+            )?
+        };
+        let tree = ContextTree::scan(dir, &matcher)
+            .with_context(|| format!("read the build context {}", dir.display()))?;
+        contexts.insert(name, Arc::new(tree));
+    }
     let solve_options = SolveOptions {
         no_cache: args.no_cache,
         no_cache_stages: args.no_cache_filter.clone(),
@@ -344,7 +405,7 @@ pub(crate) fn build(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<Exit
             Arc::clone(&plan),
             store.clone(),
             index_path.clone(),
-            context,
+            contexts,
             &solve_options,
             sender,
             cancel.clone(),
@@ -449,4 +510,71 @@ fn report_failure(e: &SolveError, dockerfile: &Dockerfile) {
         }
     }
     eprint!("{text}");
+}
+
+/// Copies the image an OCI layout names (`PATH`, `PATH:TAG` or `PATH@DIGEST`; the only
+/// image when none is named) into the store, and returns the name it is tagged with.
+fn import_oci_layout(store: &Store, name: &str, layout: &str) -> anyhow::Result<String> {
+    let (path, wanted) = match (layout.rsplit_once('@'), layout.rsplit_once(':')) {
+        (Some((path, digest)), _) => (path, Some(digest.to_owned())),
+        (None, Some((path, tag))) if !tag.contains('/') => (path, Some(tag.to_owned())),
+        _ => (layout, None),
+    };
+    let dir = Path::new(path);
+    let index_path = dir.join("index.json");
+    let index: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&index_path)
+            .with_context(|| format!("--build-context {name}: read {}", index_path.display()))?,
+    )
+    .with_context(|| format!("{} is not an OCI index", index_path.display()))?;
+    let manifests = index["manifests"].as_array().cloned().unwrap_or_default();
+    let chosen = manifests
+        .iter()
+        .find(|m| match &wanted {
+            Some(w) if w.starts_with("sha256:") => m["digest"] == w.as_str(),
+            Some(w) => m["annotations"]["org.opencontainers.image.ref.name"] == w.as_str(),
+            None => true,
+        })
+        .with_context(|| {
+            format!(
+                "--build-context {name}: {layout} names no image in {}",
+                index_path.display()
+            )
+        })?;
+    let manifest_digest = chosen["digest"].as_str().unwrap_or_default().to_owned();
+    let blob = |digest: &str| dir.join("blobs").join(digest.replace(':', "/"));
+    let copy_blob = |digest: &str| -> anyhow::Result<()> {
+        let parsed = kiln_snapshotter::Digest::parse(digest)
+            .with_context(|| format!("bad digest {digest} in {layout}"))?;
+        if store.content().exists(&parsed) {
+            return Ok(());
+        }
+        let mut file = std::fs::File::open(blob(digest))
+            .with_context(|| format!("{layout}: blob {digest} is missing"))?;
+        let mut writer = store.content().writer()?;
+        std::io::copy(&mut file, &mut writer)?;
+        writer.commit(Some(&parsed))?;
+        Ok(())
+    };
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob(&manifest_digest))?)
+            .with_context(|| format!("{layout}: manifest {manifest_digest} is not JSON"))?;
+    copy_blob(&manifest_digest)?;
+    copy_blob(manifest["config"]["digest"].as_str().unwrap_or_default())?;
+    for layer in manifest["layers"].as_array().cloned().unwrap_or_default() {
+        copy_blob(layer["digest"].as_str().unwrap_or_default())?;
+    }
+    let tag = format!("kiln-context/{}:latest", name.to_lowercase());
+    let descriptor = kiln_snapshotter::Descriptor {
+        media_type: chosen["mediaType"]
+            .as_str()
+            .unwrap_or(kiln_exporter::image::OCI_MANIFEST)
+            .to_owned(),
+        digest: kiln_snapshotter::Digest::parse(&manifest_digest)
+            .with_context(|| format!("bad digest {manifest_digest}"))?,
+        size: chosen["size"].as_u64().unwrap_or(0),
+        annotations: BTreeMap::new(),
+    };
+    store.tags().tag(&tag, descriptor)?;
+    Ok(tag)
 }

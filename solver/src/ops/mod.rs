@@ -98,9 +98,9 @@ pub enum ExecMount {
         target: String,
         /// Writable, with changes discarded.
         rw: bool,
-        /// The input is a copy of part of the build context (`source` is the path in
+        /// The input is a copy of part of this build context (`source` is the path in
         /// the context; a directory's contents are the copy's root).
-        from_context: bool,
+        context: Option<String>,
     },
     /// A persistent cache directory, kept in the store across builds.
     Cache {
@@ -198,9 +198,9 @@ pub struct CopyOp {
     pub unpack: bool,
     /// Patterns left out (`--exclude`).
     pub excludes: Vec<String>,
-    /// Input 1 is a build context (files become `0:0`, globs match its scan), not a
+    /// Input 1 is this build context (files become `0:0`, globs match its scan), not a
     /// stage or image (owners kept).
-    pub from_context: bool,
+    pub context: Option<String>,
 }
 
 /// `WORKDIR`: make a directory (and its parents).
