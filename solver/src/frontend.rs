@@ -222,6 +222,8 @@ pub struct Plan {
 #[derive(Clone)]
 struct StageState {
     index: usize,
+    /// The platform the stage builds for (`FROM --platform`, else the target's).
+    platform: Platform,
     name: String,
     image: ImageConfig,
     meta: StageMeta,
@@ -241,7 +243,7 @@ enum Base {
 struct Lowerer<'a> {
     file: &'a Dockerfile,
     options: &'a LowerOptions,
-    resolve: &'a mut dyn FnMut(&str) -> Result<BaseImage, String>,
+    resolve: &'a mut dyn FnMut(&str, &Platform) -> Result<BaseImage, String>,
     graph: Graph<Op>,
     steps: HashMap<VertexId, Step>,
     base_images: Vec<BaseImage>,
@@ -256,11 +258,12 @@ struct Lowerer<'a> {
     multi_stage: bool,
 }
 
-/// Lowers `file` for `options`; `resolve` finds a base image by reference.
+/// Lowers `file` for `options`; `resolve` finds a base image by reference, for a
+/// platform.
 pub fn lower(
     file: &Dockerfile,
     options: &LowerOptions,
-    resolve: &mut dyn FnMut(&str) -> Result<BaseImage, String>,
+    resolve: &mut dyn FnMut(&str, &Platform) -> Result<BaseImage, String>,
 ) -> Result<Plan, LowerError> {
     if file.stages.is_empty() {
         return Err(LowerError {
@@ -596,13 +599,15 @@ impl Lowerer<'_> {
     fn image_vertex(
         &mut self,
         reference: &str,
+        platform: &Platform,
         span: Span,
         stage: &str,
     ) -> Result<(VertexId, usize), LowerError> {
-        if let Some(&vertex) = self.images_by_ref.get(reference) {
+        let memo = format!("{reference} {}", platform.format());
+        if let Some(&vertex) = self.images_by_ref.get(&memo) {
             return Ok((vertex, self.image_vertices[&vertex]));
         }
-        let base = (self.resolve)(reference).map_err(|message| {
+        let base = (self.resolve)(reference, platform).map_err(|message| {
             LowerError::at(span, message)
                 .hint("import it with `kiln import`, pull it with `kiln pull`, or check the name")
         })?;
@@ -628,7 +633,7 @@ impl Lowerer<'_> {
             }
         };
         self.image_vertices.insert(vertex, index);
-        self.images_by_ref.insert(reference.to_owned(), vertex);
+        self.images_by_ref.insert(memo, vertex);
         Ok((vertex, index))
     }
 
@@ -705,11 +710,11 @@ impl Lowerer<'_> {
         })
     }
 
-    fn scratch_image(&self) -> ImageConfig {
+    fn scratch_image(&self, platform: &Platform) -> ImageConfig {
         ImageConfig {
-            architecture: self.platform.architecture.clone(),
-            os: self.platform.os.clone(),
-            variant: self.platform.variant.clone(),
+            architecture: platform.architecture.clone(),
+            os: platform.os.clone(),
+            variant: platform.variant.clone(),
             config: ContainerConfig {
                 env: vec![DEFAULT_PATH_ENV.to_owned()],
                 working_dir: "/".to_owned(),
@@ -737,6 +742,28 @@ impl Lowerer<'_> {
             .iter()
             .filter(|i| makes_vertex(&i.kind))
             .count();
+        let platform = match &stage.from.platform {
+            Some(expr) => {
+                let text = self.expand_word(expr, &self.global_env, stage.span)?;
+                if text.trim().is_empty() {
+                    return Err(LowerError::at(
+                        stage.span,
+                        format!("empty platform value from expression {expr}"),
+                    )
+                    .hint("give the ARG a value, e.g. --build-arg or a default before FROM"));
+                }
+                Platform::parse(&text).ok_or_else(|| {
+                    LowerError::at(stage.span, format!("failed to parse platform {text}"))
+                        .hint("write OS/ARCH[/VARIANT], e.g. linux/arm64")
+                })?
+            }
+            None => match base {
+                Base::Stage(parent) => states[*parent]
+                    .as_ref()
+                    .map_or_else(|| self.platform.clone(), |s| s.platform.clone()),
+                _ => self.platform.clone(),
+            },
+        };
         let mut state;
         let mut triggers: Vec<String>;
         match base {
@@ -751,9 +778,10 @@ impl Lowerer<'_> {
                     },
                 );
                 state = StageState {
+                    platform: platform.clone(),
                     index,
                     name: name.clone(),
-                    image: self.scratch_image(),
+                    image: self.scratch_image(&platform),
                     meta: StageMeta::default(),
                     env: Vec::new(),
                     args: Vec::new(),
@@ -763,7 +791,8 @@ impl Lowerer<'_> {
                 triggers = Vec::new();
             }
             Base::Image(reference) => {
-                let (fs, image_index) = self.image_vertex(reference, stage.span, &name)?;
+                let (fs, image_index) =
+                    self.image_vertex(reference, &platform, stage.span, &name)?;
                 let label = self.label(
                     &name,
                     1,
@@ -786,6 +815,7 @@ impl Lowerer<'_> {
                     })
                     .collect();
                 state = StageState {
+                    platform: platform.clone(),
                     index,
                     name: name.clone(),
                     image,
@@ -799,9 +829,10 @@ impl Lowerer<'_> {
             Base::Context(name) => {
                 let fs = self.context_tree(name, "", stage.span);
                 state = StageState {
+                    platform: platform.clone(),
                     index,
                     name: name.clone(),
-                    image: self.scratch_image(),
+                    image: self.scratch_image(&platform),
                     meta: StageMeta::default(),
                     env: Vec::new(),
                     args: Vec::new(),
@@ -819,6 +850,7 @@ impl Lowerer<'_> {
                     ));
                 };
                 state = parent;
+                state.platform = platform.clone();
                 state.name = name.clone();
                 state.index = index;
                 state.meta = StageMeta::default();
@@ -978,6 +1010,17 @@ impl Lowerer<'_> {
         label: String,
         stage: &str,
     ) -> Result<(), LowerError> {
+        if !can_run(&state.platform) {
+            return Err(LowerError::at(
+                span,
+                format!(
+                    "RUN for {} cannot execute on this {} machine",
+                    state.platform.format(),
+                    Platform::host().format()
+                ),
+            )
+            .hint("register an emulator with binfmt_misc (apt-get install qemu-user-static), or build for the host's platform; stages without RUN (cross-compiling with FROM --platform=$BUILDPLATFORM) work as they are"));
+        }
         if run.security.as_deref().is_some_and(|s| s != "sandbox") {
             return Err(LowerError::at(
                 span,
@@ -1156,9 +1199,11 @@ impl Lowerer<'_> {
             let (vertex, context) = match source {
                 FromSource::Context(name) => (self.context_vertex(&name), Some(name)),
                 FromSource::Stage(index) => (self.stage_fs(index, span)?, None),
-                FromSource::Image(reference) => {
-                    (self.image_vertex(&reference, span, stage)?.0, None)
-                }
+                FromSource::Image(reference) => (
+                    self.image_vertex(&reference, &state.platform.clone(), span, stage)?
+                        .0,
+                    None,
+                ),
             };
             let mut sources = Vec::new();
             for source in &copy.sources {
@@ -1318,7 +1363,8 @@ impl Lowerer<'_> {
                         (self.stage_fs(index, span)?, None, clean_abs(source))
                     }
                     FromSource::Image(reference) => (
-                        self.image_vertex(&reference, span, "")?.0,
+                        self.image_vertex(&reference, &self.platform.clone(), span, "")?
+                            .0,
                         None,
                         clean_abs(source),
                     ),
@@ -1560,4 +1606,27 @@ fn parse_size(text: &str) -> Option<u64> {
         _ => return None,
     };
     (number >= 0.0).then_some((number * scale as f64) as u64)
+}
+
+/// Whether a RUN for `platform` can execute here: the host's own architecture, or one
+/// the kernel runs through a registered binfmt_misc emulator.
+fn can_run(platform: &Platform) -> bool {
+    let host = Platform::host();
+    if platform.os != host.os {
+        return false;
+    }
+    if platform.architecture == host.architecture {
+        return true;
+    }
+    let qemu = match platform.architecture.as_str() {
+        "amd64" => "x86_64",
+        "arm64" => "aarch64",
+        "arm" => "arm",
+        "386" => "i386",
+        "ppc64le" => "ppc64le",
+        "s390x" => "s390x",
+        "riscv64" => "riscv64",
+        other => other,
+    };
+    std::path::Path::new(&format!("/proc/sys/fs/binfmt_misc/qemu-{qemu}")).exists()
 }

@@ -182,14 +182,11 @@ fn pull_base(
     store: &Store,
     runtime: &tokio::runtime::Runtime,
     reference: &str,
-    platform: &Option<Platform>,
+    platform: &Platform,
 ) -> Result<BaseImage, String> {
     use kiln_exporter::registry::{ImageRef, Platform as RegistryPlatform, Registry};
     let image_ref = ImageRef::parse(reference).map_err(|e| e.to_string())?;
-    let wanted = match platform {
-        Some(p) => RegistryPlatform::parse(&p.format()).map_err(|e| e.to_string())?,
-        None => RegistryPlatform::host(),
-    };
+    let wanted = RegistryPlatform::parse(&platform.format()).map_err(|e| e.to_string())?;
     let config = crate::cmd::registry::registry_config(&[]).map_err(|e| format!("{e:#}"))?;
     runtime
         .block_on(async {
@@ -315,11 +312,23 @@ pub(crate) fn build(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<Exit
         named_contexts,
     };
     let pull = args.pull;
-    let mut resolve = |reference: &str| -> Result<BaseImage, String> {
-        if !pull && let Some(image) = base_image(&store, reference) {
-            return Ok(image);
+    let mut resolve = |reference: &str, wanted: &Platform| -> Result<BaseImage, String> {
+        let local = if pull {
+            None
+        } else {
+            base_image(&store, reference)
+        };
+        match local {
+            Some(image) if image.config.architecture == wanted.architecture => Ok(image),
+            Some(image) => pull_base(&store, &runtime, reference, wanted).map_err(|e| {
+                format!(
+                    "the store has {reference} for linux/{} only, and {} is needed: {e}",
+                    image.config.architecture,
+                    wanted.format()
+                )
+            }),
+            None => pull_base(&store, &runtime, reference, wanted),
         }
-        pull_base(&store, &runtime, reference, &platform)
     };
     let plan = match frontend::lower(&parsed, &options, &mut resolve) {
         Ok(plan) => plan,
