@@ -32,6 +32,12 @@ pub(crate) struct GlobalArgs {
 pub(crate) enum Command {
     /// Build an image from a Dockerfile and a context directory
     Build(cmd::build::BuildArgs),
+    /// Print kiln's version and the commit it was built from
+    Version,
+    /// Print a shell completion script: kiln completion bash|zsh|fish
+    Completion(cmd::CompletionArgs),
+    /// Print the whole log of the last build
+    Logs(cmd::build::LogsArgs),
     /// Parse a Dockerfile and print its syntax tree as JSON
     Parse(cmd::parse::ParseArgs),
     /// Create an image from a root filesystem tarball or directory

@@ -1,15 +1,29 @@
-//! Renders the solver's progress events. `plain` is BuildKit's line format, stable for CI
-//! logs and golden tests; `rawjson` is one JSON event per line; `quiet` prints nothing.
+//! Renders the solver's progress events: `tty` is a live view (one line per running
+//! step with its elapsed time and its last output lines), `plain` is BuildKit's line
+//! format, stable for CI logs and golden tests, `rawjson` is one JSON event per line,
+//! `quiet` prints nothing. Whatever is shown, the whole log of every step goes to a file
+//! in the store (`kiln logs` prints the last build's), so no output is ever clipped away.
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kiln_solver::progress::{Event, EventKind};
 use tokio::sync::mpsc::UnboundedReceiver;
+
+/// How many output lines of a running step the live view shows.
+const LIVE_TAIL: usize = 4;
+/// How many build logs the store keeps.
+const KEPT_LOGS: usize = 20;
 
 /// How to show progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
+    /// The live terminal view.
+    Tty,
     /// `#N [1/3] RUN ...` lines.
     Plain,
     /// One JSON object per event.
@@ -19,10 +33,12 @@ pub(crate) enum Mode {
 }
 
 impl Mode {
+    /// Parses `--progress`; `auto` is `tty` on a terminal and `plain` elsewhere.
     pub(crate) fn parse(text: &str) -> Option<Mode> {
         match text {
-            // The live view is not written yet: a terminal gets the plain lines too.
-            "auto" | "tty" | "plain" => Some(Mode::Plain),
+            "auto" if std::io::stderr().is_terminal() => Some(Mode::Tty),
+            "auto" | "plain" => Some(Mode::Plain),
+            "tty" => Some(Mode::Tty),
             "rawjson" => Some(Mode::RawJson),
             "quiet" => Some(Mode::Quiet),
             _ => None,
@@ -37,10 +53,119 @@ pub(crate) struct Tally {
     pub(crate) cached: usize,
 }
 
-/// Prints events to stderr until the channel closes; returns the tally.
-pub(crate) async fn render(mode: Mode, mut events: UnboundedReceiver<Event>) -> Tally {
+/// Colours, only on a terminal and never with `NO_COLOR`.
+#[derive(Clone, Copy)]
+pub(crate) struct Paint(bool);
+
+impl Paint {
+    pub(crate) fn for_stderr() -> Paint {
+        Paint(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+    }
+
+    fn wrap(self, code: &str, text: &str) -> String {
+        if self.0 {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+
+    pub(crate) fn green(self, text: &str) -> String {
+        self.wrap("32", text)
+    }
+
+    pub(crate) fn blue(self, text: &str) -> String {
+        self.wrap("34", text)
+    }
+
+    pub(crate) fn red(self, text: &str) -> String {
+        self.wrap("31", text)
+    }
+
+    pub(crate) fn dim(self, text: &str) -> String {
+        self.wrap("2", text)
+    }
+}
+
+/// Where the full log of this build goes: `ROOT/logs/<time>-<pid>.log`, named in
+/// `ROOT/logs/last` when the build ends.
+pub(crate) struct BuildLog {
+    path: PathBuf,
+    dir: PathBuf,
+    out: Option<BufWriter<File>>,
+}
+
+impl BuildLog {
+    pub(crate) fn create(store_root: &Path) -> BuildLog {
+        let dir = store_root.join("logs");
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        let path = dir.join(format!("{stamp}-{}.log", std::process::id()));
+        // A log that cannot be written must not fail the build: it is a convenience.
+        let out = std::fs::create_dir_all(&dir)
+            .and_then(|()| File::create(&path))
+            .ok()
+            .map(BufWriter::new);
+        BuildLog { path, dir, out }
+    }
+
+    fn write(&mut self, line: &str) {
+        if let Some(out) = &mut self.out {
+            let _ = out.write_all(line.as_bytes());
+        }
+    }
+
+    /// Appends a closing line (the result or the error) and makes this the last log.
+    pub(crate) fn finish(mut self, closing: &str) {
+        self.write(closing);
+        if let Some(mut out) = self.out.take() {
+            let _ = out.flush();
+        }
+        let last = self.dir.join("last");
+        let tmp = self.dir.join(format!(".last-{}", std::process::id()));
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        if let Some(name) = name
+            && std::fs::write(&tmp, name).is_ok()
+        {
+            let _ = std::fs::rename(&tmp, &last);
+        }
+        // Keep the newest few; names start with the time, so they sort by age.
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            let mut logs: Vec<PathBuf> = entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "log"))
+                .collect();
+            logs.sort();
+            let excess = logs.len().saturating_sub(KEPT_LOGS);
+            for old in &logs[..excess] {
+                let _ = std::fs::remove_file(old);
+            }
+        }
+    }
+}
+
+/// The last build's log file, if there is one.
+pub(crate) fn last_log(store_root: &Path) -> Option<PathBuf> {
+    let dir = store_root.join("logs");
+    let name = std::fs::read_to_string(dir.join("last")).ok()?;
+    Some(dir.join(name.trim()))
+}
+
+/// Prints events until the channel closes and writes the full log; returns the tally.
+pub(crate) async fn render(
+    mode: Mode,
+    mut events: UnboundedReceiver<Event>,
+    mut log: BuildLog,
+) -> (Tally, BuildLog) {
     let mut tally = Tally::default();
     let mut started_at: HashMap<u32, u128> = HashMap::new();
+    let mut live = (mode == Mode::Tty).then(Live::new);
     let stderr = std::io::stderr();
     while let Some(event) = events.recv().await {
         match &event.kind {
@@ -53,18 +178,30 @@ pub(crate) async fn render(mode: Mode, mut events: UnboundedReceiver<Event>) -> 
             EventKind::Cached { label } if !label.starts_with("[internal]") => tally.cached += 1,
             _ => {}
         }
-        let text = match mode {
-            Mode::Quiet => continue,
-            Mode::RawJson => match serde_json::to_string(&event) {
-                Ok(line) => format!("{line}\n"),
-                Err(_) => continue,
-            },
-            Mode::Plain => plain_line(&event, started_at.get(&event.vertex).copied()),
-        };
-        // A closed stderr must not stop the build.
-        let _ = stderr.lock().write_all(text.as_bytes());
+        let plain = plain_line(&event, started_at.get(&event.vertex).copied());
+        log.write(&plain);
+        match mode {
+            Mode::Quiet => {}
+            Mode::RawJson => {
+                if let Ok(line) = serde_json::to_string(&event) {
+                    // A closed stderr must not stop the build.
+                    let _ = writeln!(stderr.lock(), "{line}");
+                }
+            }
+            Mode::Plain => {
+                let _ = stderr.lock().write_all(plain.as_bytes());
+            }
+            Mode::Tty => {
+                if let Some(live) = &mut live {
+                    live.show(&event);
+                }
+            }
+        }
     }
-    tally
+    if let Some(live) = live {
+        live.close();
+    }
+    (tally, log)
 }
 
 fn plain_line(event: &Event, started: Option<u128>) -> String {
@@ -80,5 +217,93 @@ fn plain_line(event: &Event, started: Option<u128>) -> String {
         }
         EventKind::Done { seconds } => format!("#{n} DONE {seconds:.1}s\n"),
         EventKind::Error { message } => format!("#{n} ERROR: {message}\n"),
+    }
+}
+
+/// The live view: a spinner line per running step with its last output lines under it;
+/// finished steps scroll up as one line each.
+struct Live {
+    bars: MultiProgress,
+    running: HashMap<u32, (ProgressBar, String, Vec<String>)>,
+    paint: Paint,
+}
+
+impl Live {
+    fn new() -> Live {
+        Live {
+            bars: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+            running: HashMap::new(),
+            paint: Paint::for_stderr(),
+        }
+    }
+
+    fn style() -> ProgressStyle {
+        ProgressStyle::with_template("{spinner} {msg} {elapsed:.dim}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner())
+    }
+
+    fn message(label: &str, tail: &[String], paint: Paint) -> String {
+        let mut text = label.to_owned();
+        for line in tail {
+            let line: String = line.chars().take(160).collect();
+            text.push_str(&format!("\n    {}", paint.dim(&line)));
+        }
+        text
+    }
+
+    fn show(&mut self, event: &Event) {
+        let n = event.vertex;
+        let paint = self.paint;
+        match &event.kind {
+            EventKind::Started { label } => {
+                let bar = self.bars.add(ProgressBar::new_spinner());
+                bar.set_style(Live::style());
+                let label = format!("#{n} {label}");
+                bar.set_message(label.clone());
+                bar.enable_steady_tick(Duration::from_millis(120));
+                self.running.insert(n, (bar, label, Vec::new()));
+            }
+            EventKind::Log { line, .. } => {
+                if let Some((bar, label, tail)) = self.running.get_mut(&n) {
+                    if tail.len() == LIVE_TAIL {
+                        tail.remove(0);
+                    }
+                    tail.push(line.clone());
+                    bar.set_message(Live::message(label, tail, paint));
+                }
+            }
+            EventKind::Cached { label } => {
+                let _ = self
+                    .bars
+                    .println(format!("{} #{n} {label}", paint.blue("CACHED")));
+            }
+            EventKind::Done { seconds } => {
+                if let Some((bar, label, _)) = self.running.remove(&n) {
+                    bar.finish_and_clear();
+                    let _ = self.bars.println(format!(
+                        "{} {label} {}",
+                        paint.green("DONE"),
+                        paint.dim(&format!("{seconds:.1}s"))
+                    ));
+                }
+            }
+            EventKind::Error { message } => {
+                if let Some((bar, label, tail)) = self.running.remove(&n) {
+                    bar.finish_and_clear();
+                    let _ = self.bars.println(format!(
+                        "{} {}\n    {message}",
+                        paint.red("ERROR"),
+                        Live::message(&label, &tail, paint)
+                    ));
+                }
+            }
+        }
+    }
+
+    fn close(self) {
+        for (bar, _, _) in self.running.into_values() {
+            bar.finish_and_clear();
+        }
+        let _ = self.bars.clear();
     }
 }

@@ -1511,6 +1511,7 @@ pub fn export_image(
     index_path: &std::path::Path,
     plan: &Plan,
     solved: &Solved,
+    annotations: std::collections::BTreeMap<String, String>,
 ) -> Result<StoredImage, SolveError> {
     let fail = |e: StepError| SolveError::bare(e);
     let skip_empty: Vec<String> = kiln_sandbox::plan::CREATED_MOUNT_POINTS
@@ -1595,8 +1596,7 @@ pub fn export_image(
     };
     fill_history_times(&mut image.history, &created, plan.source_date_epoch);
     image.created = image.history.last().and_then(|h| h.created.clone());
-    let stored =
-        write_image(store, &image, &layers, Default::default()).map_err(|e| fail(e.into()))?;
+    let stored = write_image(store, &image, &layers, annotations).map_err(|e| fail(e.into()))?;
     // Remember which snapshot holds each built layer's chain, so a later FROM of this
     // image reuses the snapshots instead of unpacking its layers again. Only a chain
     // whose whole prefix is known can be recorded this way.

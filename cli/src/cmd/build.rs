@@ -21,71 +21,127 @@ use kiln_solver::request::{
 use kiln_solver::solve::{self, SolveError, SolveOptions, StepError};
 
 use crate::args::GlobalArgs;
-use crate::progress::{self, Mode};
+use crate::progress::{self, BuildLog, Mode, Paint, Tally};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct BuildArgs {
-    /// The build context: a directory
-    #[arg(value_name = "PATH")]
+    /// The build context: a directory, or `-` for a tar archive (or a lone Dockerfile)
+    /// on stdin
+    #[arg(value_name = "PATH | -")]
     pub(crate) context: PathBuf,
+
     /// Name of the Dockerfile [default: PATH/Dockerfile]; `-` reads it from stdin
-    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        help_heading = "Input"
+    )]
     pub(crate) file: Option<PathBuf>,
-    /// Name and optionally a tag (name:tag); repeatable
-    #[arg(short = 't', long = "tag", value_name = "NAME")]
-    pub(crate) tags: Vec<String>,
-    /// Set a build-time variable (KEY=VALUE, or KEY to take it from the environment)
-    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
-    pub(crate) build_args: Vec<String>,
     /// The stage to build [default: the last one]
-    #[arg(long, value_name = "STAGE")]
+    #[arg(long, value_name = "STAGE", help_heading = "Input")]
     pub(crate) target: Option<String>,
-    /// The target platform, e.g. linux/amd64 (only the host's can run RUN steps)
-    #[arg(long, value_name = "PLATFORM")]
-    pub(crate) platform: Option<String>,
-    /// Do not use the cache
-    #[arg(long)]
-    pub(crate) no_cache: bool,
-    /// Do not use the cache for these stages (repeatable)
-    #[arg(long, value_name = "STAGE")]
-    pub(crate) no_cache_filter: Vec<String>,
-    /// Resolve FROM images in the registry even when the store has them
-    #[arg(long)]
-    pub(crate) pull: bool,
-    /// Set a label on the image (KEY=VALUE; repeatable)
-    #[arg(long, value_name = "KEY=VALUE")]
-    pub(crate) label: Vec<String>,
-    /// Network for RUN steps: default or none
-    #[arg(long, value_name = "MODE", default_value = "default")]
-    pub(crate) network: String,
-    /// Write the image id to this file
-    #[arg(long, value_name = "FILE")]
-    pub(crate) iidfile: Option<PathBuf>,
-    /// Print only the image id
-    #[arg(short = 'q', long)]
-    pub(crate) quiet: bool,
-    /// Progress output: auto, plain, rawjson or quiet
-    #[arg(long, value_name = "TYPE", default_value = "auto")]
-    pub(crate) progress: String,
-    /// How many RUN steps may run at once [default: twice the number of cores]
-    #[arg(long, value_name = "N")]
-    pub(crate) jobs: Option<usize>,
-    /// Accepted for docker compatibility: kiln's images are always in its local store
-    #[arg(long)]
-    pub(crate) load: bool,
-    /// A secret for RUN --mount=type=secret: id=ID[,src=FILE|,env=VAR] (repeatable)
-    #[arg(long, value_name = "id=ID,src=FILE")]
-    pub(crate) secret: Vec<String>,
-    /// An ssh agent for RUN --mount=type=ssh: default|ID[=SOCKET] (repeatable)
-    #[arg(long, value_name = "ID[=SOCKET]")]
-    pub(crate) ssh: Vec<String>,
-    /// Allow an extra privilege: network.host
-    #[arg(long, value_name = "ENTITLEMENT")]
-    pub(crate) allow: Vec<String>,
+    /// Set a build-time variable (KEY=VALUE, or KEY to take it from the environment)
+    #[arg(long = "build-arg", value_name = "KEY=VALUE", help_heading = "Input")]
+    pub(crate) build_args: Vec<String>,
     /// An extra named context: NAME=DIR, NAME=docker-image://REF or
     /// NAME=oci-layout://PATH[:TAG] (repeatable)
-    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    #[arg(
+        long = "build-context",
+        value_name = "NAME=VALUE",
+        help_heading = "Input"
+    )]
     pub(crate) build_context: Vec<String>,
+    /// A secret for RUN --mount=type=secret: id=ID[,src=FILE|,env=VAR] (repeatable)
+    #[arg(long, value_name = "id=ID,src=FILE", help_heading = "Input")]
+    pub(crate) secret: Vec<String>,
+    /// An ssh agent for RUN --mount=type=ssh: default|ID[=SOCKET] (repeatable)
+    #[arg(long, value_name = "ID[=SOCKET]", help_heading = "Input")]
+    pub(crate) ssh: Vec<String>,
+
+    /// Name and optionally a tag (name:tag); repeatable
+    #[arg(
+        short = 't',
+        long = "tag",
+        value_name = "NAME",
+        help_heading = "Output"
+    )]
+    pub(crate) tags: Vec<String>,
+    /// Where the result goes: type=image|registry|oci|docker|local|tar[,dest=...]
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "SPEC",
+        help_heading = "Output"
+    )]
+    pub(crate) output: Vec<String>,
+    /// Push the image to its registry (same as --output type=registry)
+    #[arg(long, help_heading = "Output")]
+    pub(crate) push: bool,
+    /// Accepted for docker compatibility: kiln's images are always in its local store
+    #[arg(long, help_heading = "Output")]
+    pub(crate) load: bool,
+    /// Set a label on the image (KEY=VALUE; repeatable)
+    #[arg(long, value_name = "KEY=VALUE", help_heading = "Output")]
+    pub(crate) label: Vec<String>,
+    /// Add an annotation to the manifest (KEY=VALUE; repeatable)
+    #[arg(long, value_name = "KEY=VALUE", help_heading = "Output")]
+    pub(crate) annotation: Vec<String>,
+    /// Write the image id to this file
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
+    pub(crate) iidfile: Option<PathBuf>,
+    /// Write the build result's metadata (digests, names) as JSON to this file
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
+    pub(crate) metadata_file: Option<PathBuf>,
+
+    /// Do not use the cache
+    #[arg(long, help_heading = "Cache")]
+    pub(crate) no_cache: bool,
+    /// Do not use the cache for these stages (repeatable)
+    #[arg(long, value_name = "STAGE", help_heading = "Cache")]
+    pub(crate) no_cache_filter: Vec<String>,
+    /// Resolve FROM images in the registry even when the store has them
+    #[arg(long, help_heading = "Cache")]
+    pub(crate) pull: bool,
+    /// External cache sources (accepted; not supported yet: kiln's cache is its store)
+    #[arg(long, value_name = "SPEC", help_heading = "Cache")]
+    pub(crate) cache_from: Vec<String>,
+    /// External cache destinations (accepted; not supported yet)
+    #[arg(long, value_name = "SPEC", help_heading = "Cache")]
+    pub(crate) cache_to: Vec<String>,
+
+    /// The target platform, e.g. linux/amd64 (only the host's can run RUN steps)
+    #[arg(long, value_name = "PLATFORM", help_heading = "Build environment")]
+    pub(crate) platform: Option<String>,
+    /// Network for RUN steps: default or none
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "default",
+        help_heading = "Build environment"
+    )]
+    pub(crate) network: String,
+    /// Allow an extra privilege: network.host
+    #[arg(long, value_name = "ENTITLEMENT", help_heading = "Build environment")]
+    pub(crate) allow: Vec<String>,
+    /// How many RUN steps may run at once [default: twice the number of cores]
+    #[arg(long, value_name = "N", help_heading = "Build environment")]
+    pub(crate) jobs: Option<usize>,
+
+    /// Progress output: auto, tty, plain, rawjson or quiet
+    #[arg(
+        long,
+        value_name = "TYPE",
+        default_value = "auto",
+        help_heading = "Feedback"
+    )]
+    pub(crate) progress: String,
+    /// Print only the image id
+    #[arg(short = 'q', long, help_heading = "Feedback")]
+    pub(crate) quiet: bool,
+    /// Run the build checks (lint rules) and stop, without building
+    #[arg(long, help_heading = "Feedback")]
+    pub(crate) check: bool,
 }
 
 /// A failure already shown to the user; the process exits 1.
@@ -99,6 +155,55 @@ impl std::fmt::Display for Reported {
 }
 
 impl std::error::Error for Reported {}
+
+/// A context read from stdin into the store's temp dir, removed when the build ends.
+struct StdinContext {
+    dir: PathBuf,
+    /// The Dockerfile, when stdin was one rather than a tar.
+    dockerfile: Option<String>,
+}
+
+impl StdinContext {
+    fn read(store: &Store, may_be_dockerfile: bool) -> anyhow::Result<StdinContext> {
+        let base = store.tmp_dir();
+        std::fs::create_dir_all(&base).with_context(|| format!("create {}", base.display()))?;
+        let name = format!("stdin-context-{}", std::process::id());
+        let dir = base.join(&name);
+        let file = base.join(format!("{name}.in"));
+        let mut out =
+            std::fs::File::create(&file).with_context(|| format!("create {}", file.display()))?;
+        std::io::copy(&mut std::io::stdin().lock(), &mut out)
+            .context("read the context from stdin")?;
+        drop(out);
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let context = StdinContext {
+            dir: dir.clone(),
+            dockerfile: None,
+        };
+        if kiln_snapshotter::layer_in::is_tar_archive(&file) {
+            let input = std::fs::File::open(&file)?;
+            kiln_snapshotter::layer_in::extract_archive(input, &dir, None)
+                .context("extract the context tar from stdin")?;
+            let _ = std::fs::remove_file(&file);
+            return Ok(context);
+        }
+        if !may_be_dockerfile {
+            bail!("stdin is not a tar archive; with -f, the context on stdin must be a tar");
+        }
+        let text = std::fs::read_to_string(&file)
+            .context("stdin is neither a tar archive nor a UTF-8 Dockerfile")?;
+        let _ = std::fs::remove_file(&file);
+        let mut context = context;
+        context.dockerfile = Some(text);
+        Ok(context)
+    }
+}
+
+impl Drop for StdinContext {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
 
 struct Dockerfile {
     name: String,
@@ -216,6 +321,18 @@ pub(crate) fn build(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<Exit
             build_args.insert(k, v);
         }
     }
+    for spec in args.cache_from.iter().chain(&args.cache_to) {
+        eprintln!(
+            "warning: --cache-from/--cache-to {spec}: external caches are not supported by kiln yet; the local store's cache is used"
+        );
+    }
+    let mut annotations = BTreeMap::new();
+    for annotation in &args.annotation {
+        let (k, v) = annotation
+            .split_once('=')
+            .with_context(|| format!("--annotation {annotation:?}: write KEY=VALUE"))?;
+        annotations.insert(k.to_owned(), v.to_owned());
+    }
     let mut labels = BTreeMap::new();
     for label in &args.label {
         let (k, v) = label
@@ -250,18 +367,43 @@ pub(crate) fn build(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<Exit
             );
         }
     }
-    if !args.context.is_dir() {
+    let context_text = args.context.to_string_lossy().into_owned();
+    if context_text.contains("://") || context_text.starts_with("git@") {
         bail!(
-            "the build context {} is not a directory; give the directory to build from",
-            args.context.display()
+            "the build context {context_text} is a URL: kiln builds from a directory or a tar on stdin for now; clone or download it and pass the directory"
         );
+    }
+    let store = crate::cmd::store::open_store(global)?;
+    // `-`: a tar archive on stdin becomes the context; anything else is the Dockerfile,
+    // with an empty context (docker build - < Dockerfile).
+    let stdin_context = if context_text == "-" {
+        Some(StdinContext::read(&store, args.file.is_none())?)
+    } else {
+        if !args.context.is_dir() {
+            bail!(
+                "the build context {} is not a directory; give the directory to build from (or - for a tar on stdin)",
+                args.context.display()
+            );
+        }
+        None
+    };
+    let mut args = args;
+    if let Some(stdin) = &stdin_context {
+        args.context = stdin.dir.clone();
     }
     let mut named = BTreeMap::new();
     for value in &args.build_context {
         let (name, context) = parse_build_context(value)?;
         named.insert(name, context);
     }
-    let dockerfile = read_dockerfile(&args)?;
+    let dockerfile = match stdin_context.as_ref().and_then(|s| s.dockerfile.clone()) {
+        Some(text) => Dockerfile {
+            name: "Dockerfile".to_owned(),
+            text,
+            path: None,
+        },
+        None => read_dockerfile(&args)?,
+    };
     let parsed = match kiln_parser::parse(&dockerfile.text) {
         Ok(parsed) => parsed,
         Err(e) => {
@@ -278,7 +420,6 @@ pub(crate) fn build(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<Exit
             );
         }
     }
-    let store = crate::cmd::store::open_store(global)?;
     let runtime = crate::cmd::registry::runtime()?;
     let mut named_contexts = BTreeMap::new();
     let mut context_dirs: BTreeMap<String, PathBuf> = BTreeMap::new();
@@ -399,9 +540,10 @@ pub(crate) fn build(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<Exit
     let index_path = store.root().join("cache.db");
     let started = std::time::Instant::now();
     let cancel = Cancel::new();
+    let log = BuildLog::create(store.root());
     let outcome = runtime.block_on(async {
         let (sender, events) = Progress::channel();
-        let renderer = tokio::spawn(progress::render(mode, events));
+        let renderer = tokio::spawn(progress::render(mode, events, log));
         let interrupt = {
             let cancel = cancel.clone();
             tokio::spawn(async move {
@@ -421,21 +563,33 @@ pub(crate) fn build(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<Exit
         )
         .await;
         interrupt.abort();
-        let tally = renderer.await.unwrap_or_default();
-        (solved, tally)
+        let rendered = renderer.await.ok();
+        (solved, rendered)
     });
-    let (solved, tally) = outcome;
+    let (solved, rendered) = outcome;
+    let (tally, log) = match rendered {
+        Some((tally, log)) => (tally, Some(log)),
+        None => (Tally::default(), None),
+    };
+    let fail = |e: &SolveError, log: Option<BuildLog>| {
+        let text = failure_text(e, &dockerfile);
+        eprint!("{text}");
+        if let Some(log) = log {
+            log.finish(&text);
+        }
+    };
     let solved = match solved {
         Ok(solved) => solved,
         Err(e) => {
-            report_failure(&e, &dockerfile);
+            fail(&e, log);
             return Err(Reported.into());
         }
     };
-    let image = match solve::export_image(&store, &index_path, &plan, &solved) {
+    let image = match solve::export_image(&store, &index_path, &plan, &solved, annotations.clone())
+    {
         Ok(image) => image,
         Err(e) => {
-            report_failure(&e, &dockerfile);
+            fail(&e, log);
             return Err(Reported.into());
         }
     };
@@ -449,22 +603,25 @@ pub(crate) fn build(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<Exit
         std::fs::write(path, image.id.as_str())
             .with_context(|| format!("write --iidfile {}", path.display()))?;
     }
+    let size: u64 = image.manifest.layers.iter().map(|l| l.size).sum();
+    let summary = format!(
+        "Built {} in {:.1}s: {} steps run, {} cached; {} layers, {:.1} MB",
+        image.id,
+        started.elapsed().as_secs_f64(),
+        tally.ran,
+        tally.cached,
+        image.manifest.layers.len(),
+        size as f64 / 1e6
+    );
+    if let Some(log) = log {
+        log.finish(&format!("\n{summary}\n"));
+    }
     if mode == Mode::Quiet {
         writeln!(std::io::stdout(), "{}", image.id)?;
     } else {
-        let size: u64 = image.manifest.layers.iter().map(|l| l.size).sum();
         let mut err = std::io::stderr().lock();
         writeln!(err)?;
-        writeln!(
-            err,
-            "Built {} in {:.1}s: {} steps run, {} cached; {} layers, {:.1} MB",
-            image.id,
-            started.elapsed().as_secs_f64(),
-            tally.ran,
-            tally.cached,
-            image.manifest.layers.len(),
-            size as f64 / 1e6
-        )?;
+        writeln!(err, "{}", Paint::for_stderr().green(&summary))?;
         for tag in &args.tags {
             writeln!(err, "Tagged {}", kiln_snapshotter::normalize_name(tag)?)?;
         }
@@ -473,10 +630,9 @@ pub(crate) fn build(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-fn report_failure(e: &SolveError, dockerfile: &Dockerfile) {
+fn failure_text(e: &SolveError, dockerfile: &Dockerfile) -> String {
     if e.is_cancelled() {
-        eprintln!("error: the build was cancelled; nothing was tagged");
-        return;
+        return "error: the build was cancelled; nothing was tagged\n".to_owned();
     }
     let mut message = e.error.to_string();
     let hint = match &*e.error {
@@ -518,7 +674,21 @@ fn report_failure(e: &SolveError, dockerfile: &Dockerfile) {
             text.push_str(&format!("    {line}\n"));
         }
     }
-    eprint!("{text}");
+    text
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct LogsArgs {}
+
+/// `kiln logs`: the last build's whole log, every step's output unclipped.
+pub(crate) fn logs(global: &GlobalArgs, _args: LogsArgs) -> anyhow::Result<ExitCode> {
+    let root = crate::cmd::store::store_root(global)?;
+    let path = progress::last_log(&root)
+        .with_context(|| format!("no build has run with the store {}", root.display()))?;
+    let mut file = std::fs::File::open(&path)
+        .with_context(|| format!("open the build log {}", path.display()))?;
+    std::io::copy(&mut file, &mut std::io::stdout().lock())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Copies the image an OCI layout names (`PATH`, `PATH:TAG` or `PATH@DIGEST`; the only

@@ -10,10 +10,33 @@ use std::process::ExitCode;
 
 use crate::args::{Cli, Command, DebugCommand};
 
+#[derive(Debug, clap::Args)]
+pub(crate) struct CompletionArgs {
+    /// The shell
+    shell: clap_complete::Shell,
+}
+
 pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let global = &cli.global;
     match cli.command {
         Command::Build(args) => build::build(global, args),
+        Command::Logs(args) => build::logs(global, args),
+        Command::Version => {
+            use std::io::Write;
+            writeln!(
+                std::io::stdout(),
+                "kiln {} (commit {})",
+                env!("CARGO_PKG_VERSION"),
+                env!("KILN_COMMIT")
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completion(args) => {
+            use clap::CommandFactory;
+            let mut command = Cli::command();
+            clap_complete::generate(args.shell, &mut command, "kiln", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Parse(args) => parse::parse(args),
         Command::Import(args) => store::import(global, args),
         Command::Images(args) => store::images(global, args),
