@@ -31,7 +31,7 @@ pub(crate) struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Build an image from a Dockerfile and a context directory
-    Build(cmd::build::BuildArgs),
+    Build(Box<cmd::build::BuildArgs>),
     /// Print kiln's version and the commit it was built from
     Version,
     /// Print a shell completion script: kiln completion bash|zsh|fish

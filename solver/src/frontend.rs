@@ -580,7 +580,7 @@ impl Lowerer<'_> {
             for instruction in &self.file.stages[index].instructions {
                 for from in froms(instruction) {
                     if let FromSource::Stage(dep) =
-                        self.from_source(&from, index, instruction.span)?
+                        self.resolve_from(&from, index, instruction.span)?
                     {
                         stack.push(dep);
                     }
@@ -607,10 +607,21 @@ impl Lowerer<'_> {
         if let Some(&vertex) = self.images_by_ref.get(&memo) {
             return Ok((vertex, self.image_vertices[&vertex]));
         }
-        let base = (self.resolve)(reference, platform).map_err(|message| {
-            LowerError::at(span, message)
-                .hint("import it with `kiln import`, pull it with `kiln pull`, or check the name")
-        })?;
+        let names: Vec<&str> = self
+            .file
+            .stages
+            .iter()
+            .filter_map(|s| s.name.as_deref())
+            .collect();
+        let hint = match did_you_mean(reference, &names) {
+            Some(stage) => {
+                format!("did you mean the stage {stage}? (no image {reference} was found)")
+            }
+            None => "import it with `kiln import`, pull it with `kiln pull`, or check the name"
+                .to_owned(),
+        };
+        let base = (self.resolve)(reference, platform)
+            .map_err(|message| LowerError::at(span, message).hint(hint))?;
         let op = Op::Image {
             reference: base.reference.clone(),
             digest: base.digest.clone(),
@@ -692,7 +703,7 @@ impl Lowerer<'_> {
     }
 
     /// What a `--from` names: a named context, a stage (by name or index), or an image.
-    fn from_source(
+    fn resolve_from(
         &self,
         from: &str,
         current: usize,
@@ -1194,7 +1205,7 @@ impl Lowerer<'_> {
         } else {
             let source = match &copy.from {
                 None => FromSource::Context("context".to_owned()),
-                Some(from) => self.from_source(from, stage_index, span)?,
+                Some(from) => self.resolve_from(from, stage_index, span)?,
             };
             let (vertex, context) = match source {
                 FromSource::Context(name) => (self.context_vertex(&name), Some(name)),
@@ -1347,7 +1358,7 @@ impl Lowerer<'_> {
                 let from = mount.get(&["from"]);
                 let resolved = match from {
                     None => FromSource::Context("context".to_owned()),
-                    Some(from) => self.from_source(from, stage_index, span)?,
+                    Some(from) => self.resolve_from(from, stage_index, span)?,
                 };
                 let (input, context, source) = match resolved {
                     FromSource::Context(name) => {

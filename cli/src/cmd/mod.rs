@@ -19,7 +19,7 @@ pub(crate) struct CompletionArgs {
 pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let global = &cli.global;
     match cli.command {
-        Command::Build(args) => build::build(global, args),
+        Command::Build(args) => build::build(global, *args),
         Command::Logs(args) => build::logs(global, args),
         Command::Version => {
             use std::io::Write;

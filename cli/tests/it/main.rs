@@ -2,6 +2,7 @@
 
 mod build;
 mod build_topics;
+mod feedback;
 mod parse;
 mod registry;
 mod sandbox;

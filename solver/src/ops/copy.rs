@@ -611,7 +611,7 @@ mod tests {
             CopyOptions {
                 chown: Some((1000, 1001)),
                 chmod: Some(Chmod::Bits(0o700)),
-                dest_is_dir: false,
+                ..CopyOptions::default()
             },
         );
         check(
