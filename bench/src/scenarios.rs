@@ -51,6 +51,11 @@ pub(crate) const ALL: &[Scenario] = &[
         about: "50 RUN true steps",
         run: sandbox,
     },
+    Scenario {
+        name: "push",
+        about: "push of the run-100m image to a local docker-registry, kiln vs skopeo",
+        run: push,
+    },
 ];
 
 impl World {
@@ -418,4 +423,115 @@ fn sandbox(w: &World) -> Vec<Row> {
         .median()
         .map(|m| format!("{:.1} ms per step", m * 1000.0 / 50.0));
     vec![row.note(per_step.unwrap_or_default())]
+}
+
+fn push(w: &World) -> Vec<Row> {
+    use kiln_testkit::registry::{REGISTRY_BIN, RegistryServer, ServerOptions};
+    if !Path::new(REGISTRY_BIN).exists() {
+        return vec![Row::new(
+            "push",
+            "registry",
+            Err(format!(
+                "{REGISTRY_BIN} is absent (apt-get install docker-registry)"
+            )),
+        )];
+    }
+    let root = w.out.join("stores/run100m");
+    if !root.join("content/index.json").exists() {
+        return vec![Row::new(
+            "push",
+            "image",
+            Err("run the run-100m scenario first (it builds the image pushed here)".to_owned()),
+        )];
+    }
+    let mut rows = Vec::new();
+    // Cold: a fresh registry for every run, so every blob is uploaded.
+    let mut servers = Vec::new();
+    let cold = w.repeat(|i| {
+        let server = RegistryServer::start(ServerOptions::default());
+        let target = format!("{}/bench/big:{i}", server.host());
+        let argv = vec![
+            "sh".to_owned(),
+            "-c".to_owned(),
+            format!(
+                "'{}' --root '{}' tag big '{target}' && '{}' --root '{}' push '{target}' --compression gzip > /dev/null",
+                w.kiln.display(),
+                root.display(),
+                w.kiln.display(),
+                root.display()
+            ),
+        ];
+        servers.push(server);
+        Ok(argv)
+    });
+    rows.push(
+        Row::new("push", "kiln push, cold (gzip)", cold)
+            .note("includes the gzip of the layer on the first run"),
+    );
+    let server = RegistryServer::start(ServerOptions::default());
+    let target = format!("{}/bench/big:warm", server.host());
+    let kiln_push = |target: &str| {
+        vec![
+            "sh".to_owned(),
+            "-c".to_owned(),
+            format!(
+                "'{}' --root '{}' tag big '{target}' && '{}' --root '{}' push '{target}' > /dev/null",
+                w.kiln.display(),
+                root.display(),
+                w.kiln.display(),
+                root.display()
+            ),
+        ]
+    };
+    let _ = measure::time(&kiln_push(&target), &w.out, &[]);
+    rows.push(Row::new(
+        "push",
+        "kiln push, again (nothing to upload)",
+        w.repeat(|_| Ok(kiln_push(&target))),
+    ));
+    let has_skopeo = std::process::Command::new("skopeo")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !has_skopeo {
+        rows.push(Row::new(
+            "push",
+            "skopeo copy",
+            Err("skopeo is absent".to_owned()),
+        ));
+        return rows;
+    }
+    let source = format!("oci:{}:big:latest", root.join("content").display());
+    let mut servers = Vec::new();
+    let skopeo_cold = w.repeat(|i| {
+        let server = RegistryServer::start(ServerOptions::default());
+        let dest = format!("docker://{}/bench/sk:{i}", server.host());
+        servers.push(server);
+        Ok(vec![
+            "skopeo".to_owned(),
+            "copy".to_owned(),
+            "--dest-tls-verify=false".to_owned(),
+            "--dest-compress-format=gzip".to_owned(),
+            "--quiet".to_owned(),
+            source.clone(),
+            dest,
+        ])
+    });
+    rows.push(Row::new("push", "skopeo copy, cold (gzip)", skopeo_cold));
+    let dest = format!("docker://{}/bench/sk:warm", server.host());
+    let skopeo = vec![
+        "skopeo".to_owned(),
+        "copy".to_owned(),
+        "--dest-tls-verify=false".to_owned(),
+        "--quiet".to_owned(),
+        source,
+        dest,
+    ];
+    let _ = measure::time(&skopeo, &w.out, &[]);
+    rows.push(Row::new(
+        "push",
+        "skopeo copy, again",
+        w.repeat(|_| Ok(skopeo.clone())),
+    ));
+    rows
 }
