@@ -316,6 +316,10 @@ pub(crate) fn build(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<Exit
     };
     let mut build_args = BTreeMap::new();
     let env = |k: &str| std::env::var(k).ok();
+    // As buildx does: SOURCE_DATE_EPOCH in the environment is a build arg unless given.
+    if let Ok(epoch) = std::env::var("SOURCE_DATE_EPOCH") {
+        build_args.insert("SOURCE_DATE_EPOCH".to_owned(), epoch);
+    }
     for arg in &args.build_args {
         if let Some((k, v)) = parse_key_value("build-arg", arg, &env)? {
             build_args.insert(k, v);

@@ -199,7 +199,13 @@ pub(crate) fn apply_changes(config: &mut ImageConfig, changes: &[String]) -> any
 pub(crate) fn import(global: &GlobalArgs, args: ImportArgs) -> anyhow::Result<ExitCode> {
     kiln_snapshotter::normalize_name(&args.name)?;
     let (arch, variant) = host_architecture();
-    let created = rfc3339(now_secs());
+    // SOURCE_DATE_EPOCH makes an import reproducible, as it does a build.
+    let created = rfc3339(
+        std::env::var("SOURCE_DATE_EPOCH")
+            .ok()
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .unwrap_or_else(now_secs),
+    );
     let mut config = ImageConfig {
         created: Some(created.clone()),
         architecture: arch.to_owned(),
@@ -220,7 +226,12 @@ pub(crate) fn import(global: &GlobalArgs, args: ImportArgs) -> anyhow::Result<Ex
                 upper: source,
             },
             store.content(),
-            &LayerOptions::default(),
+            &LayerOptions {
+                source_date_epoch: std::env::var("SOURCE_DATE_EPOCH")
+                    .ok()
+                    .and_then(|v| v.trim().parse::<i64>().ok()),
+                ..LayerOptions::default()
+            },
         )
         .with_context(|| format!("read the directory {}", source.display()))?
     } else {
@@ -236,13 +247,19 @@ pub(crate) fn import(global: &GlobalArgs, args: ImportArgs) -> anyhow::Result<Ex
         kind: "layers".to_owned(),
         diff_ids: vec![layer.diff_id.to_string()],
     };
+    // Only the file's name: the image must not depend on where the rootfs sat on the
+    // host (reproducible imports, nothing private in the history).
+    let shown = source.file_name().map_or_else(
+        || source.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     config.history = vec![History {
         created: Some(created),
-        created_by: format!("kiln import {}", source.display()),
+        created_by: format!("kiln import {shown}"),
         comment: args
             .message
             .clone()
-            .unwrap_or_else(|| format!("Imported from {}", source.display())),
+            .unwrap_or_else(|| format!("Imported from {shown}")),
         empty_layer: false,
     }];
     let stored = image::write_image(&store, &config, &[layer], BTreeMap::new())?;

@@ -443,3 +443,49 @@ fn jobs_one_runs_one_step_at_a_time() {
         "--jobs 1 overlapped: {intervals:?}"
     );
 }
+
+#[test]
+fn same_inputs_and_source_date_epoch_give_the_same_digest() {
+    if !is_root("kiln build runs RUN steps in namespaces") {
+        return;
+    }
+    let mut digests = Vec::new();
+    for _ in 0..2 {
+        // Two worlds: two rootfs dirs made at different times, two stores.
+        let k = Kiln::new();
+        let Some(rootfs) = busybox_rootfs(&k.path("rootfs")) else {
+            return;
+        };
+        let import = run(k.cmd().env("SOURCE_DATE_EPOCH", "1700000000").args([
+            "import",
+            rootfs.to_str().unwrap(),
+            "busybox:latest",
+        ]));
+        assert!(
+            import.status.success(),
+            "{}",
+            describe(&["import"], &import)
+        );
+        k.write(
+            "ctx/Dockerfile",
+            "FROM busybox\nCOPY a.txt /a.txt\nRUN echo built > /b && mkdir -p /d/e\nWORKDIR /w\nENV X=1\n",
+        );
+        k.write("ctx/a.txt", "same content");
+        let out = run(k.cmd().env("SOURCE_DATE_EPOCH", "1700000000").args([
+            "build",
+            "ctx",
+            "-t",
+            "repro",
+            "--progress=quiet",
+        ]));
+        assert!(out.status.success(), "{}", describe(&["build"], &out));
+        let inspect = inspect(&k, "repro");
+        assert_eq!(inspect["Config"]["created"], "2023-11-14T22:13:20Z");
+        digests.push((
+            inspect["Id"].as_str().unwrap().to_owned(),
+            inspect["Config"].to_string(),
+        ));
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    assert_eq!(digests[0], digests[1], "the two builds differ");
+}
