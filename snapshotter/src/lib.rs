@@ -109,4 +109,41 @@ impl Store {
     pub fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")
     }
+
+    fn gc_lock_file(&self) -> Result<std::fs::File, StoreError> {
+        let dir = self.root.join("locks");
+        std::fs::create_dir_all(&dir).map_err(error::io(&dir))?;
+        let path = dir.join("gc.lock");
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(error::io(&path))
+    }
+
+    /// Held by a build for as long as it runs: garbage collection waits for every build,
+    /// so it never removes a snapshot a build is still writing. Builds share it.
+    pub fn lock_for_build(&self) -> Result<StoreLock, StoreError> {
+        let file = self.gc_lock_file()?;
+        file.lock_shared()
+            .map_err(error::io(self.root.join("locks/gc.lock")))?;
+        Ok(StoreLock(file))
+    }
+
+    /// The lock garbage collection needs, or `None` while a build holds the store.
+    pub fn try_lock_for_gc(&self) -> Result<Option<StoreLock>, StoreError> {
+        let file = self.gc_lock_file()?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(StoreLock(file))),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(error::io(self.root.join("locks/gc.lock"))(e))
+            }
+        }
+    }
 }
+
+/// A lock on the store, released when dropped.
+#[derive(Debug)]
+pub struct StoreLock(#[allow(dead_code)] std::fs::File);

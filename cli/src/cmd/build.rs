@@ -378,6 +378,7 @@ pub(crate) fn build(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<Exit
         );
     }
     let store = crate::cmd::store::open_store(global)?;
+    let _building = store.lock_for_build()?;
     // `-`: a tar archive on stdin becomes the context; anything else is the Dockerfile,
     // with an empty context (docker build - < Dockerfile).
     let stdin_context = if context_text == "-" {

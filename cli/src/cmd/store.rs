@@ -408,6 +408,12 @@ pub(crate) fn inspect(global: &GlobalArgs, args: InspectArgs) -> anyhow::Result<
 
 pub(crate) fn prune(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<ExitCode> {
     let store = open_store(global)?;
+    let Some(_gc) = store.try_lock_for_gc()? else {
+        bail!(
+            "a build is using the store {}; prune when it has finished",
+            store.root().display()
+        );
+    };
     let mut keep = HashSet::new();
     for (name, descriptor) in store.tags().list()? {
         let image =
@@ -426,6 +432,12 @@ pub(crate) fn prune(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<Exit
         }
     }
     if args.all {
+        let mounts = store.root().join("cache-mounts");
+        if mounts.exists() {
+            reclaimed += dir_size(&mounts);
+            std::fs::remove_dir_all(&mounts)
+                .with_context(|| format!("remove {}", mounts.display()))?;
+        }
         for name in ["cache.db", "cache.db-wal", "cache.db-shm"] {
             let path = store.root().join(name);
             if let Ok(meta) = std::fs::metadata(&path) {

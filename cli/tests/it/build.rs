@@ -489,3 +489,28 @@ fn same_inputs_and_source_date_epoch_give_the_same_digest() {
     }
     assert_eq!(digests[0], digests[1], "the two builds differ");
 }
+
+#[test]
+fn prune_waits_for_running_builds_and_drops_cache_mounts() {
+    let Some(k) = world() else { return };
+    k.write(
+        "ctx/Dockerfile",
+        "FROM busybox\nRUN --mount=type=cache,target=/c echo x > /c/f && sleep 3\n",
+    );
+    let mut build = k
+        .cmd()
+        .args(["build", "--progress=quiet", "ctx", "-t", "slow"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let err = k.fails(&["prune", "--all"]);
+    assert!(err.contains("a build is using the store"), "{err}");
+    assert!(build.wait().unwrap().success());
+    assert!(k.root().join("cache-mounts").exists());
+    k.ok(&["prune", "--all"]);
+    assert!(!k.root().join("cache-mounts").exists());
+    assert!(
+        k.ok(&["inspect", "slow"]).contains("Config"),
+        "tags survive prune"
+    );
+}
