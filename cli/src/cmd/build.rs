@@ -21,6 +21,7 @@ use kiln_solver::request::{
 use kiln_solver::solve::{self, SolveError, SolveOptions, StepError};
 
 use crate::args::GlobalArgs;
+use crate::cmd::output;
 use crate::progress::{self, BuildLog, Mode, Paint, Tally};
 
 #[derive(Debug, clap::Args)]
@@ -347,6 +348,7 @@ pub(crate) fn build(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<Exit
     for tag in &args.tags {
         kiln_snapshotter::normalize_name(tag).with_context(|| format!("-t {tag}"))?;
     }
+    let outputs = output::parse_outputs(&args.output, args.push)?;
     let platform = match &args.platform {
         Some(text) => Some(Platform::parse(text).with_context(|| {
             format!("--platform {text:?}: write OS/ARCH[/VARIANT], e.g. linux/amd64")
@@ -598,15 +600,13 @@ pub(crate) fn build(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<Exit
             return Err(Reported.into());
         }
     };
-    for tag in &args.tags {
-        store
-            .tags()
-            .tag(tag, image.manifest_descriptor.clone())
-            .with_context(|| format!("tag the image as {tag}"))?;
-    }
+    let delivered = output::deliver(&store, &image, &outputs, &args.tags, &annotations)?;
     if let Some(path) = &args.iidfile {
         std::fs::write(path, image.id.as_str())
             .with_context(|| format!("write --iidfile {}", path.display()))?;
+    }
+    if let Some(path) = &args.metadata_file {
+        output::write_metadata(path, &image, &delivered)?;
     }
     let size: u64 = image.manifest.layers.iter().map(|l| l.size).sum();
     let summary = format!(
@@ -619,17 +619,21 @@ pub(crate) fn build(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<Exit
         size as f64 / 1e6
     );
     if let Some(log) = log {
-        log.finish(&format!("\n{summary}\n"));
+        log.finish(&format!("\n{summary}\n{}\n", delivered.lines.join("\n")));
     }
-    if mode == Mode::Quiet {
-        writeln!(std::io::stdout(), "{}", image.id)?;
-    } else {
+    // An output written to stdout owns it; the id then goes only to stderr.
+    let stdout_taken = outputs
+        .iter()
+        .any(|o| o.attrs.get("dest").is_some_and(|d| d == "-"));
+    if mode != Mode::Quiet {
         let mut err = std::io::stderr().lock();
         writeln!(err)?;
         writeln!(err, "{}", Paint::for_stderr().green(&summary))?;
-        for tag in &args.tags {
-            writeln!(err, "Tagged {}", kiln_snapshotter::normalize_name(tag)?)?;
+        for line in &delivered.lines {
+            writeln!(err, "{line}")?;
         }
+    }
+    if !stdout_taken {
         writeln!(std::io::stdout(), "{}", image.id)?;
     }
     Ok(ExitCode::SUCCESS)

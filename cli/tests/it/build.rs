@@ -514,3 +514,142 @@ fn prune_waits_for_running_builds_and_drops_cache_mounts() {
         "tags survive prune"
     );
 }
+
+#[test]
+fn outputs_are_read_by_independent_tools() {
+    use kiln_testkit::registry::{REGISTRY_BIN, RegistryServer, ServerOptions};
+    let Some(k) = world() else { return };
+    k.write(
+        "ctx/Dockerfile",
+        "FROM busybox\nRUN mkdir -p /app && echo out > /app/f && rm /bin/vi\nCMD [\"/app/f\"]\n",
+    );
+    let out = k.path("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let o = |spec: String| spec;
+    let oci = out.join("img.tar");
+    let docker = out.join("docker.tar");
+    let local = out.join("fs");
+    let meta = out.join("meta.json");
+    k.ok(&[
+        "build",
+        "ctx",
+        "-t",
+        "outs",
+        "--progress=quiet",
+        "-o",
+        &o(format!("type=oci,dest={}", oci.display())),
+        "-o",
+        &o(format!("type=docker,dest={}", docker.display())),
+        "-o",
+        &o(format!("type=local,dest={}", local.display())),
+        "-o",
+        "type=image",
+        "--metadata-file",
+        meta.to_str().unwrap(),
+    ]);
+    // type=local equals the image's own tree.
+    let tree = crate::support::image_tree(&k, "outs");
+    assert_eq!(
+        std::fs::read_to_string(local.join("app/f")).unwrap(),
+        "out\n"
+    );
+    assert!(!local.join("bin/vi").exists() && !tree.path().join("bin/vi").exists());
+    let list = |dir: &std::path::Path| {
+        let mut names: Vec<String> = walk(dir);
+        names.sort();
+        names
+    };
+    assert_eq!(list(&local), list(tree.path()));
+    let metadata: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
+    assert_eq!(metadata["image.name"], "outs:latest");
+    assert!(
+        metadata["containerimage.config.digest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    let tool = |args: &[&str]| Command::new(args[0]).args(&args[1..]).output();
+    match tool(&[
+        "skopeo",
+        "inspect",
+        &format!("oci-archive:{}", oci.display()),
+    ]) {
+        Ok(o) => assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr)),
+        Err(_) => eprintln!("skopeo absent: archives not checked"),
+    }
+    if let Ok(o) = tool(&[
+        "skopeo",
+        "inspect",
+        &format!("docker-archive:{}", docker.display()),
+    ]) {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    // umoci unpacks the OCI output (as a layout directory).
+    let layout = out.join("layout");
+    k.ok(&[
+        "build",
+        "ctx",
+        "--progress=quiet",
+        "-o",
+        &format!("type=oci,dest={},tar=false,name=outs:1", layout.display()),
+    ]);
+    if let Ok(o) = tool(&[
+        "umoci",
+        "unpack",
+        "--image",
+        &format!("{}:1", layout.display()),
+        out.join("bundle").to_str().unwrap(),
+    ]) {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(
+            std::fs::read_to_string(out.join("bundle/rootfs/app/f")).unwrap(),
+            "out\n"
+        );
+    }
+    // --push: the registry gets it; a second push uploads nothing.
+    if !std::path::Path::new(REGISTRY_BIN).exists() {
+        return;
+    }
+    let server = RegistryServer::start(ServerOptions::default());
+    let target = format!("{}/kiln/outs:1", server.host());
+    let first = run(k
+        .cmd()
+        .args(["build", "ctx", "-t", &target, "--push", "--progress=plain"]));
+    let err = String::from_utf8_lossy(&first.stderr);
+    assert!(first.status.success(), "{err}");
+    assert!(err.contains(&format!("Pushed {target}")), "{err}");
+    let second = run(k
+        .cmd()
+        .args(["build", "ctx", "-t", &target, "--push", "--progress=plain"]));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("(0 blobs uploaded)"), "{err}");
+    if let Ok(o) = tool(&[
+        "skopeo",
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{target}"),
+    ]) {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            out.push(
+                path.strip_prefix(dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    out
+}

@@ -12,7 +12,23 @@
 //!   and the entries with a layer must match the manifest's layers in number);
 //! * `files`: path -> content, or `{"type": "file"|"dir"|"symlink", "content", "target",
 //!   "mode": "0755", "uid", "gid"}` (each key optional but `type`);
-//! * `absent`: paths that must not exist.
+//! * `absent`: paths that must not exist;
+//! * `platform` (optional): passed as `--platform`; `image` (optional): top-level keys of
+//!   the image config (`architecture`, `os`, ...) compared exactly;
+//! * `base_history_len` (optional, default 1): how many history entries the base image has
+//!   (0 for a `FROM scratch` target);
+//! * `secrets` (optional): `[{"id", "src"}]` (a file relative to the topic dir) or
+//!   `[{"id", "env", "value"}]` (the variable set to the value for the build), passed as
+//!   `--secret`;
+//! * `ssh` (optional): ids, each given an (idle) agent socket with `--ssh ID=SOCKET`;
+//! * `build_contexts` (optional): name -> value, passed as `--build-context NAME=VALUE`;
+//! * `oci_layouts` (optional): dir -> `{"image", "tag"}`, an OCI layout written into the
+//!   test's dir (after the `base` build) holding that image of the store under that tag;
+//! * `http_serve` (optional): a topic subdirectory served over HTTP on 127.0.0.1 while the
+//!   build runs; its URL is passed as `--build-arg HTTP_BASE=...`.
+//!
+//! Before expected.json is parsed, `@TOPIC_DIR@`, `@TEST_DIR@`, `@HOST_ARCH@` (amd64,
+//! arm64, ...) and `@HTTP_BASE@` are replaced in its text.
 //!
 //! The image's filesystem is checked by extracting its layers, in manifest order, with the
 //! `tar` crate (whiteouts applied), independently of kiln's own extraction code.
@@ -24,9 +40,11 @@ use std::path::{Component, Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use crate::support::{Kiln, busybox_rootfs, is_root};
+use crate::build_features::HttpServer;
+use crate::support::{Kiln, busybox_rootfs, describe, is_root, run};
 
-/// The whole-history entry of the imported busybox base: the build's entries follow it.
+/// The whole-history entry of the imported busybox base: the build's entries follow it
+/// (`base_history_len` says otherwise).
 const BASE_HISTORY_LEN: usize = 1;
 
 fn topic_dir(topic: &str) -> PathBuf {
@@ -67,14 +85,23 @@ fn copy_context(from: &Path, to: &Path) {
 }
 
 /// `kiln inspect NAME`'s first (only) object.
-fn inspect(k: &Kiln, name: &str) -> Value {
+pub(crate) fn inspect(k: &Kiln, name: &str) -> Value {
     let out = k.ok(&["inspect", name]);
     let all: Value = serde_json::from_str(&out).expect("inspect prints JSON");
     all.get(0).cloned().expect("inspect prints one image")
 }
 
-/// Runs `kiln build` on `dockerfile` with the topic's options, tagging the result `tag`.
-fn build(k: &Kiln, context: &Path, dockerfile: &Path, tag: &str, expected: &Value) {
+/// Runs `kiln build` on `dockerfile` with the topic's options, tagging the result `tag`:
+/// `extra` are further arguments, `envs` variables set for the build.
+fn build(
+    k: &Kiln,
+    context: &Path,
+    dockerfile: &Path,
+    tag: &str,
+    expected: &Value,
+    extra: &[String],
+    envs: &[(String, String)],
+) {
     let mut args: Vec<String> = vec![
         "build".into(),
         context.display().to_string(),
@@ -98,8 +125,135 @@ fn build(k: &Kiln, context: &Path, dockerfile: &Path, tag: &str, expected: &Valu
         args.push("--target".into());
         args.push(target.into());
     }
+    if let Some(platform) = expected.get("platform").and_then(Value::as_str) {
+        args.push("--platform".into());
+        args.push(platform.into());
+    }
+    args.extend(extra.iter().cloned());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    k.ok(&args);
+    let mut cmd = k.cmd();
+    cmd.args(&args);
+    for (key, value) in envs {
+        cmd.env(key, value);
+    }
+    let out = run(&mut cmd);
+    assert!(out.status.success(), "{}", describe(&args, &out));
+}
+
+/// The `--secret`, `--ssh` and `--build-context` arguments and the variables the topic's
+/// `secrets`, `ssh` and `build_contexts` ask for; the ssh agent sockets are bound (and
+/// returned, to stay bound) in the test's dir.
+fn topic_args(
+    k: &Kiln,
+    dir: &Path,
+    expected: &Value,
+) -> (
+    Vec<String>,
+    Vec<(String, String)>,
+    Vec<std::os::unix::net::UnixListener>,
+) {
+    let mut args = Vec::new();
+    let mut envs = Vec::new();
+    let mut sockets = Vec::new();
+    for secret in expected
+        .get("secrets")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+    {
+        let id = secret["id"].as_str().expect("secrets[].id");
+        args.push("--secret".into());
+        if let Some(src) = secret.get("src").and_then(Value::as_str) {
+            args.push(format!("id={id},src={}", dir.join(src).display()));
+        } else {
+            let var = secret["env"].as_str().expect("secrets[].src or .env");
+            let value = secret["value"].as_str().expect("secrets[].value with .env");
+            args.push(format!("id={id},env={var}"));
+            envs.push((var.to_owned(), value.to_owned()));
+        }
+    }
+    for id in expected
+        .get("ssh")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+    {
+        let id = id.as_str().expect("ssh ids are strings");
+        let path = k.path(&format!("ssh-agent-{id}.sock"));
+        sockets.push(std::os::unix::net::UnixListener::bind(&path).expect("bind an agent socket"));
+        args.push("--ssh".into());
+        args.push(format!("{id}={}", path.display()));
+    }
+    if let Some(contexts) = expected.get("build_contexts").and_then(Value::as_object) {
+        for (name, value) in contexts {
+            args.push("--build-context".into());
+            args.push(format!(
+                "{name}={}",
+                value.as_str().expect("build_contexts values are strings")
+            ));
+        }
+    }
+    (args, envs, sockets)
+}
+
+/// Writes an OCI image layout at `dir` holding the store's image `image` (manifest, config
+/// and layers, copied from the store's blobs) under the ref name `tag`.
+fn write_oci_layout(k: &Kiln, image: &str, tag: &str, dir: &Path) {
+    let store_blobs = k.root().join("content/blobs/sha256");
+    let index: Value = serde_json::from_slice(
+        &std::fs::read(k.root().join("content/index.json")).expect("read the store's index"),
+    )
+    .expect("the store's index is JSON");
+    let descriptor = index["manifests"]
+        .as_array()
+        .expect("index manifests")
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == image)
+        .unwrap_or_else(|| panic!("{image} is not in the store's index: {index}"))
+        .clone();
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).expect("create the layout's blobs dir");
+    let copy = |digest: &str| {
+        let hex = digest.strip_prefix("sha256:").expect("a sha256 digest");
+        std::fs::copy(store_blobs.join(hex), blobs.join(hex)).expect("copy a blob");
+    };
+    let manifest_digest = descriptor["digest"].as_str().expect("manifest digest");
+    copy(manifest_digest);
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(blobs.join(&manifest_digest[7..])).expect("read"))
+            .expect("the manifest is JSON");
+    copy(
+        manifest["config"]["digest"]
+            .as_str()
+            .expect("config digest"),
+    );
+    for layer in manifest["layers"].as_array().expect("layers") {
+        copy(layer["digest"].as_str().expect("layer digest"));
+    }
+    let mut entry = descriptor.clone();
+    entry["annotations"] = serde_json::json!({ "org.opencontainers.image.ref.name": tag });
+    let layout_index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [entry],
+    });
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec_pretty(&layout_index).expect("json"),
+    )
+    .expect("write index.json");
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)
+        .expect("write oci-layout");
+}
+
+/// The host's architecture as OCI names it.
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
 }
 
 /// The image config's `config` object, `{}` when absent.
@@ -172,7 +326,7 @@ fn apply_layer(blob: &Path, root: &Path) {
 }
 
 /// Extracts every layer of `image` (an inspect object) from the store into `root`.
-fn extract(k: &Kiln, image: &Value, root: &Path) {
+pub(crate) fn extract(k: &Kiln, image: &Value, root: &Path) {
     std::fs::create_dir_all(root).expect("create the extraction dir");
     let layers = image["Manifest"]["layers"]
         .as_array()
@@ -274,15 +428,15 @@ fn check_file(root: &Path, path: &str, want: &Value, failures: &mut Vec<String>)
     }
 }
 
-/// `created_by`/`empty_layer` of the history entries after the base's.
-fn new_history(image: &Value) -> Vec<Value> {
+/// `created_by`/`empty_layer` of the history entries after the base's `base_len`.
+fn new_history(image: &Value, base_len: usize) -> Vec<Value> {
     let history = image["Config"]["history"]
         .as_array()
         .cloned()
         .unwrap_or_default();
     history
         .iter()
-        .skip(BASE_HISTORY_LEN)
+        .skip(base_len)
         .map(|h| {
             serde_json::json!({
                 "created_by": h.get("created_by").cloned().unwrap_or(Value::from("")),
@@ -297,10 +451,8 @@ fn run_topic(topic: &str) {
         return;
     }
     let dir = topic_dir(topic);
-    let expected: Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("expected.json")).expect("read expected.json"),
-    )
-    .expect("expected.json is JSON");
+    let text = std::fs::read_to_string(dir.join("expected.json")).expect("read expected.json");
+    let raw: Value = serde_json::from_str(&text).expect("expected.json is JSON");
 
     let k = Kiln::new();
     let Some(rootfs) = busybox_rootfs(&k.path("rootfs")) else {
@@ -310,12 +462,44 @@ fn run_topic(topic: &str) {
     let context = k.path("context");
     copy_context(&dir.join("context"), &context);
 
+    let server = raw
+        .get("http_serve")
+        .and_then(Value::as_str)
+        .map(|served| HttpServer::start(&dir.join(served)));
+    if raw.get("http_serve").is_some() && server.as_ref().is_some_and(Option::is_none) {
+        return; // no python3: skipped, the reason printed
+    }
+    let http_base = server
+        .as_ref()
+        .and_then(Option::as_ref)
+        .map(HttpServer::base)
+        .unwrap_or_default();
+    let topic_path = dir.canonicalize().expect("canonical topic dir");
+    let text = text
+        .replace("@TOPIC_DIR@", &topic_path.display().to_string())
+        .replace("@TEST_DIR@", &k.dir.path().display().to_string())
+        .replace("@HOST_ARCH@", host_arch())
+        .replace("@HTTP_BASE@", &http_base);
+    let expected: Value = serde_json::from_str(&text).expect("expected.json is JSON");
+    let base_len = expected
+        .get("base_history_len")
+        .and_then(Value::as_u64)
+        .map_or(BASE_HISTORY_LEN, |n| n as usize);
+
     let mut failures: Vec<String> = Vec::new();
 
     if let Some(base) = expected.get("base") {
         let dockerfile = base["dockerfile"].as_str().expect("base.dockerfile");
         let tag = base["tag"].as_str().expect("base.tag");
-        build(&k, &context, &dir.join(dockerfile), tag, &Value::Null);
+        build(
+            &k,
+            &context,
+            &dir.join(dockerfile),
+            tag,
+            &Value::Null,
+            &[],
+            &[],
+        );
         if let Some(want) = base.get("config") {
             let got = container_config(&inspect(&k, tag));
             if &got != want {
@@ -327,10 +511,43 @@ fn run_topic(topic: &str) {
             }
         }
     }
+    if let Some(layouts) = expected.get("oci_layouts").and_then(Value::as_object) {
+        for (name, layout) in layouts {
+            write_oci_layout(
+                &k,
+                layout["image"].as_str().expect("oci_layouts[].image"),
+                layout["tag"].as_str().expect("oci_layouts[].tag"),
+                &k.path(name),
+            );
+        }
+    }
 
+    let (mut extra, envs, _sockets) = topic_args(&k, &dir, &expected);
+    if !http_base.is_empty() {
+        extra.push("--build-arg".into());
+        extra.push(format!("HTTP_BASE={http_base}"));
+    }
     let tag = format!("topic-{}:latest", topic.replace('_', "-"));
-    build(&k, &context, &dir.join("Dockerfile"), &tag, &expected);
+    build(
+        &k,
+        &context,
+        &dir.join("Dockerfile"),
+        &tag,
+        &expected,
+        &extra,
+        &envs,
+    );
+    drop(server);
     let image = inspect(&k, &tag);
+
+    if let Some(want) = expected.get("image").and_then(Value::as_object) {
+        for (key, value) in want {
+            let got = image["Config"].get(key).cloned().unwrap_or(Value::Null);
+            if &got != value {
+                failures.push(format!("image config {key:?}: expected {value}, got {got}"));
+            }
+        }
+    }
 
     let got = container_config(&image);
     if got != expected["config"] {
@@ -352,7 +569,7 @@ fn run_topic(topic: &str) {
     }
 
     let want_history = expected["history"].as_array().cloned().unwrap_or_default();
-    let got_history = new_history(&image);
+    let got_history = new_history(&image, base_len);
     if got_history != want_history {
         let mut diff = String::new();
         for i in 0..want_history.len().max(got_history.len()) {
@@ -379,7 +596,7 @@ fn run_topic(topic: &str) {
         .unwrap_or_default()
         .iter()
         .enumerate()
-        .skip(BASE_HISTORY_LEN)
+        .skip(base_len)
     {
         let comment = entry.get("comment").and_then(Value::as_str).unwrap_or("");
         if comment != "buildkit.dockerfile.v0" {
@@ -469,6 +686,12 @@ topics!(
     cmd_entrypoint_keep,
     metadata,
     onbuild,
+    run_mounts,
+    heredocs,
+    copy_flags,
+    add_archives,
+    named_contexts,
+    platform_cross,
 );
 
 /// Every topic directory has a test above.
@@ -484,6 +707,12 @@ fn every_topic_directory_has_a_test() {
         "cmd_entrypoint_keep",
         "metadata",
         "onbuild",
+        "run_mounts",
+        "heredocs",
+        "copy_flags",
+        "add_archives",
+        "named_contexts",
+        "platform_cross",
     ];
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/build");
     for entry in std::fs::read_dir(&root).expect("read testdata/build") {

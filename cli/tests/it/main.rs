@@ -1,6 +1,7 @@
 //! Integration tests of the `kiln` binary: one test binary, one module per topic.
 
 mod build;
+mod build_features;
 mod build_topics;
 mod feedback;
 mod parse;
