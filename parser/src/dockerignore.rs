@@ -281,6 +281,12 @@ impl Matcher {
         self.patterns.is_empty()
     }
 
+    /// The patterns as compiled (cleaned, `!` removed), each with whether it is an
+    /// exception.
+    pub fn patterns(&self) -> impl Iterator<Item = (&str, bool)> {
+        self.patterns.iter().map(|p| (p.text.as_str(), p.exclusion))
+    }
+
     /// Whether `path` (relative, `/`-separated, cleaned) is excluded; `.` never is.
     pub fn matches(&self, path: &str) -> Result<bool, Error> {
         let path = clean(path);

@@ -1,4 +1,5 @@
-//! Dockerfile text -> typed AST with spans; the shell-word expander; `.dockerignore`.
+//! Dockerfile text -> typed AST with spans; the shell-word expander; `.dockerignore`;
+//! BuildKit's build checks over the AST ([`lint`]).
 //!
 //! Pure: no I/O beyond the text it is given, no panics on any input (fuzzed).
 #![forbid(unsafe_code)]
@@ -9,6 +10,7 @@ mod error;
 pub mod expand;
 mod instruction;
 mod lines;
+pub mod lint;
 mod node;
 pub mod shell;
 mod words;

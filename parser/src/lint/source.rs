@@ -1,0 +1,225 @@
+//! What the checks read from the text because the typed AST does not keep it: each
+//! instruction's node (keyword and `AS` as written), the comments right above it (for
+//! descriptions), and the span of a single line.
+
+use crate::error::Span;
+use crate::node::Node;
+
+/// The text and the facts derived from it.
+pub(crate) struct Source<'a> {
+    text: &'a str,
+    /// Every instruction's node, in file order.
+    pub(crate) nodes: Vec<Node>,
+    /// For each node, the comments above it as BuildKit collects them (`PrevComment`).
+    comments: Vec<Vec<String>>,
+}
+
+impl<'a> Source<'a> {
+    pub(crate) fn new(text: &'a str) -> Source<'a> {
+        // The file parsed already; should the node pass fail anyway, the checks that
+        // need nodes find none.
+        let nodes = crate::parse_nodes(text)
+            .map(|tree| tree.nodes)
+            .unwrap_or_default();
+        let comments = prev_comments(text, &nodes);
+        Source {
+            text,
+            nodes,
+            comments,
+        }
+    }
+
+    /// The node of the instruction that starts at byte `start`.
+    pub(crate) fn node_at(&self, start: usize) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.span.start == start)
+    }
+
+    /// The comments above the node of the instruction that starts at byte `start`.
+    pub(crate) fn comments_at(&self, start: usize) -> &[String] {
+        self.nodes
+            .iter()
+            .position(|n| n.span.start == start)
+            .and_then(|i| self.comments.get(i))
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// The span of physical line `line` (1-based), without its newline.
+    pub(crate) fn line_span(&self, line: usize) -> Span {
+        line_span(self.text, line).unwrap_or(Span {
+            line,
+            col: 1,
+            end_line: line,
+            ..Span::default()
+        })
+    }
+}
+
+fn line_span(text: &str, line: usize) -> Option<Span> {
+    let mut offset = 0;
+    for (i, raw) in text.split_inclusive('\n').enumerate() {
+        if i + 1 == line {
+            let content = raw.trim_end_matches(['\r', '\n']);
+            return Some(Span {
+                start: offset,
+                end: offset + content.len(),
+                line,
+                col: 1,
+                end_line: line,
+            });
+        }
+        offset += raw.len();
+    }
+    None
+}
+
+/// The line of the parser directive `name` at the top of the file.
+pub(crate) fn directive_span(text: &str, name: &str) -> Option<Span> {
+    let mut scan = DirectiveScan::default();
+    for (i, raw) in text.split_inclusive('\n').enumerate() {
+        let raw = if i == 0 {
+            raw.strip_prefix('\u{feff}').unwrap_or(raw)
+        } else {
+            raw
+        };
+        match scan.directive(raw.trim_start().trim_end_matches(['\r', '\n'])) {
+            Some(found) if found == name => return line_span(text, i + 1),
+            Some(_) => {}
+            None => return None,
+        }
+    }
+    None
+}
+
+/// The comments BuildKit's parser hands each instruction: the comment lines since the
+/// previous instruction, each without its first character and trimmed; a bare `#`
+/// empties the list, a parser directive is not kept, a blank line changes nothing.
+/// Comment lines inside a continued instruction do not count.
+fn prev_comments(text: &str, nodes: &[Node]) -> Vec<Vec<String>> {
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let mut out = Vec::with_capacity(nodes.len());
+    let mut comments: Vec<String> = Vec::new();
+    let mut scan = DirectiveScan::default();
+    let mut line = 1;
+    for node in nodes {
+        while line < node.span.line {
+            let mut raw = lines.get(line - 1).copied().unwrap_or_default();
+            if line == 1 {
+                raw = raw.strip_prefix('\u{feff}').unwrap_or(raw);
+            }
+            let trimmed = raw.trim_start();
+            if trimmed.starts_with('#') {
+                let mut rest = raw.chars();
+                rest.next();
+                let comment = rest.as_str().trim();
+                if comment.is_empty() {
+                    comments.clear();
+                } else {
+                    comments.push(comment.to_owned());
+                }
+            }
+            if scan
+                .directive(trimmed.trim_end_matches(['\r', '\n']))
+                .is_some()
+            {
+                comments.pop();
+            }
+            line += 1;
+        }
+        out.push(std::mem::take(&mut comments));
+        scan.done = true;
+        line = node.span.end_line + 1;
+    }
+    out
+}
+
+/// The parser directives at the top: `# name=value` lines with a known name, each once,
+/// before anything else.
+#[derive(Default)]
+struct DirectiveScan {
+    done: bool,
+    seen: Vec<String>,
+}
+
+impl DirectiveScan {
+    /// The directive's name if `line` (left-trimmed, no newline) is one.
+    fn directive(&mut self, line: &str) -> Option<String> {
+        if self.done {
+            return None;
+        }
+        let name = directive_name(line).map(str::to_lowercase);
+        match name {
+            Some(name)
+                if matches!(name.as_str(), "syntax" | "escape" | "check")
+                    && !self.seen.contains(&name) =>
+            {
+                self.seen.push(name.clone());
+                Some(name)
+            }
+            _ => {
+                self.done = true;
+                None
+            }
+        }
+    }
+}
+
+/// `#[ws]name[ws]=[ws]value` with a letter-then-alphanumerics name and a value.
+fn directive_name(line: &str) -> Option<&str> {
+    let rest = line.strip_prefix('#')?.trim_start();
+    let len = rest
+        .char_indices()
+        .take_while(|(i, c)| {
+            if *i == 0 {
+                c.is_ascii_alphabetic()
+            } else {
+                c.is_ascii_alphanumeric()
+            }
+        })
+        .count();
+    if len == 0 {
+        return None;
+    }
+    let (name, after) = rest.split_at(len);
+    let value = after.trim_start().strip_prefix('=')?;
+    (!value.trim().is_empty()).then_some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str, expected: &[&[&str]]) {
+        let source = Source::new(text);
+        let got: Vec<Vec<&str>> = source
+            .nodes
+            .iter()
+            .map(|n| {
+                source
+                    .comments_at(n.span.start)
+                    .iter()
+                    .map(String::as_str)
+                    .collect()
+            })
+            .collect();
+        let want: Vec<Vec<&str>> = expected.iter().map(|c| c.to_vec()).collect();
+        assert_eq!(got, want, "{text}");
+    }
+
+    #[test]
+    fn comments_above_instructions() {
+        check(
+            "# check=skip=all\n# foo is foo\nARG foo\n\n# one\n\n#  two  \nFROM a\n#\nARG b\nRUN x \\\n  # inside\n  y\n",
+            &[&["foo is foo"], &["one", "two"], &[], &[]],
+        );
+        check("  # indented\nFROM a\n", &[&["# indented"]]);
+        check("RUN <<EOF\n# body\nEOF\nFROM a\n", &[&[], &[]]);
+    }
+
+    #[test]
+    fn directive_lines() {
+        let text = "# syntax=x\n# check=skip=all\nFROM a\n";
+        assert_eq!(directive_span(text, "check").map(|s| s.line), Some(2));
+        assert_eq!(directive_span("# hi\n# check=a\nFROM a\n", "check"), None);
+    }
+}

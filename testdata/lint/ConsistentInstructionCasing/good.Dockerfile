@@ -1,0 +1,4 @@
+from alpine:3.20
+run echo one
+workdir /app
+cmd ["sh"]

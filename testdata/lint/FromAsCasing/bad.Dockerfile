@@ -1,0 +1,5 @@
+FROM alpine:3.20 as build
+RUN echo hi > /out
+
+FROM scratch
+COPY --from=build /out /out
