@@ -32,6 +32,8 @@ pub(crate) struct GlobalArgs {
 pub(crate) enum Command {
     /// Build an image from a Dockerfile and a context directory
     Build(Box<cmd::build::BuildArgs>),
+    /// Run the build checks (BuildKit's lint rules) on a Dockerfile
+    Check(cmd::check::CheckArgs),
     /// Print kiln's version and the commit it was built from
     Version,
     /// Print a shell completion script: kiln completion bash|zsh|fish

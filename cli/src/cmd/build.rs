@@ -250,9 +250,9 @@ fn read_dockerfile(args: &BuildArgs) -> anyhow::Result<Dockerfile> {
 
 /// The `.dockerignore` that applies: `<Dockerfile>.dockerignore` beside the Dockerfile
 /// first, then the context's `.dockerignore`.
-fn ignore_matcher(context: &Path, dockerfile: &Dockerfile) -> anyhow::Result<Matcher> {
+pub(crate) fn ignore_for(context: &Path, dockerfile: Option<&Path>) -> anyhow::Result<Matcher> {
     let mut candidates = Vec::new();
-    if let Some(path) = &dockerfile.path
+    if let Some(path) = dockerfile
         && let (Some(dir), Some(name)) = (path.parent(), path.file_name())
     {
         candidates.push(dir.join(format!("{}.dockerignore", name.to_string_lossy())));
@@ -418,6 +418,25 @@ pub(crate) fn build(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<Exit
             return Err(Reported.into());
         }
     };
+    // The build checks: --check runs only them; otherwise they are warnings shown after
+    // the build, and `# check=error=true` findings stop it before anything runs.
+    let lint_findings = crate::cmd::check::findings(
+        &parsed,
+        &dockerfile.text,
+        &build_args,
+        args.target.as_deref(),
+        Some(ignore_for(&args.context, dockerfile.path.as_deref())?),
+        Some(&store),
+    );
+    if args.check || kiln_parser::lint::violation(&lint_findings).is_some() {
+        crate::cmd::check::print(&lint_findings, &dockerfile.name, &dockerfile.text);
+        if let Some(message) = kiln_parser::lint::violation(&lint_findings) {
+            eprintln!("error: {message}");
+            return Err(Reported.into());
+        }
+        eprintln!("Check complete: {} finding(s)", lint_findings.len());
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Some(syntax) = &parsed.directives.syntax {
         // kiln is its own Dockerfile frontend: the directive is noted, never fetched.
         let image = syntax.split(['@', ':']).next().unwrap_or_default();
@@ -514,7 +533,7 @@ pub(crate) fn build(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<Exit
             _ => None,
         })
         .collect();
-    let ignore = ignore_matcher(&args.context, &dockerfile)?;
+    let ignore = ignore_for(&args.context, dockerfile.path.as_deref())?;
     let mut contexts = HashMap::new();
     for name in needed_contexts {
         let Some(dir) = context_dirs.get(&name) else {
@@ -523,14 +542,7 @@ pub(crate) fn build(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<Exit
         let matcher = if name == "context" {
             ignore.clone()
         } else {
-            ignore_matcher(
-                dir,
-                &Dockerfile {
-                    name: String::new(),
-                    text: String::new(),
-                    path: None,
-                },
-            )?
+            ignore_for(dir, None)?
         };
         let tree = ContextTree::scan(dir, &matcher)
             .with_context(|| format!("read the build context {}", dir.display()))?;
@@ -632,6 +644,13 @@ pub(crate) fn build(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<Exit
         for line in &delivered.lines {
             writeln!(err, "{line}")?;
         }
+    }
+    if !lint_findings.is_empty() && mode != Mode::Quiet {
+        eprintln!(
+            "\n{} build check warning(s) (kiln check shows them alone):",
+            lint_findings.len()
+        );
+        crate::cmd::check::print(&lint_findings, &dockerfile.name, &dockerfile.text);
     }
     if !stdout_taken {
         writeln!(std::io::stdout(), "{}", image.id)?;

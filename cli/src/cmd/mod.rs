@@ -1,6 +1,7 @@
 //! One module per group of commands; `run` dispatches.
 
 pub(crate) mod build;
+pub(crate) mod check;
 pub(crate) mod output;
 pub(crate) mod parse;
 pub(crate) mod registry;
@@ -22,6 +23,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Build(args) => build::build(global, *args),
         Command::Logs(args) => build::logs(global, args),
+        Command::Check(args) => check::check(global, args),
         Command::Version => {
             use std::io::Write;
             writeln!(

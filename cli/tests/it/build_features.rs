@@ -33,7 +33,13 @@ impl HttpServer {
                 .expect("find a free port")
                 .port();
             let child = Command::new("python3")
-                .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1"])
+                .args([
+                    "-m",
+                    "http.server",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                ])
                 .arg("--directory")
                 .arg(dir)
                 .stdin(Stdio::null())
@@ -269,22 +275,37 @@ fn secrets_are_in_no_layer_config_history_or_store_file() {
 const CACHE_DOCKERFILE: &str = "FROM busybox\n\
 RUN --mount=type=cache,id=persist,target=/var/cache/build ls /var/cache/build > /seen && echo run >> /var/cache/build/log && cp /var/cache/build/log /log\n";
 
-/// Paths of every entry in the image's layer tars.
-fn layer_paths(k: &Kiln, name: &str) -> Vec<String> {
-    let image = inspect(k, name);
+/// The paths in one layer blob, without `./` and trailing slashes.
+fn layer_entries(k: &Kiln, digest: &str) -> Vec<String> {
+    let hex = digest.strip_prefix("sha256:").expect("a sha256 digest");
+    let file =
+        std::fs::File::open(k.root().join("content/blobs/sha256").join(hex)).expect("open a layer");
+    let reader = kiln_snapshotter::layer_in::decompress(file).expect("decompress");
+    let mut archive = tar::Archive::new(reader);
     let mut paths = Vec::new();
-    for layer in image["Manifest"]["layers"].as_array().expect("layers") {
-        let hex = layer["digest"].as_str().expect("digest")[7..].to_owned();
-        let file = std::fs::File::open(k.root().join("content/blobs/sha256").join(hex))
-            .expect("open a layer");
-        let reader = kiln_snapshotter::layer_in::decompress(file).expect("decompress");
-        let mut archive = tar::Archive::new(reader);
-        for entry in archive.entries().expect("entries") {
-            let entry = entry.expect("an entry");
-            paths.push(entry.path().expect("path").display().to_string());
+    for entry in archive.entries().expect("entries") {
+        let entry = entry.expect("an entry");
+        let path = entry.path().expect("path").display().to_string();
+        let path = path
+            .trim_start_matches("./")
+            .trim_end_matches('/')
+            .to_owned();
+        if !path.is_empty() && path != "." {
+            paths.push(path);
         }
     }
     paths
+}
+
+/// Paths of every entry in the image's layer tars.
+fn layer_paths(k: &Kiln, name: &str) -> Vec<String> {
+    let image = inspect(k, name);
+    image["Manifest"]["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .flat_map(|layer| layer_entries(k, layer["digest"].as_str().expect("digest")))
+        .collect()
 }
 
 #[test]
@@ -348,6 +369,119 @@ fn a_cache_mount_persists_across_builds_and_stays_out_of_the_image() {
     assert_eq!(read(&logs[0]), "run\nrun\n");
 }
 
+/// `[start, end]` of a step, from the /proc/uptime readings it wrote.
+fn interval(root: &Path, stage: &str) -> (f64, f64) {
+    let at = |what: &str| -> f64 {
+        read(&root.join(format!("{stage}-{what}")))
+            .trim()
+            .parse()
+            .expect("an uptime")
+    };
+    (at("start"), at("end"))
+}
+
+#[test]
+fn cache_mount_sharing_locked_waits_and_private_separates() {
+    let Some(k) = world("cache_mount_sharing_locked_waits_and_private_separates") else {
+        return;
+    };
+    let step = |stage: &str, sharing: &str| {
+        format!(
+            "FROM busybox AS {stage}
+             RUN --mount=type=cache,id={sharing}-cache,target=/c,sharing={sharing}              cut -d' ' -f1 /proc/uptime > /start && echo {stage} > /c/who && sleep 2 &&              cat /c/who > /seen && cut -d' ' -f1 /proc/uptime > /end
+"
+        )
+    };
+    let mut dockerfile = String::new();
+    for (stage, sharing) in [
+        ("locked1", "locked"),
+        ("locked2", "locked"),
+        ("private1", "private"),
+        ("private2", "private"),
+    ] {
+        dockerfile.push_str(&step(stage, sharing));
+    }
+    dockerfile.push_str(
+        "FROM busybox
+",
+    );
+    for stage in ["locked1", "locked2", "private1", "private2"] {
+        for file in ["start", "end", "seen"] {
+            dockerfile.push_str(&format!(
+                "COPY --from={stage} /{file} /{stage}-{file}
+"
+            ));
+        }
+    }
+    k.write("ctx/Dockerfile", dockerfile);
+    ok_build(&k, &["ctx", "-t", "sharing", "--jobs", "4"]);
+    let fs = tree(&k, "sharing");
+    let root = fs.path().join("fs");
+
+    // locked: one step at a time.
+    let (a, b) = (interval(&root, "locked1"), interval(&root, "locked2"));
+    assert!(
+        a.1 <= b.0 || b.1 <= a.0,
+        "two sharing=locked steps of one cache ran at the same time: {a:?} {b:?}"
+    );
+    // private: steps running together each get their own directory.
+    let (a, b) = (interval(&root, "private1"), interval(&root, "private2"));
+    eprintln!("sharing=private steps ran over {a:?} and {b:?}");
+    for stage in ["private1", "private2"] {
+        assert_eq!(
+            read(&root.join(format!("{stage}-seen"))),
+            format!("{stage}\n"),
+            "a sharing=private step saw another step's write (intervals {a:?} {b:?})"
+        );
+    }
+}
+
+#[test]
+fn rw_binds_leave_the_context_and_the_stage_untouched() {
+    let Some(k) = world("rw_binds_leave_the_context_and_the_stage_untouched") else {
+        return;
+    };
+    k.write("ctx/data/file.txt", "original\n");
+    k.write(
+        "ctx/Dockerfile",
+        "FROM busybox AS stage
+         RUN mkdir /out && echo original > /out/file.txt
+         FROM busybox
+         RUN --mount=type=bind,source=data,target=/d,rw echo changed > /d/file.txt && echo new > /d/new.txt && rm -f /d/missing
+         RUN --mount=type=bind,from=stage,source=/out,target=/o,rw echo changed > /o/file.txt && echo new > /o/new.txt
+         COPY --from=stage /out /from-stage/
+         COPY data /from-context/
+",
+    );
+    ok_build(&k, &["ctx", "-t", "rw"]);
+    assert_eq!(read(&k.path("ctx/data/file.txt")), "original\n");
+    assert_eq!(
+        listing(&k.path("ctx/data")),
+        vec!["file.txt".to_owned()],
+        "the rw bind wrote into the host's context"
+    );
+    let fs = tree(&k, "rw");
+    let root = fs.path().join("fs");
+    for dir in ["from-stage", "from-context"] {
+        assert_eq!(
+            read(&root.join(dir).join("file.txt")),
+            "original\n",
+            "/{dir}"
+        );
+        assert_eq!(
+            listing(&root.join(dir)),
+            vec!["file.txt".to_owned()],
+            "/{dir}"
+        );
+    }
+    for gone in ["d", "o"] {
+        assert!(
+            root.join(gone).symlink_metadata().is_err(),
+            "/{gone} is in the image"
+        );
+    }
+}
+
 // (c) -------------------------------------------------------------------------------------
 
 /// A busybox rootfs with `/etc/base-version` saying `version`, imported as busybox:latest.
@@ -375,7 +509,10 @@ fn copy_link_stays_cached_when_the_base_image_changes() {
     ok_build(&k, &["ctx", "-t", "linked"]);
 
     let second_base = import_base(&k, "2");
-    assert_ne!(first_base, second_base, "the re-imported base is the same image");
+    assert_ne!(
+        first_base, second_base,
+        "the re-imported base is the same image"
+    );
     let events = ok_build(&k, &["ctx", "-t", "linked"]);
     let cached = labels(&events, "cached");
     let started = labels(&events, "started");
@@ -393,6 +530,33 @@ fn copy_link_stays_cached_when_the_base_image_changes() {
         !cached.iter().any(|l| l.contains("COPY b.txt /b.txt")),
         "the plain COPY after the changed base was reported cached: {cached:?}"
     );
+
+    // A --link layer holds only what it copied, independent of the base.
+    let image = inspect(&k, "linked");
+    let with_layers: Vec<String> = image["Config"]["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter(|h| !h["empty_layer"].as_bool().unwrap_or(false))
+        .map(|h| h["created_by"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let layers = image["Manifest"]["layers"].as_array().expect("layers");
+    assert_eq!(with_layers.len(), layers.len(), "{with_layers:?}");
+    for (created_by, file) in [
+        ("COPY a.txt /a.txt # buildkit", "a.txt"),
+        ("COPY c.txt /c.txt # buildkit", "c.txt"),
+    ] {
+        let index = with_layers
+            .iter()
+            .position(|h| h == created_by)
+            .unwrap_or_else(|| panic!("no history entry {created_by:?}: {with_layers:?}"));
+        let entries = layer_entries(&k, layers[index]["digest"].as_str().expect("digest"));
+        assert_eq!(
+            entries,
+            vec![file.to_owned()],
+            "the layer of `{created_by}` holds more than the copied file"
+        );
+    }
 
     // The merged result is the new base plus the three files.
     let fs = tree(&k, "linked");
@@ -421,7 +585,9 @@ fn describe_tree(root: &Path) -> BTreeMap<String, String> {
         let what = if meta.file_type().is_symlink() {
             format!(
                 "symlink -> {}",
-                std::fs::read_link(entry.path()).expect("readlink").display()
+                std::fs::read_link(entry.path())
+                    .expect("readlink")
+                    .display()
             )
         } else if meta.is_dir() {
             format!(
@@ -533,7 +699,10 @@ fn add_extracts_each_compression_exactly_as_tar_x_does() {
         let got = describe_tree(&fs.path().join("fs/x").join(format));
         if got != want {
             let mut diff = String::new();
-            for key in want.keys().chain(got.keys().filter(|k| !want.contains_key(*k))) {
+            for key in want
+                .keys()
+                .chain(got.keys().filter(|k| !want.contains_key(*k)))
+            {
                 let (w, g) = (want.get(key), got.get(key));
                 if w != g {
                     diff.push_str(&format!(
@@ -584,6 +753,19 @@ fn raw_entry(
     builder.append(&header, data).expect("append");
 }
 
+/// The lines of a plain-progress stderr that say what failed.
+fn error_lines(err: &str) -> String {
+    err.lines()
+        .filter(|l| {
+            ["error", "ERROR", "failed", "not found"]
+                .iter()
+                .any(|w| l.contains(w))
+                || l.trim_start().starts_with('=')
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The names directly in `dir`.
 fn listing(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -606,7 +788,13 @@ fn files_with_content(k: &Kiln, name: &str, bytes: &[u8]) -> Vec<String> {
         .flatten()
         .filter(|e| e.file_type().is_file())
         .filter(|e| std::fs::read(e.path()).is_ok_and(|b| b == bytes))
-        .map(|e| e.path().strip_prefix(&root).expect("prefix").display().to_string())
+        .map(|e| {
+            e.path()
+                .strip_prefix(&root)
+                .expect("prefix")
+                .display()
+                .to_string()
+        })
         .collect()
 }
 
@@ -635,6 +823,12 @@ fn hostile_archives_cannot_write_outside_the_destination() {
     let symlink = tar::EntryType::Symlink;
     let hardlink = tar::EntryType::Link;
     let cases: Vec<(&str, Vec<Entry>, Vec<PathBuf>)> = vec![
+        // The control: a harmless archive builds.
+        (
+            "control",
+            vec![("ok.txt".into(), file, String::new(), "harmless\n")],
+            vec![],
+        ),
         (
             "dotdot",
             vec![(
@@ -671,7 +865,12 @@ fn hostile_archives_cannot_write_outside_the_destination() {
         (
             "symlink-up",
             vec![
-                ("uplink".into(), symlink, up.trim_end_matches('/').into(), ""),
+                (
+                    "uplink".into(),
+                    symlink,
+                    up.trim_end_matches('/').into(),
+                    "",
+                ),
                 (
                     format!("uplink/tmp/{unique}-via-up-link"),
                     file,
@@ -684,12 +883,7 @@ fn hostile_archives_cannot_write_outside_the_destination() {
         (
             "symlink-to-host-dir",
             vec![
-                (
-                    "hostdir".into(),
-                    symlink,
-                    outside.display().to_string(),
-                    "",
-                ),
+                ("hostdir".into(), symlink, outside.display().to_string(), ""),
                 (
                     "hostdir/planted".into(),
                     file,
@@ -707,12 +901,7 @@ fn hostile_archives_cannot_write_outside_the_destination() {
         (
             "hardlink-then-write",
             vec![
-                (
-                    "canary".into(),
-                    hardlink,
-                    canary.display().to_string(),
-                    "",
-                ),
+                ("canary".into(), hardlink, canary.display().to_string(), ""),
                 (
                     "canary".into(),
                     file,
@@ -722,7 +911,10 @@ fn hostile_archives_cannot_write_outside_the_destination() {
                 (
                     "up-canary".into(),
                     hardlink,
-                    format!("{up}{}", canary.display().to_string().trim_start_matches('/')),
+                    format!(
+                        "{up}{}",
+                        canary.display().to_string().trim_start_matches('/')
+                    ),
                     "",
                 ),
                 (
@@ -750,10 +942,18 @@ fn hostile_archives_cannot_write_outside_the_destination() {
             "FROM busybox\nADD evil.tar /dest/\n",
         );
         let tag = format!("hostile-{name}");
-        let out = run(k.cmd().args(["build", "--progress=plain", name, "-t", &tag]));
+        let out = run(k
+            .cmd()
+            .args(["build", "--progress=plain", name, "-t", &tag]));
         let err = String::from_utf8_lossy(&out.stderr);
         if err.contains("panicked") {
             failures.push(format!("{name}: kiln panicked:\n{err}"));
+        }
+        if name == "control" {
+            assert!(out.status.success(), "{}", describe(&["build", name], &out));
+            let fs = tree(&k, &tag);
+            assert_eq!(read(&fs.path().join("fs/dest/ok.txt")), "harmless\n");
+            continue;
         }
         for path in &host_paths {
             if path.symlink_metadata().is_ok() {
@@ -781,14 +981,11 @@ fn hostile_archives_cannot_write_outside_the_destination() {
                 ));
             }
         }
-        eprintln!(
-            "{name}: build {}",
-            if out.status.success() {
-                "succeeded".to_owned()
-            } else {
-                format!("failed: {}", err.lines().last().unwrap_or_default())
-            }
-        );
+        if out.status.success() {
+            eprintln!("{name}: the build succeeded");
+        } else {
+            eprintln!("{name}: the build failed:\n{}", error_lines(&err));
+        }
     }
     if std::fs::read("/etc/passwd").expect("read") != passwd_before {
         failures.push("the host's /etc/passwd changed".into());
@@ -834,6 +1031,7 @@ fn context_symlinks_cannot_read_host_files() {
     std::os::unix::fs::symlink("/etc", k.path("ctx/link")).expect("symlink");
     std::os::unix::fs::symlink("..", k.path("ctx/up")).expect("symlink");
     let cases = [
+        ("control", "COPY keep.txt /keep\n"),
         ("copy-through-link", "COPY link/passwd /x\n"),
         ("copy-the-link", "COPY link /y/\n"),
         ("copy-up", "COPY up/outside-secret.txt /z\n"),
@@ -864,8 +1062,12 @@ fn context_symlinks_cannot_read_host_files() {
         if err.contains("panicked") {
             failures.push(format!("{name}: kiln panicked:\n{err}"));
         }
+        if name == "control" {
+            assert!(out.status.success(), "{}", describe(&["build", name], &out));
+            continue;
+        }
         if !out.status.success() {
-            eprintln!("{name}: failed: {}", err.lines().last().unwrap_or_default());
+            eprintln!("{name}: the build failed:\n{}", error_lines(&err));
             continue;
         }
         for (what, bytes) in [
@@ -942,7 +1144,10 @@ fn add_checksum_mismatch_fails_naming_both_digests() {
         ),
     );
     let err = failed_build(&k, &["ctx", "-t", "mismatch"]);
-    assert!(err.contains(&wrong), "the expected digest is not named:\n{err}");
+    assert!(
+        err.contains(&wrong),
+        "the expected digest is not named:\n{err}"
+    );
     assert!(
         err.contains(&actual),
         "the actual digest {actual} is not named:\n{err}"
@@ -979,9 +1184,29 @@ fn a_missing_required_secret_fails_naming_the_flag() {
         "FROM busybox\nRUN --mount=type=secret,id=needed,required=true cat /run/secrets/needed\n",
     );
     let err = failed_build(&k, &["ctx", "-t", "no-secret"]);
-    assert!(err.contains("--secret"), "the message does not name --secret:\n{err}");
-    assert!(err.contains("needed"), "the message does not name the id:\n{err}");
-    assert!(err.contains("2 | RUN"), "the message does not show the line:\n{err}");
+    assert!(
+        err.contains("--secret"),
+        "the message does not name --secret:\n{err}"
+    );
+    assert!(
+        err.contains("needed"),
+        "the message does not name the id:\n{err}"
+    );
+    assert!(
+        err.contains("2 | RUN"),
+        "the message does not show the line:\n{err}"
+    );
+
+    // A required ssh agent likewise names --ssh.
+    k.write(
+        "ctx/Dockerfile.ssh",
+        "FROM busybox\nRUN --mount=type=ssh,required=true true\n",
+    );
+    let err = failed_build(&k, &["-f", "ctx/Dockerfile.ssh", "ctx", "-t", "no-ssh"]);
+    assert!(
+        err.contains("--ssh"),
+        "the message does not name --ssh:\n{err}"
+    );
 
     // An env= secret whose variable is unset is missing too.
     let err = failed_build(

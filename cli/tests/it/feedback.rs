@@ -288,3 +288,61 @@ fn tty_view_in_tmux() {
     // The spinner lines are gone once the steps are done: no leftover escape noise.
     assert!(!pane.contains("\u{1b}["), "{pane}");
 }
+
+#[test]
+fn build_checks_warn_and_can_fail_the_build() {
+    let Some(k) = world() else { return };
+    k.write(
+        "ctx/Dockerfile",
+        "FROM busybox as Builder\nMAINTAINER me\nCMD echo hi\n",
+    );
+    // kiln check: warnings, exit 0; JSON on request.
+    let out = run(k.cmd().args(["check", "ctx"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    for rule in [
+        "FromAsCasing",
+        "StageNameCasing",
+        "MaintainerDeprecated",
+        "JSONArgsRecommended",
+    ] {
+        assert!(err.contains(rule), "{rule} missing in {err}");
+    }
+    assert!(
+        err.contains("https://docs.docker.com/go/dockerfile/rule/"),
+        "{err}"
+    );
+    let json = k.ok(&["check", "ctx", "--format", "json"]);
+    let findings: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert!(findings.as_array().unwrap().len() >= 4, "{json}");
+    assert_eq!(findings[0]["location"]["line"], 1);
+    // A build shows them after the result.
+    let out = run(k.cmd().args(["build", "--progress=plain", "ctx"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("build check warning(s)") && err.contains("MaintainerDeprecated"),
+        "{err}"
+    );
+    // --check checks and stops.
+    let out = run(k.cmd().args(["build", "--check", "ctx"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !err.contains("Built"), "{err}");
+    // error=true fails the build before it runs.
+    k.write(
+        "ctx/Dockerfile",
+        "# check=error=true\nFROM busybox as Builder\nRUN echo should-not-run\n",
+    );
+    let out = run(k.cmd().args(["build", "--progress=plain", "ctx"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("lint violation found for rules"), "{err}");
+    assert!(!err.contains("should-not-run"), "{err}");
+    // skip= turns a rule off.
+    k.write(
+        "ctx/Dockerfile",
+        "# check=skip=FromAsCasing,StageNameCasing\nFROM busybox as Builder\n",
+    );
+    let out = run(k.cmd().args(["check", "ctx"]));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("FromAsCasing:"));
+}

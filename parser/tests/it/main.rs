@@ -3,4 +3,5 @@
 
 mod dockerfile;
 mod dockerignore;
+mod lint;
 mod shell;
