@@ -1310,9 +1310,13 @@ impl Lowerer<'_> {
         if let Some(chmod) = &copy.chmod {
             history.push_str(&format!(" --chmod={chmod}"));
         }
-        for source in &copy.sources {
+        // Heredocs are named by their delimiter without its quotes, after the paths.
+        for source in copy.sources.iter().filter(|s| !s.starts_with("<<")) {
             history.push(' ');
             history.push_str(source);
+        }
+        for heredoc in &copy.heredocs {
+            history.push_str(&format!(" <<{}", heredoc.name));
         }
         history.push(' ');
         history.push_str(&copy.dest);

@@ -742,6 +742,14 @@ async fn run_exec(
         let _ = shared.store.snapshots().remove(active.id());
         return Err(e);
     }
+    let stubs = match mount_stubs(&shared, &active, &exec) {
+        Ok(stubs) => stubs,
+        Err(e) => {
+            extras.clean_up();
+            let _ = shared.store.snapshots().remove(active.id());
+            return Err(e);
+        }
+    };
     let mut rootfs = to_sandbox_mounts(mounts);
     rootfs.append(&mut extras.rootfs);
     let mut spec = kiln_sandbox::Spec::new(rootfs, exec.argv.clone());
@@ -817,7 +825,62 @@ async fn run_exec(
         let _ = shared.store.snapshots().remove(active.id());
         return Err(error);
     }
+    remove_stubs(&shared.store.snapshots().diff_dir(&active), &stubs);
     Ok(Some(shared.store.snapshots().commit(active)?))
+}
+
+/// The paths the sandbox will create to mount things on (its own `/proc`, `/etc/hosts`
+/// ... and the step's `--mount` targets, with their parents) that the tree does not
+/// have yet, deepest first.
+fn mount_stubs(
+    shared: &Shared,
+    active: &kiln_snapshotter::Active,
+    exec: &ExecOp,
+) -> Result<Vec<String>, StepError> {
+    let mut layers = vec![shared.store.snapshots().diff_dir(active)];
+    layers.extend(shared.store.snapshots().lower_layers(active)?);
+    let view = LayeredView::new(layers);
+    let mut candidates: Vec<String> = kiln_sandbox::plan::CREATED_MOUNT_POINTS
+        .iter()
+        .map(|p| (*p).to_owned())
+        .collect();
+    for target in exec.mounts.iter().filter_map(|m| m.target()) {
+        let mut path = crate::meta::clean_abs(target);
+        while path != "/" {
+            candidates.push(path.clone());
+            path = match path.rfind('/') {
+                Some(0) | None => "/".to_owned(),
+                Some(pos) => path[..pos].to_owned(),
+            };
+        }
+    }
+    let mut stubs = Vec::new();
+    for path in candidates {
+        if !stubs.contains(&path) && view.lstat(&path)?.is_none() {
+            stubs.push(path);
+        }
+    }
+    stubs.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
+    Ok(stubs)
+}
+
+/// Removes the mount stubs a step left, as BuildKit does: a path that did not exist
+/// before the step and is an empty file or directory after it is the sandbox's, not the
+/// step's, and must not be seen by later steps.
+fn remove_stubs(diff_dir: &std::path::Path, stubs: &[String]) {
+    for stub in stubs {
+        let host = diff_dir.join(stub.trim_start_matches('/'));
+        match std::fs::symlink_metadata(&host) {
+            Ok(m) if m.is_file() && m.len() == 0 => {
+                let _ = std::fs::remove_file(&host);
+            }
+            // remove_dir only removes an empty directory: what the step put there stays.
+            Ok(m) if m.is_dir() => {
+                let _ = std::fs::remove_dir(&host);
+            }
+            _ => {}
+        }
+    }
 }
 
 /// What a RUN's `--mount`s add to its sandbox, and what to undo afterwards.
