@@ -67,53 +67,16 @@ impl LowerError {
     }
 }
 
-/// A platform as `os/arch[/variant]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Platform {
-    /// `linux`.
-    pub os: String,
-    /// `amd64`, `arm64` ...
-    pub architecture: String,
-    /// `v8`, `v7` ... when there is one.
-    pub variant: Option<String>,
-}
+pub use kiln_exporter::registry::Platform;
 
-impl Platform {
-    /// The machine kiln runs on.
-    pub fn host() -> Platform {
-        let (architecture, variant) = kiln_exporter::config::host_architecture();
-        Platform {
-            os: "linux".to_owned(),
-            architecture: architecture.to_owned(),
-            variant: variant.map(str::to_owned),
-        }
-    }
-
-    /// Parses `os/arch[/variant]` (or `arch` alone, meaning linux).
-    pub fn parse(text: &str) -> Option<Platform> {
-        let parts: Vec<&str> = text.split('/').collect();
-        let (os, architecture, variant) = match parts.as_slice() {
-            [arch] => ("linux", *arch, None),
-            [os, arch] => (*os, *arch, None),
-            [os, arch, variant] => (*os, *arch, Some((*variant).to_owned())),
-            _ => return None,
-        };
-        if os.is_empty() || architecture.is_empty() {
-            return None;
-        }
-        Some(Platform {
-            os: os.to_lowercase(),
-            architecture: architecture.to_lowercase(),
-            variant,
-        })
-    }
-
-    /// `os/arch[/variant]`.
-    pub fn format(&self) -> String {
-        match &self.variant {
-            Some(v) => format!("{}/{}/{v}", self.os, self.architecture),
-            None => format!("{}/{}", self.os, self.architecture),
-        }
+/// Parses `os/arch[/variant]`, or `arch` alone meaning linux, as `--platform` and
+/// `FROM --platform` take it.
+pub fn parse_platform(text: &str) -> Option<Platform> {
+    let text = text.trim().to_lowercase();
+    if text.contains('/') {
+        Platform::parse(&text).ok()
+    } else {
+        Platform::parse(&format!("linux/{text}")).ok()
     }
 }
 
@@ -381,13 +344,37 @@ fn env_pairs(config: &ContainerConfig) -> Vec<(String, String)> {
     config.env_pairs()
 }
 
+impl StageState {
+    /// A stage on a fresh base (scratch, an image, a context): no ARGs yet.
+    fn fresh(
+        index: usize,
+        name: &str,
+        platform: &Platform,
+        image: ImageConfig,
+        fs: VertexId,
+        layers: Vec<LayerSource>,
+    ) -> StageState {
+        StageState {
+            index,
+            platform: platform.clone(),
+            name: name.to_owned(),
+            image,
+            meta: StageMeta::default(),
+            env: Vec::new(),
+            args: Vec::new(),
+            fs,
+            layers,
+        }
+    }
+}
+
 impl Lowerer<'_> {
     fn platform_args(&self) -> Vec<(String, String)> {
         let build = Platform::host();
         let target = &self.platform;
         let mut out = Vec::new();
         for (prefix, p) in [("BUILD", &build), ("TARGET", target)] {
-            out.push((format!("{prefix}PLATFORM"), p.format()));
+            out.push((format!("{prefix}PLATFORM"), p.to_string()));
             out.push((format!("{prefix}OS"), p.os.clone()));
             out.push((format!("{prefix}ARCH"), p.architecture.clone()));
             out.push((
@@ -603,7 +590,7 @@ impl Lowerer<'_> {
         span: Span,
         stage: &str,
     ) -> Result<(VertexId, usize), LowerError> {
-        let memo = format!("{reference} {}", platform.format());
+        let memo = format!("{reference} {}", platform);
         if let Some(&vertex) = self.images_by_ref.get(&memo) {
             return Ok((vertex, self.image_vertices[&vertex]));
         }
@@ -763,7 +750,7 @@ impl Lowerer<'_> {
                     )
                     .hint("give the ARG a value, e.g. --build-arg or a default before FROM"));
                 }
-                Platform::parse(&text).ok_or_else(|| {
+                parse_platform(&text).ok_or_else(|| {
                     LowerError::at(stage.span, format!("failed to parse platform {text}"))
                         .hint("write OS/ARCH[/VARIANT], e.g. linux/arm64")
                 })?
@@ -788,17 +775,14 @@ impl Lowerer<'_> {
                         stage: name.clone(),
                     },
                 );
-                state = StageState {
-                    platform: platform.clone(),
+                state = StageState::fresh(
                     index,
-                    name: name.clone(),
-                    image: self.scratch_image(&platform),
-                    meta: StageMeta::default(),
-                    env: Vec::new(),
-                    args: Vec::new(),
+                    &name,
+                    &platform,
+                    self.scratch_image(&platform),
                     fs,
-                    layers: Vec::new(),
-                };
+                    Vec::new(),
+                );
                 triggers = Vec::new();
             }
             Base::Image(reference) => {
@@ -825,32 +809,13 @@ impl Lowerer<'_> {
                         layer,
                     })
                     .collect();
-                state = StageState {
-                    platform: platform.clone(),
-                    index,
-                    name: name.clone(),
-                    image,
-                    meta: StageMeta::default(),
-                    env: Vec::new(),
-                    args: Vec::new(),
-                    fs,
-                    layers,
-                };
+                state = StageState::fresh(index, &name, &platform, image, fs, layers);
             }
-            Base::Context(name) => {
-                let fs = self.context_tree(name, "", stage.span);
-                state = StageState {
-                    platform: platform.clone(),
-                    index,
-                    name: name.clone(),
-                    image: self.scratch_image(&platform),
-                    meta: StageMeta::default(),
-                    env: Vec::new(),
-                    args: Vec::new(),
-                    fs,
-                    layers: vec![LayerSource::Vertex(fs)],
-                };
-                state.name = self.stage_name(index);
+            Base::Context(context) => {
+                let fs = self.context_tree(context, "", stage.span);
+                let image = self.scratch_image(&platform);
+                let layers = vec![LayerSource::Vertex(fs)];
+                state = StageState::fresh(index, &name, &platform, image, fs, layers);
                 triggers = Vec::new();
             }
             Base::Stage(parent) => {
@@ -1026,8 +991,8 @@ impl Lowerer<'_> {
                 span,
                 format!(
                     "RUN for {} cannot execute on this {} machine",
-                    state.platform.format(),
-                    Platform::host().format()
+                    state.platform,
+                    Platform::host()
                 ),
             )
             .hint("register an emulator with binfmt_misc (apt-get install qemu-user-static), or build for the host's platform; stages without RUN (cross-compiling with FROM --platform=$BUILDPLATFORM) work as they are"));

@@ -142,6 +142,16 @@ impl SolveError {
         }
     }
 
+    /// `error` of the step that made vertex `id`, with its label and line.
+    fn at(plan: &Plan, id: VertexId, error: StepError) -> SolveError {
+        let step = plan.steps.get(&id);
+        SolveError {
+            label: step.map(|s| s.label.clone()),
+            span: step.and_then(|s| s.span),
+            error: Box::new(error),
+        }
+    }
+
     /// True when the build was cancelled rather than failed.
     pub fn is_cancelled(&self) -> bool {
         matches!(*self.error, StepError::Cancelled)
@@ -252,14 +262,8 @@ pub async fn solve(
                         "COPY from the context {name}, which was not read"
                     )))
                 })?;
-                let sources = context_sources(tree, op, &memo, options).map_err(|error| {
-                    let step = plan.steps.get(&id);
-                    SolveError {
-                        label: step.map(|s| s.label.clone()),
-                        span: step.and_then(|s| s.span),
-                        error: Box::new(error),
-                    }
-                })?;
+                let sources = context_sources(tree, op, &memo, options)
+                    .map_err(|error| SolveError::at(&plan, id, error))?;
                 out.insert(id, sources);
             }
         }
@@ -270,14 +274,9 @@ pub async fn solve(
     let mut remote = HashMap::new();
     for &id in &needed {
         if let Op::Http(op) = &plan.graph.vertex(id).op {
-            let found = remote_identity(&store, op).await.map_err(|error| {
-                let step = plan.steps.get(&id);
-                SolveError {
-                    label: step.map(|s| s.label.clone()),
-                    span: step.and_then(|s| s.span),
-                    error: Box::new(error),
-                }
-            })?;
+            let found = remote_identity(&store, op)
+                .await
+                .map_err(|error| SolveError::at(&plan, id, error))?;
             remote.insert(id, found);
         }
     }
@@ -329,14 +328,7 @@ pub async fn solve(
             results,
             context_files_read: files_read,
         }),
-        Err(ScheduleError::Vertex { vertex, error }) => {
-            let step = plan.steps.get(&vertex);
-            Err(SolveError {
-                label: step.map(|s| s.label.clone()),
-                span: step.and_then(|s| s.span),
-                error: Box::new(error),
-            })
-        }
+        Err(ScheduleError::Vertex { vertex, error }) => Err(SolveError::at(&plan, vertex, error)),
         Err(ScheduleError::Cancelled) => Err(SolveError::bare(StepError::Cancelled)),
         Err(ScheduleError::Panicked(text)) => Err(SolveError::bare(StepError::Internal(text))),
     }

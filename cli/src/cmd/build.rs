@@ -290,9 +290,9 @@ fn pull_base(
     reference: &str,
     platform: &Platform,
 ) -> Result<BaseImage, String> {
-    use kiln_exporter::registry::{ImageRef, Platform as RegistryPlatform, Registry};
+    use kiln_exporter::registry::{ImageRef, Registry};
     let image_ref = ImageRef::parse(reference).map_err(|e| e.to_string())?;
-    let wanted = RegistryPlatform::parse(&platform.format()).map_err(|e| e.to_string())?;
+    let wanted = platform.clone();
     let config = crate::cmd::registry::registry_config(&[]).map_err(|e| format!("{e:#}"))?;
     runtime
         .block_on(async {
@@ -350,7 +350,7 @@ pub(crate) fn build(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<Exit
     }
     let outputs = output::parse_outputs(&args.output, args.push)?;
     let platform = match &args.platform {
-        Some(text) => Some(Platform::parse(text).with_context(|| {
+        Some(text) => Some(frontend::parse_platform(text).with_context(|| {
             format!("--platform {text:?}: write OS/ARCH[/VARIANT], e.g. linux/amd64")
         })?),
         None => None,
@@ -490,8 +490,7 @@ pub(crate) fn build(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<Exit
             Some(image) => pull_base(&store, &runtime, reference, wanted).map_err(|e| {
                 format!(
                     "the store has {reference} for linux/{} only, and {} is needed: {e}",
-                    image.config.architecture,
-                    wanted.format()
+                    image.config.architecture, wanted
                 )
             }),
             None => pull_base(&store, &runtime, reference, wanted),

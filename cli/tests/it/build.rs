@@ -7,18 +7,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::{Kiln, busybox_rootfs, describe, is_root, run};
-
-/// A test world with `busybox:latest` imported; None (skipped) when not root.
-fn world() -> Option<Kiln> {
-    if !is_root("kiln build runs RUN steps in namespaces") {
-        return None;
-    }
-    let k = Kiln::new();
-    let rootfs = busybox_rootfs(&k.path("rootfs"))?;
-    k.ok(&["import", rootfs.to_str().unwrap(), "busybox:latest"]);
-    Some(k)
-}
+use crate::support::{Kiln, busybox_rootfs, describe, is_root, run, world};
 
 /// The events of a `--progress=rawjson` build (stderr), and its output.
 fn build_json(k: &Kiln, args: &[&str]) -> (std::process::Output, Vec<Value>) {

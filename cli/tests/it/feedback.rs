@@ -5,17 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::support::{Kiln, busybox_rootfs, describe, is_root, run};
-
-fn world() -> Option<Kiln> {
-    if !is_root("kiln build runs RUN steps in namespaces") {
-        return None;
-    }
-    let k = Kiln::new();
-    let rootfs = busybox_rootfs(&k.path("rootfs"))?;
-    k.ok(&["import", rootfs.to_str().unwrap(), "busybox:latest"]);
-    Some(k)
-}
+use crate::support::{Kiln, describe, run, world};
 
 /// Replaces what changes from run to run: durations, timestamps, ids, temp paths.
 fn mask(text: &str, k: &Kiln) -> String {

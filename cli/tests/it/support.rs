@@ -133,3 +133,15 @@ pub(crate) fn image_tree(k: &Kiln, name: &str) -> tempfile::TempDir {
     }
     dir
 }
+
+/// A test world with `busybox:latest` imported into its store; None (the test skips,
+/// saying why) when not root, since builds run RUN steps in namespaces.
+pub(crate) fn world() -> Option<Kiln> {
+    if !is_root("kiln build runs RUN steps in namespaces") {
+        return None;
+    }
+    let k = Kiln::new();
+    let rootfs = busybox_rootfs(&k.path("rootfs"))?;
+    k.ok(&["import", rootfs.to_str().unwrap(), "busybox:latest"]);
+    Some(k)
+}
