@@ -20,7 +20,7 @@ use kiln_snapshotter::Descriptor;
 use crate::graph::{Graph, VertexId};
 use crate::meta::{self, StageMeta, clean_abs, command_args};
 use crate::ops::chmod::Chmod;
-use crate::ops::{CopyOp, ExecMount, ExecOp, FilesOp, HttpOp, MkdirOp, Op};
+use crate::ops::{CopyOp, ExecMount, ExecOp, FilesOp, GitOp, HttpOp, MkdirOp, Op};
 use crate::request::NetworkMode;
 
 /// The comment BuildKit writes on every history entry it makes.
@@ -1079,20 +1079,11 @@ impl Lowerer<'_> {
         stage: &str,
     ) -> Result<(), LowerError> {
         let keyword = if is_add { "ADD" } else { "COPY" };
-        if let Some(url) = copy.sources.iter().find(|s| is_url(s)) {
-            if !is_add {
-                return Err(
-                    LowerError::at(span, format!("source can't be a URL for COPY: {url}"))
-                        .hint("use ADD to download a file, or RUN with wget/curl"),
-                );
-            }
-            if is_git(url) {
-                return Err(LowerError::at(
-                    span,
-                    format!("ADD of a git repository ({url}) is not supported by kiln yet"),
-                )
-                .hint("clone it in a RUN step, or pass it with --build-context NAME=DIR"));
-            }
+        if !is_add && let Some(url) = copy.sources.iter().find(|s| is_url(s)) {
+            return Err(
+                LowerError::at(span, format!("source can't be a URL for COPY: {url}"))
+                    .hint("use ADD to download a file, or RUN with wget/curl"),
+            );
         }
         if copy.checksum.is_some()
             && (!is_add || copy.sources.len() != 1 || !is_url(&copy.sources[0]))
@@ -1144,6 +1135,30 @@ impl Lowerer<'_> {
                 },
             );
             (vertex, None, names)
+        } else if is_add && crate::ops::git::is_git_url(&copy.sources[0]) {
+            if copy.sources.len() != 1 {
+                return Err(LowerError::at(
+                    span,
+                    "kiln's ADD takes one git repository per instruction",
+                )
+                .hint("split them into one ADD each"));
+            }
+            let source = crate::ops::git::parse(&copy.sources[0]);
+            let label = format!("[internal] git clone {}", copy.sources[0]);
+            let vertex = self.add(
+                Op::Git(GitOp {
+                    source,
+                    keep_git_dir: copy.keep_git_dir,
+                    checksum: copy.checksum.clone(),
+                }),
+                Vec::new(),
+                Step {
+                    label,
+                    span: Some(span),
+                    stage: stage.to_owned(),
+                },
+            );
+            (vertex, None, vec![String::new()])
         } else if is_add && is_url(&copy.sources[0]) {
             if copy.sources.len() != 1 {
                 return Err(
@@ -1448,13 +1463,6 @@ impl Lowerer<'_> {
 
 fn is_url(source: &str) -> bool {
     source.starts_with("http://") || source.starts_with("https://") || source.starts_with("git@")
-}
-
-fn is_git(source: &str) -> bool {
-    source.starts_with("git@")
-        || source.contains(".git#")
-        || source.ends_with(".git")
-        || source.starts_with("git://")
 }
 
 /// The name a downloaded file gets: the URL path's last part, or `__unnamed__`.

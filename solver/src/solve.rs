@@ -224,6 +224,8 @@ struct Shared {
     secrets: HashMap<String, SecretSource>,
     /// What identifies each `ADD URL` before it is downloaded.
     remote: HashMap<VertexId, Remote>,
+    /// Each git source's commit and its checkout, made before the build to key it.
+    git: HashMap<VertexId, (String, PathBuf)>,
     /// `--ssh` ids and the agent socket each forwards (none: given without a usable one).
     ssh: HashMap<String, Option<PathBuf>>,
 }
@@ -280,6 +282,15 @@ pub async fn solve(
             remote.insert(id, found);
         }
     }
+    let mut git = HashMap::new();
+    for &id in &needed {
+        if let Op::Git(op) = &plan.graph.vertex(id).op {
+            let found = git_checkout(&store, op)
+                .await
+                .map_err(|error| SolveError::at(&plan, id, error))?;
+            git.insert(id, found);
+        }
+    }
     let jobs = if options.jobs == 0 {
         // RUN steps mostly wait (on the network, on sleeps, on the disk), so twice the
         // cores keeps them busy without swamping them.
@@ -303,6 +314,7 @@ pub async fn solve(
             .map(|s| s.to_lowercase())
             .collect(),
         remote,
+        git,
         secrets: options
             .secrets
             .iter()
@@ -317,11 +329,14 @@ pub async fn solve(
         async move { run_vertex(shared, id, inputs).await }
     })
     .await;
-    // Downloads made to learn an identity and not used (a cache hit) go now.
+    // Downloads and checkouts made to learn an identity and not used (a cache hit) go.
     for remote in shared.remote.values() {
         if let Some((path, _)) = &remote.fetched {
             let _ = std::fs::remove_file(path);
         }
+    }
+    for (_, checkout) in shared.git.values() {
+        let _ = std::fs::remove_dir_all(checkout);
     }
     match outcome {
         Ok(results) => Ok(Solved {
@@ -458,6 +473,7 @@ fn key_for(
         Op::Files(_) => "files",
         Op::Merge => "merge",
         Op::Http(_) => "http",
+        Op::Git(_) => "git",
     };
     let mut builder = KeyBuilder::new(kind);
     builder.json("op", op);
@@ -471,6 +487,9 @@ fn key_for(
     }
     if let Some(remote) = shared.remote.get(&id) {
         builder.part("remote", remote.identity.as_bytes());
+    }
+    if let Some((commit, _)) = shared.git.get(&id) {
+        builder.part("commit", commit.as_bytes());
     }
     builder.finish()
 }
@@ -560,6 +579,11 @@ async fn run_vertex(
             blocking(move || run_merge(&shared2, below, linked)).await
         }
         Op::Http(op) => run_http(&shared, id, op).await,
+        Op::Git(op) => {
+            let shared2 = Arc::clone(&shared);
+            let op = op.clone();
+            blocking(move || run_git(&shared2, id, &op)).await
+        }
         Op::Context { .. } | Op::Scratch => unreachable_op(),
     };
     drop(permit);
@@ -1558,6 +1582,79 @@ async fn run_http(
             Err(e)
         }
     }
+}
+
+/// Clones a git source into the store's temp dir (on a blocking thread: gitoxide's
+/// transport is blocking) and returns its commit and where the checkout is.
+async fn git_checkout(
+    store: &Store,
+    op: &crate::ops::GitOp,
+) -> Result<(String, PathBuf), StepError> {
+    let dir = store.tmp_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+    let dest = dir.join(format!(
+        "git-{}",
+        &blake3::hash(format!("{}{:?}", op.source.url, SystemTime::now()).as_bytes()).to_hex()
+            [..16]
+    ));
+    let source = op.source.clone();
+    let keep = op.keep_git_dir;
+    let target = dest.clone();
+    let commit = blocking(move || {
+        crate::ops::git::checkout(&source, &target, keep)
+            .map_err(|e| StepError::Download(e.to_string()))
+    })
+    .await;
+    match commit {
+        Ok(commit) => {
+            if let Some(expected) = &op.checksum
+                && !commit.starts_with(expected.trim_start_matches("sha1:"))
+            {
+                let _ = std::fs::remove_dir_all(&dest);
+                return Err(StepError::Download(format!(
+                    "git {}: checksum mismatch: expected commit {expected}, the ref is at {commit}",
+                    op.source.url
+                )));
+            }
+            Ok((commit, dest))
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dest);
+            Err(e)
+        }
+    }
+}
+
+fn run_git(
+    shared: &Shared,
+    id: VertexId,
+    op: &crate::ops::GitOp,
+) -> Result<Option<SnapshotId>, StepError> {
+    let (_, checkout) = shared
+        .git
+        .get(&id)
+        .ok_or_else(|| StepError::Internal("a git source was not checked out".to_owned()))?;
+    let from = if op.source.subdir.is_empty() {
+        checkout.clone()
+    } else {
+        // The subdirectory must stay inside the checkout.
+        let inner = crate::meta::clean_abs(&op.source.subdir);
+        checkout.join(inner.trim_start_matches('/'))
+    };
+    if !from.is_dir() {
+        return Err(StepError::SourceNotFound {
+            path: format!("{}#:{}", op.source.url, op.source.subdir),
+            ignored_by: None,
+        });
+    }
+    on_new_snapshot(shared, None, |dir, _| {
+        for entry in std::fs::read_dir(&from).map_err(|e| io_err(&from, e))? {
+            let entry = entry.map_err(|e| io_err(&from, e))?;
+            let target = dir.join(entry.file_name());
+            std::fs::rename(entry.path(), &target).map_err(|e| io_err(&target, e))?;
+        }
+        Ok(())
+    })
 }
 
 /// Writes the result's layers, config and manifest into the store (nothing is tagged).

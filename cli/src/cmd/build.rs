@@ -157,15 +157,42 @@ impl std::fmt::Display for Reported {
 
 impl std::error::Error for Reported {}
 
-/// A context read from stdin into the store's temp dir, removed when the build ends.
-struct StdinContext {
+/// A context made in the store's temp dir (from stdin, or a git checkout), removed when
+/// the build ends.
+struct TempContext {
+    /// What to remove at the end.
     dir: PathBuf,
+    /// The context directory (the checkout's subdirectory, or `dir`).
+    context: PathBuf,
     /// The Dockerfile, when stdin was one rather than a tar.
     dockerfile: Option<String>,
 }
 
-impl StdinContext {
-    fn read(store: &Store, may_be_dockerfile: bool) -> anyhow::Result<StdinContext> {
+impl TempContext {
+    /// A git repository (`URL#REF:SUBDIR`) checked out over HTTP(S).
+    fn git(store: &Store, url: &str) -> anyhow::Result<TempContext> {
+        let base = store.tmp_dir();
+        std::fs::create_dir_all(&base).with_context(|| format!("create {}", base.display()))?;
+        let checkout = base.join(format!("git-context-{}", std::process::id()));
+        let source = kiln_solver::ops::git::parse(url);
+        kiln_solver::ops::git::checkout(&source, &checkout, false)?;
+        let dir = if source.subdir.is_empty() {
+            checkout.clone()
+        } else {
+            checkout.join(kiln_solver::meta::clean_abs(&source.subdir).trim_start_matches('/'))
+        };
+        if !dir.is_dir() {
+            let _ = std::fs::remove_dir_all(&checkout);
+            bail!("{url}: the repository has no directory {}", source.subdir);
+        }
+        Ok(TempContext {
+            dir: checkout,
+            context: dir,
+            dockerfile: None,
+        })
+    }
+
+    fn read(store: &Store, may_be_dockerfile: bool) -> anyhow::Result<TempContext> {
         let base = store.tmp_dir();
         std::fs::create_dir_all(&base).with_context(|| format!("create {}", base.display()))?;
         let name = format!("stdin-context-{}", std::process::id());
@@ -177,8 +204,9 @@ impl StdinContext {
             .context("read the context from stdin")?;
         drop(out);
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-        let context = StdinContext {
+        let context = TempContext {
             dir: dir.clone(),
+            context: dir.clone(),
             dockerfile: None,
         };
         if kiln_snapshotter::layer_in::is_tar_archive(&file) {
@@ -200,7 +228,7 @@ impl StdinContext {
     }
 }
 
-impl Drop for StdinContext {
+impl Drop for TempContext {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -374,9 +402,10 @@ pub(crate) fn build(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<Exit
         }
     }
     let context_text = args.context.to_string_lossy().into_owned();
-    if context_text.contains("://") || context_text.starts_with("git@") {
+    let is_git = kiln_solver::ops::git::is_git_url(&context_text);
+    if context_text.contains("://") && !is_git {
         bail!(
-            "the build context {context_text} is a URL: kiln builds from a directory or a tar on stdin for now; clone or download it and pass the directory"
+            "the build context {context_text} is a URL kiln cannot build from: give a directory, - for a tar on stdin, or a git repository (https://HOST/REPO.git#REF:DIR)"
         );
     }
     let store = crate::cmd::store::open_store(global)?;
@@ -384,7 +413,9 @@ pub(crate) fn build(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<Exit
     // `-`: a tar archive on stdin becomes the context; anything else is the Dockerfile,
     // with an empty context (docker build - < Dockerfile).
     let stdin_context = if context_text == "-" {
-        Some(StdinContext::read(&store, args.file.is_none())?)
+        Some(TempContext::read(&store, args.file.is_none())?)
+    } else if is_git {
+        Some(TempContext::git(&store, &context_text)?)
     } else {
         if !args.context.is_dir() {
             bail!(
@@ -395,8 +426,12 @@ pub(crate) fn build(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<Exit
         None
     };
     let mut args = args;
-    if let Some(stdin) = &stdin_context {
-        args.context = stdin.dir.clone();
+    if let Some(temp) = &stdin_context {
+        args.context = temp.context.clone();
+        // -f names a file inside the checkout, as docker build does for git contexts.
+        if is_git && let Some(file) = &args.file {
+            args.file = Some(temp.context.join(file));
+        }
     }
     let mut named = BTreeMap::new();
     for value in &args.build_context {

@@ -642,3 +642,175 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
     }
     out
 }
+
+/// A smart-HTTP git server for the test: `git http-backend` behind python's CGI server
+/// on 127.0.0.1, stopped on drop. (The test uses git as a peer; kiln itself never runs
+/// it: it clones with gitoxide.)
+struct GitServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl GitServer {
+    fn start(k: &Kiln) -> Option<GitServer> {
+        let has = |tool: &str| Command::new(tool).arg("--version").output().is_ok();
+        if !has("git") || !has("python3") {
+            eprintln!("skipped: git and python3 are needed to serve a repository");
+            return None;
+        }
+        let git = |dir: &std::path::Path, args: &[&str]| {
+            let out = Command::new("git")
+                .current_dir(dir)
+                .args(["-c", "user.email=t@example.com", "-c", "user.name=t"])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "git {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let work = k.path("git/work");
+        std::fs::create_dir_all(work.join("sub")).unwrap();
+        git(&work, &["init", "-q", "-b", "main"]);
+        std::fs::write(work.join("sub/a.txt"), "one\n").unwrap();
+        std::fs::write(
+            work.join("Dockerfile"),
+            "FROM busybox\nCOPY sub/a.txt /ctx-a.txt\n",
+        )
+        .unwrap();
+        git(&work, &["add", "."]);
+        git(&work, &["commit", "-qm", "one"]);
+        git(&work, &["tag", "v1"]);
+        std::fs::write(work.join("sub/a.txt"), "two\n").unwrap();
+        git(&work, &["commit", "-qam", "two"]);
+        let repos = k.path("git/repos");
+        std::fs::create_dir_all(&repos).unwrap();
+        git(
+            &repos,
+            &["clone", "-q", "--bare", work.to_str().unwrap(), "r.git"],
+        );
+        let cgi = k.path("git/srv/cgi-bin");
+        std::fs::create_dir_all(&cgi).unwrap();
+        std::fs::write(
+            cgi.join("git"),
+            format!(
+                "#!/bin/sh\nexport GIT_PROJECT_ROOT={}\nexport GIT_HTTP_EXPORT_ALL=1\n\
+                 export GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=safe.directory GIT_CONFIG_VALUE_0='*'\n\
+                 exec git http-backend\n",
+                repos.display()
+            ),
+        )
+        .unwrap();
+        let status = Command::new("chmod")
+            .args(["-R", "a+rX,u+x"])
+            .arg(k.path("git"))
+            .status();
+        assert!(status.unwrap().success());
+        std::fs::set_permissions(
+            cgi.join("git"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let port = kiln_testkit::registry::free_port();
+        let child = Command::new("python3")
+            .current_dir(k.path("git/srv"))
+            .args([
+                "-m",
+                "http.server",
+                "--cgi",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..50 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Some(GitServer { child, port })
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/cgi-bin/git/r.git", self.port)
+    }
+}
+
+impl Drop for GitServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn git_sources_and_git_contexts() {
+    let Some(k) = world() else { return };
+    let Some(server) = GitServer::start(&k) else {
+        return;
+    };
+    let url = server.url();
+    k.write(
+        "ctx/Dockerfile",
+        format!("FROM busybox\nADD {url}#v1:sub /tagged/\nADD --keep-git-dir {url} /whole/\n"),
+    );
+    k.ok(&["build", "ctx", "-t", "git-add", "--progress=quiet"]);
+    let tree = crate::support::image_tree(&k, "git-add");
+    assert_eq!(
+        std::fs::read_to_string(tree.path().join("tagged/a.txt")).unwrap(),
+        "one\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(tree.path().join("whole/sub/a.txt")).unwrap(),
+        "two\n"
+    );
+    assert!(
+        tree.path().join("whole/.git").is_dir(),
+        "--keep-git-dir keeps .git"
+    );
+    assert!(!tree.path().join("tagged/.git").exists());
+    // The same commit again: cached.
+    let again = run(k.cmd().args(["build", "ctx", "--progress=rawjson"]));
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !stderr.contains("\"type\":\"started\",\"label\":\"[1/3]"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("\"type\":\"cached\""), "{stderr}");
+    // A git repository as the build context, its Dockerfile inside.
+    k.ok(&[
+        "build",
+        &format!("{url}#v1"),
+        "-t",
+        "git-ctx",
+        "--progress=quiet",
+    ]);
+    let tree = crate::support::image_tree(&k, "git-ctx");
+    assert_eq!(
+        std::fs::read_to_string(tree.path().join("ctx-a.txt")).unwrap(),
+        "one\n"
+    );
+    // A ref that does not exist fails clearly.
+    k.write(
+        "ctx/Dockerfile",
+        format!("FROM busybox\nADD {url}#nosuch /x/\n"),
+    );
+    let err = k.fails(&["build", "ctx", "--progress=quiet"]);
+    assert!(err.contains("git ") && err.contains("nosuch"), "{err}");
+    // Nothing is left in the store's temp dir.
+    let leftovers: Vec<_> = std::fs::read_dir(k.root().join("tmp"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        leftovers
+            .iter()
+            .all(|n| !n.to_string_lossy().starts_with("git-")),
+        "{leftovers:?}"
+    );
+}

@@ -8,6 +8,7 @@
 
 pub mod chmod;
 pub mod copy;
+pub mod git;
 pub mod http;
 
 use serde::Serialize;
@@ -43,6 +44,8 @@ pub enum Op {
     Files(FilesOp),
     /// A file downloaded (`ADD https://...`), on nothing.
     Http(HttpOp),
+    /// A git repository checked out (`ADD https://host/repo.git#ref:subdir`), on nothing.
+    Git(GitOp),
     /// Input 1's own changes put on top of input 0 (`COPY --link`): input 1 was built on
     /// nothing, so its cache survives any change below.
     Merge,
@@ -57,6 +60,17 @@ pub struct HttpOp {
     pub checksum: Option<String>,
     /// The file's name: the URL path's last part.
     pub name: String,
+}
+
+/// `ADD` of a git repository: its tree (or a subdirectory of it) at the root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GitOp {
+    /// Where and what.
+    pub source: git::GitSource,
+    /// `--keep-git-dir`.
+    pub keep_git_dir: bool,
+    /// `--checksum`: the commit expected.
+    pub checksum: Option<String>,
 }
 
 /// `COPY <<EOF`: the heredocs, as files at the root of an empty tree.
@@ -232,5 +246,6 @@ pub fn describe(op: &Op) -> String {
         ),
         Op::Merge => "merge".to_owned(),
         Op::Http(http) => format!("download {}", http.url),
+        Op::Git(git) => format!("git clone {}", git.source.url),
     }
 }
