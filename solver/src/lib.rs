@@ -27,3 +27,4 @@ pub mod progress;
 pub mod request;
 pub mod scheduler;
 pub mod solve;
+pub mod ssh_agent;

@@ -103,6 +103,9 @@ pub enum StepError {
         /// The `--ssh` id.
         id: String,
     },
+    /// An `--ssh` agent could not be served.
+    #[error("{0}")]
+    Ssh(String),
     /// A download (`ADD URL`) failed.
     #[error("{0}")]
     Download(String),
@@ -291,6 +294,7 @@ pub async fn solve(
             git.insert(id, found);
         }
     }
+    let (ssh_sockets, agents) = ssh_agents(&store, &options.ssh).map_err(SolveError::bare)?;
     let jobs = if options.jobs == 0 {
         // RUN steps mostly wait (on the network, on sleeps, on the disk), so twice the
         // cores keeps them busy without swamping them.
@@ -320,7 +324,7 @@ pub async fn solve(
             .iter()
             .map(|s| (s.id.clone(), s.source.clone()))
             .collect(),
-        ssh: options.ssh.iter().map(ssh_socket).collect(),
+        ssh: ssh_sockets,
     });
     let graph = Arc::new(plan.graph.clone());
     let runner = Arc::clone(&shared);
@@ -338,6 +342,10 @@ pub async fn solve(
     for (_, checkout) in shared.git.values() {
         let _ = std::fs::remove_dir_all(checkout);
     }
+    for (task, socket) in agents {
+        task.abort();
+        let _ = std::fs::remove_file(socket);
+    }
     match outcome {
         Ok(results) => Ok(Solved {
             results,
@@ -349,18 +357,51 @@ pub async fn solve(
     }
 }
 
-/// The agent socket an `--ssh` gives: its one path, or `$SSH_AUTH_SOCK` for none.
-fn ssh_socket(spec: &SshSpec) -> (String, Option<PathBuf>) {
-    let socket = match spec.paths.as_slice() {
-        [] => std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from),
-        [path] => Some(PathBuf::from(path)),
-        _ => None,
-    };
-    let socket = socket.filter(|p| {
+/// `--ssh` ids and the agent socket each forwards (none: given without a usable one).
+type SshSockets = HashMap<String, Option<PathBuf>>;
+
+/// An agent kiln serves from key files, and its socket.
+type ServedAgent = (tokio::task::JoinHandle<()>, PathBuf);
+
+/// The agents of the `--ssh` options: an agent socket as given (`$SSH_AUTH_SOCK` when
+/// none is), or key files, for which kiln serves an agent of its own (returned to be
+/// stopped when the build ends).
+fn ssh_agents(
+    store: &Store,
+    specs: &[SshSpec],
+) -> Result<(SshSockets, Vec<ServedAgent>), StepError> {
+    let is_socket = |p: &std::path::Path| {
         std::fs::metadata(p)
             .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
-    });
-    (spec.id.clone(), socket)
+    };
+    let mut sockets = HashMap::new();
+    let mut served = Vec::new();
+    for spec in specs {
+        let paths: Vec<PathBuf> = spec.paths.iter().map(PathBuf::from).collect();
+        let socket = match paths.as_slice() {
+            [] => std::env::var_os("SSH_AUTH_SOCK")
+                .map(PathBuf::from)
+                .filter(|p| is_socket(p)),
+            [one] if is_socket(one) => Some(one.clone()),
+            keys => {
+                let keys =
+                    crate::ssh_agent::load_keys(keys).map_err(|e| StepError::Ssh(e.to_string()))?;
+                let dir = store.tmp_dir();
+                std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+                let socket = dir.join(format!(
+                    "ssh-agent-{}-{}.sock",
+                    std::process::id(),
+                    served.len()
+                ));
+                let task =
+                    crate::ssh_agent::serve(keys, &socket).map_err(|e| io_err(&socket, e))?;
+                served.push((task, socket.clone()));
+                Some(socket)
+            }
+        };
+        sockets.insert(spec.id.clone(), socket);
+    }
+    Ok((sockets, served))
 }
 
 /// Matches a COPY's sources in the context (globs included) and digests what they read.

@@ -56,7 +56,8 @@ pub(crate) struct BuildArgs {
     /// A secret for RUN --mount=type=secret: id=ID[,src=FILE|,env=VAR] (repeatable)
     #[arg(long, value_name = "id=ID,src=FILE", help_heading = "Input")]
     pub(crate) secret: Vec<String>,
-    /// An ssh agent for RUN --mount=type=ssh: default|ID[=SOCKET] (repeatable)
+    /// An ssh agent for RUN --mount=type=ssh: default|ID[=SOCKET|KEYFILE,...] (repeatable);
+    /// key files are served by an agent kiln runs for the build
     #[arg(long, value_name = "ID[=SOCKET]", help_heading = "Input")]
     pub(crate) ssh: Vec<String>,
 

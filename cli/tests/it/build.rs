@@ -814,3 +814,94 @@ fn git_sources_and_git_contexts() {
         "{leftovers:?}"
     );
 }
+
+#[test]
+fn ssh_key_files_are_served_as_an_agent() {
+    let Some(k) = world() else { return };
+    let has = |tool: &str| Command::new(tool).arg("-h").output().is_ok();
+    if !has("ssh-keygen") || !has("ssh-add") {
+        eprintln!(
+            "skipped: ssh-keygen and ssh-add check the agent (apt-get install openssh-client)"
+        );
+        return;
+    }
+    let key = k.path("id_ed25519");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "kiln-test", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    k.write(
+        "ctx/Dockerfile",
+        "FROM busybox\nRUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && sleep 4\n",
+    );
+    let mut build = k
+        .cmd()
+        .args(["build", "--progress=quiet", "ctx", "--ssh"])
+        .arg(format!("default={}", key.display()))
+        .spawn()
+        .unwrap();
+    // While the step runs, the agent kiln serves lists the key and signs with it.
+    let mut socket = None;
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        socket = std::fs::read_dir(k.root().join("tmp")).ok().and_then(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .find(|p| p.to_string_lossy().ends_with(".sock"))
+        });
+        if socket.is_some() {
+            break;
+        }
+    }
+    let socket = socket.expect("kiln serves an agent socket while the build runs");
+    let listed = Command::new("ssh-add")
+        .arg("-L")
+        .env("SSH_AUTH_SOCK", &socket)
+        .output()
+        .unwrap();
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    let key_part = public.split_whitespace().nth(1).unwrap();
+    assert!(
+        listed.contains(key_part),
+        "agent lists {listed}, want {public}"
+    );
+    std::fs::write(k.path("data"), "signed by the agent").unwrap();
+    let signed = Command::new("ssh-keygen")
+        .args(["-Y", "sign", "-n", "file", "-f"])
+        .arg(key.with_extension("pub"))
+        .arg(k.path("data"))
+        .env("SSH_AUTH_SOCK", &socket)
+        .output()
+        .unwrap();
+    assert!(
+        signed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&signed.stderr)
+    );
+    assert!(build.wait().unwrap().success());
+    assert!(
+        !socket.exists(),
+        "the agent's socket is removed after the build"
+    );
+    // An encrypted key is refused with what to do.
+    let locked = k.path("locked");
+    Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "secret-pass", "-f"])
+        .arg(&locked)
+        .status()
+        .unwrap();
+    let err = k.fails(&[
+        "build",
+        "--progress=quiet",
+        "ctx",
+        "--ssh",
+        &format!("default={}", locked.display()),
+    ]);
+    assert!(
+        err.contains("encrypted") && err.contains("ssh-add"),
+        "{err}"
+    );
+}
