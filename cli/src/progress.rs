@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -104,8 +105,18 @@ impl BuildLog {
             .unwrap_or(0);
         let path = dir.join(format!("{stamp}-{}.log", std::process::id()));
         // A log that cannot be written must not fail the build: it is a convenience.
-        let out = std::fs::create_dir_all(&dir)
-            .and_then(|()| File::create(&path))
+        // Step output can hold tokens: the logs are root's (or the owner's) alone.
+        let out = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .and_then(|()| {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+            })
             .ok()
             .map(BufWriter::new);
         BuildLog { path, dir, out }

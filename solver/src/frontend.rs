@@ -1116,6 +1116,17 @@ impl Lowerer<'_> {
             }
             let mut files = Vec::new();
             for heredoc in &copy.heredocs {
+                // The delimiter becomes a file name in an empty tree: one plain name.
+                let name = &heredoc.name;
+                if name.is_empty() || name.contains(['/', '\0']) || name == "." || name == ".." {
+                    return Err(LowerError::at(
+                        span,
+                        format!("heredoc name {name:?} cannot be a file name"),
+                    )
+                    .hint(
+                        "use a plain word such as <<EOF; the destination path says where it goes",
+                    ));
+                }
                 let content = if heredoc.expand {
                     kiln_parser::expand::expand_heredoc(&heredoc.body, self.escape, &state.env)
                         .map_err(|e| LowerError::at(span, e.to_string()))?

@@ -276,12 +276,18 @@ pub async fn solve(
         memo.save().map_err(|e| SolveError::bare(e.into()))?;
         (out, read)
     };
+    // Whatever the pre-phase leaves (downloads, checkouts, agents) goes when solve()
+    // returns, on every path: early errors included.
+    let mut leftovers = Leftovers::default();
     let mut remote = HashMap::new();
     for &id in &needed {
         if let Op::Http(op) = &plan.graph.vertex(id).op {
             let found = remote_identity(&store, op)
                 .await
                 .map_err(|error| SolveError::at(&plan, id, error))?;
+            if let Some((path, _)) = &found.fetched {
+                leftovers.paths.push(path.clone());
+            }
             remote.insert(id, found);
         }
     }
@@ -291,10 +297,11 @@ pub async fn solve(
             let found = git_checkout(&store, op)
                 .await
                 .map_err(|error| SolveError::at(&plan, id, error))?;
+            leftovers.paths.push(found.1.clone());
             git.insert(id, found);
         }
     }
-    let (ssh_sockets, agents) = ssh_agents(&store, &options.ssh).map_err(SolveError::bare)?;
+    let ssh_sockets = ssh_agents(&store, &options.ssh, &mut leftovers).map_err(SolveError::bare)?;
     let jobs = if options.jobs == 0 {
         // RUN steps mostly wait (on the network, on sleeps, on the disk), so twice the
         // cores keeps them busy without swamping them.
@@ -333,19 +340,7 @@ pub async fn solve(
         async move { run_vertex(shared, id, inputs).await }
     })
     .await;
-    // Downloads and checkouts made to learn an identity and not used (a cache hit) go.
-    for remote in shared.remote.values() {
-        if let Some((path, _)) = &remote.fetched {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-    for (_, checkout) in shared.git.values() {
-        let _ = std::fs::remove_dir_all(checkout);
-    }
-    for (task, socket) in agents {
-        task.abort();
-        let _ = std::fs::remove_file(socket);
-    }
+    drop(leftovers);
     match outcome {
         Ok(results) => Ok(Solved {
             results,
@@ -360,22 +355,19 @@ pub async fn solve(
 /// `--ssh` ids and the agent socket each forwards (none: given without a usable one).
 type SshSockets = HashMap<String, Option<PathBuf>>;
 
-/// An agent kiln serves from key files, and its socket.
-type ServedAgent = (tokio::task::JoinHandle<()>, PathBuf);
-
 /// The agents of the `--ssh` options: an agent socket as given (`$SSH_AUTH_SOCK` when
-/// none is), or key files, for which kiln serves an agent of its own (returned to be
-/// stopped when the build ends).
+/// none is), or key files, for which kiln serves an agent of its own (left in
+/// `leftovers`, to be stopped when the build ends).
 fn ssh_agents(
     store: &Store,
     specs: &[SshSpec],
-) -> Result<(SshSockets, Vec<ServedAgent>), StepError> {
+    leftovers: &mut Leftovers,
+) -> Result<SshSockets, StepError> {
     let is_socket = |p: &std::path::Path| {
         std::fs::metadata(p)
             .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
     };
     let mut sockets = HashMap::new();
-    let mut served = Vec::new();
     for spec in specs {
         let paths: Vec<PathBuf> = spec.paths.iter().map(PathBuf::from).collect();
         let socket = match paths.as_slice() {
@@ -386,22 +378,43 @@ fn ssh_agents(
             keys => {
                 let keys =
                     crate::ssh_agent::load_keys(keys).map_err(|e| StepError::Ssh(e.to_string()))?;
-                let dir = store.tmp_dir();
-                std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
-                let socket = dir.join(format!(
-                    "ssh-agent-{}-{}.sock",
+                // The socket lives in a directory only root can enter.
+                let dir = store.tmp_dir().join(format!(
+                    "ssh-{}-{}",
                     std::process::id(),
-                    served.len()
+                    leftovers.agents.len()
                 ));
+                make_dir(&dir, 0o700, (0, 0))?;
+                leftovers.paths.push(dir.clone());
+                let socket = dir.join("agent.sock");
                 let task =
                     crate::ssh_agent::serve(keys, &socket).map_err(|e| io_err(&socket, e))?;
-                served.push((task, socket.clone()));
+                leftovers.agents.push(task);
                 Some(socket)
             }
         };
         sockets.insert(spec.id.clone(), socket);
     }
-    Ok((sockets, served))
+    Ok(sockets)
+}
+
+/// Temp paths and agent tasks a build made for itself, removed and stopped on drop.
+#[derive(Default)]
+struct Leftovers {
+    paths: Vec<PathBuf>,
+    agents: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        for task in &self.agents {
+            task.abort();
+        }
+        for path in &self.paths {
+            let _ = std::fs::remove_dir_all(path);
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// Matches a COPY's sources in the context (globs included) and digests what they read.
@@ -793,12 +806,31 @@ async fn run_exec(
             return Err(e.into());
         }
     };
-    let mut extras = Extras::default();
-    if let Err(e) = extras.prepare(&shared, &exec, &inputs) {
-        extras.clean_up();
-        let _ = shared.store.snapshots().remove(active.id());
-        return Err(e);
-    }
+    // Preparing mounts may wait on a locked cache mount's flock: never on an async
+    // worker, where a holder could not be scheduled to release it.
+    let prepared = {
+        let shared = Arc::clone(&shared);
+        let exec = exec.clone();
+        let inputs = inputs.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut extras = Extras::default();
+            let result = extras.prepare(&shared, &exec, &inputs);
+            (extras, result)
+        })
+        .await
+    };
+    let mut extras = match prepared {
+        Ok((extras, Ok(()))) => extras,
+        Ok((mut extras, Err(e))) => {
+            extras.clean_up();
+            let _ = shared.store.snapshots().remove(active.id());
+            return Err(e);
+        }
+        Err(e) => {
+            let _ = shared.store.snapshots().remove(active.id());
+            return Err(StepError::Internal(e.to_string()));
+        }
+    };
     let stubs = match mount_stubs(&shared, &active, &exec) {
         Ok(stubs) => stubs,
         Err(e) => {
@@ -925,8 +957,19 @@ fn mount_stubs(
 /// before the step and is an empty file or directory after it is the sandbox's, not the
 /// step's, and must not be seen by later steps.
 fn remove_stubs(diff_dir: &std::path::Path, stubs: &[String]) {
-    for stub in stubs {
-        let host = diff_dir.join(stub.trim_start_matches('/'));
+    'stubs: for stub in stubs {
+        // The step may have put a link where a parent was: every component on the way
+        // must be a real directory of the diff, or the stub is left alone.
+        let parts: Vec<&str> = stub.split('/').filter(|p| !p.is_empty()).collect();
+        let mut host = diff_dir.to_path_buf();
+        for parent in &parts[..parts.len().saturating_sub(1)] {
+            host.push(parent);
+            if !std::fs::symlink_metadata(&host).is_ok_and(|m| m.is_dir()) {
+                continue 'stubs;
+            }
+        }
+        let Some(name) = parts.last() else { continue };
+        host.push(name);
         match std::fs::symlink_metadata(&host) {
             Ok(m) if m.is_file() && m.len() == 0 => {
                 let _ = std::fs::remove_file(&host);
@@ -960,11 +1003,13 @@ impl Extras {
     fn temp(&mut self, shared: &Shared, what: &str) -> Result<PathBuf, StepError> {
         let base = shared.store.tmp_dir();
         std::fs::create_dir_all(&base).map_err(|e| io_err(&base, e))?;
+        // A process-wide counter: two steps of one build never share a name.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let seed = format!(
             "{what}{}{:?}{}",
             std::process::id(),
             std::time::SystemTime::now(),
-            self.temps.len()
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
         let name = format!("{what}-{}", &blake3::hash(seed.as_bytes()).to_hex()[..16]);
         let path = base.join(name);
@@ -1033,27 +1078,33 @@ impl Extras {
                         }
                         continue;
                     };
-                    let value_file = match source {
-                        SecretSource::File(path) => path.clone(),
-                        SecretSource::Env(var) => {
-                            let value =
-                                std::env::var_os(var).ok_or_else(|| StepError::MissingSecret {
-                                    id: format!("{id} (environment variable {var} is not set)"),
-                                })?;
-                            let path = self.temp(shared, "secret")?;
-                            write_private(&path, value.as_encoded_bytes())?;
-                            path
+                    let value: Vec<u8> = match source {
+                        SecretSource::File(path) => {
+                            std::fs::read(path).map_err(|e| io_err(path, e))?
                         }
+                        SecretSource::Env(var) => std::env::var_os(var)
+                            .ok_or_else(|| StepError::MissingSecret {
+                                id: format!("{id} (environment variable {var} is not set)"),
+                            })?
+                            .into_encoded_bytes(),
                     };
                     if let Some(var) = env {
-                        let value =
-                            std::fs::read(&value_file).map_err(|e| io_err(&value_file, e))?;
                         self.env
                             .push(format!("{var}={}", String::from_utf8_lossy(&value)));
                     }
                     if let Some(target) = target {
+                        // A file secret is bound from where it is; one from the
+                        // environment needs a file, private to root, gone after the step.
+                        let source_file = match source {
+                            SecretSource::File(path) => path.clone(),
+                            SecretSource::Env(_) => {
+                                let path = self.temp(shared, "secret")?;
+                                write_private(&path, &value)?;
+                                path
+                            }
+                        };
                         self.mounts.push(kiln_sandbox::ExtraMount::Secret {
-                            source: value_file,
+                            source: source_file,
                             target: target.clone(),
                             mode: Some(*mode),
                             uid: Some(*uid),
@@ -1149,20 +1200,28 @@ impl Extras {
                 return Ok(());
             }
             Some(_) => {
-                let inner = resolved.trim_start_matches('/');
-                for layer in &layers {
-                    let path = layer.join(inner);
-                    match std::fs::symlink_metadata(&path) {
-                        Ok(meta) if meta.is_dir() => {
-                            let opaque = crate::layered_view::is_opaque(&path);
-                            lowers.push(path);
-                            if opaque {
-                                break;
+                // Each layer is walked one component at a time with lstat: the kernel
+                // must never resolve a path inside a layer (a link there points into the
+                // host), and a file, whiteout or opaque directory on the way hides what
+                // the layers below hold.
+                let parts: Vec<&str> = resolved.split('/').filter(|p| !p.is_empty()).collect();
+                'layers: for layer in &layers {
+                    let mut path = layer.clone();
+                    let mut hides_below = false;
+                    for (i, part) in parts.iter().enumerate() {
+                        path.push(part);
+                        match std::fs::symlink_metadata(&path) {
+                            Ok(meta) if meta.is_dir() => {
+                                hides_below |= crate::layered_view::is_opaque(&path);
                             }
+                            Ok(_) => break 'layers,
+                            Err(_) if i == 0 || !hides_below => continue 'layers,
+                            Err(_) => break 'layers,
                         }
-                        // A file or a whiteout here hides the layers below.
-                        Ok(_) => break,
-                        Err(_) => {}
+                    }
+                    lowers.push(path);
+                    if hides_below {
+                        break;
                     }
                 }
             }
@@ -1454,7 +1513,9 @@ fn tree_sources(view: &LayeredView, patterns: &[String]) -> Result<Vec<String>, 
     let mut out = Vec::new();
     for pattern in patterns {
         if !kiln_parser::dockerignore::has_wildcard(pattern) {
-            if view.lstat(&format!("/{pattern}"))?.is_none() && !pattern.is_empty() {
+            // Through the tree's own symlinks (`/lib -> usr/lib`), as a chroot resolves.
+            let resolved = view.resolve(&format!("/{pattern}"), true)?;
+            if view.lstat(&resolved)?.is_none() && !pattern.is_empty() {
                 return Err(StepError::SourceNotFound {
                     path: format!("/{pattern}"),
                     ignored_by: None,
@@ -1469,14 +1530,12 @@ fn tree_sources(view: &LayeredView, patterns: &[String]) -> Result<Vec<String>, 
         for level in 0..depth {
             let mut next = Vec::new();
             for dir in frontier {
-                let is_dir = dir.is_empty()
-                    || view
-                        .lstat(&format!("/{dir}"))?
-                        .is_some_and(|f| f.meta.is_dir());
+                let real = view.resolve(&format!("/{dir}"), true)?;
+                let is_dir = dir.is_empty() || view.lstat(&real)?.is_some_and(|f| f.meta.is_dir());
                 if !is_dir {
                     continue;
                 }
-                let mut names = view.read_dir(&format!("/{dir}"))?;
+                let mut names = view.read_dir(&real)?;
                 names.sort();
                 for name in names {
                     let path = if dir.is_empty() {
@@ -1675,19 +1734,15 @@ fn run_git(
         .git
         .get(&id)
         .ok_or_else(|| StepError::Internal("a git source was not checked out".to_owned()))?;
-    let from = if op.source.subdir.is_empty() {
-        checkout.clone()
-    } else {
-        // The subdirectory must stay inside the checkout.
-        let inner = crate::meta::clean_abs(&op.source.subdir);
-        checkout.join(inner.trim_start_matches('/'))
-    };
-    if !from.is_dir() {
-        return Err(StepError::SourceNotFound {
-            path: format!("{}#:{}", op.source.url, op.source.subdir),
+    let from = crate::ops::git::subdir_in(checkout, &op.source.subdir).ok_or_else(|| {
+        StepError::SourceNotFound {
+            path: format!(
+                "{}#:{} (a directory of the repository, not a link)",
+                op.source.url, op.source.subdir
+            ),
             ignored_by: None,
-        });
-    }
+        }
+    })?;
     on_new_snapshot(shared, None, |dir, _| {
         for entry in std::fs::read_dir(&from).map_err(|e| io_err(&from, e))? {
             let entry = entry.map_err(|e| io_err(&from, e))?;
@@ -1707,10 +1762,6 @@ pub fn export_image(
     annotations: std::collections::BTreeMap<String, String>,
 ) -> Result<StoredImage, SolveError> {
     let fail = |e: StepError| SolveError::bare(e);
-    let skip_empty: Vec<String> = kiln_sandbox::plan::CREATED_MOUNT_POINTS
-        .iter()
-        .map(|p| p.trim_start_matches('/').to_owned())
-        .collect();
     let mut layers: Vec<LayerInfo> = Vec::new();
     let mut created: Vec<Option<i64>> = Vec::new();
     let mut chain: Vec<(CacheKey, Option<SnapshotId>)> = Vec::new();
@@ -1750,25 +1801,10 @@ pub fn export_image(
                         "a layer's step has no snapshot".to_owned(),
                     ))
                 })?;
-                // A RUN's layer leaves out the mount points its sandbox had to create.
-                let skip = match &plan.graph.vertex(vertex).op {
-                    Op::Exec(exec) => {
-                        let mut skip = skip_empty.clone();
-                        // Mount targets and the directories made to hold them.
-                        for target in exec.mounts.iter().filter_map(|m| m.target()) {
-                            let mut path = target.trim_start_matches('/');
-                            while !path.is_empty() {
-                                skip.push(path.to_owned());
-                                path = path.rsplit_once('/').map_or("", |(parent, _)| parent);
-                            }
-                        }
-                        skip
-                    }
-                    _ => Vec::new(),
-                };
+                // A RUN's mount stubs were removed when it ended (remove_stubs): what
+                // is left in its diff is the step's own, parents of mount targets included.
                 let options = LayerOptions {
                     source_date_epoch: plan.source_date_epoch,
-                    skip_empty: skip,
                     ..LayerOptions::default()
                 };
                 let info = store

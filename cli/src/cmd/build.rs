@@ -176,16 +176,17 @@ impl TempContext {
         std::fs::create_dir_all(&base).with_context(|| format!("create {}", base.display()))?;
         let checkout = base.join(format!("git-context-{}", std::process::id()));
         let source = kiln_solver::ops::git::parse(url);
-        kiln_solver::ops::git::checkout(&source, &checkout, false)?;
-        let dir = if source.subdir.is_empty() {
-            checkout.clone()
-        } else {
-            checkout.join(kiln_solver::meta::clean_abs(&source.subdir).trim_start_matches('/'))
-        };
-        if !dir.is_dir() {
+        if let Err(e) = kiln_solver::ops::git::checkout(&source, &checkout, false) {
             let _ = std::fs::remove_dir_all(&checkout);
-            bail!("{url}: the repository has no directory {}", source.subdir);
+            return Err(e.into());
         }
+        let Some(dir) = kiln_solver::ops::git::subdir_in(&checkout, &source.subdir) else {
+            let _ = std::fs::remove_dir_all(&checkout);
+            bail!(
+                "{url}: the repository has no directory {} (links are not followed)",
+                source.subdir
+            );
+        };
         Ok(TempContext {
             dir: checkout,
             context: dir,

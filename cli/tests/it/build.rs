@@ -846,10 +846,11 @@ fn ssh_key_files_are_served_as_an_agent() {
     let mut socket = None;
     for _ in 0..50 {
         std::thread::sleep(std::time::Duration::from_millis(100));
+        // The agent's socket sits in a private directory of the store's temp dir.
         socket = std::fs::read_dir(k.root().join("tmp")).ok().and_then(|d| {
             d.flatten()
-                .map(|e| e.path())
-                .find(|p| p.to_string_lossy().ends_with(".sock"))
+                .map(|e| e.path().join("agent.sock"))
+                .find(|p| p.exists())
         });
         if socket.is_some() {
             break;
@@ -903,5 +904,95 @@ fn ssh_key_files_are_served_as_an_agent() {
     assert!(
         err.contains("encrypted") && err.contains("ssh-add"),
         "{err}"
+    );
+}
+
+#[test]
+fn nothing_escapes_through_names_links_or_mounts() {
+    let Some(k) = world() else { return };
+    let host = k.path("host");
+    std::fs::create_dir_all(host.join("b/empty")).unwrap();
+    std::fs::write(host.join("b/hostfile"), "host secret").unwrap();
+    // A heredoc name is a file name, not a path.
+    k.write(
+        "ctx/Dockerfile",
+        format!(
+            "FROM busybox\nCOPY <<{}/pwned /x/\nhi\n{}/pwned\n",
+            host.display(),
+            host.display()
+        ),
+    );
+    let err = k.fails(&["build", "--progress=quiet", "ctx"]);
+    assert!(err.contains("cannot be a file name"), "{err}");
+    assert!(!host.join("pwned").exists());
+    // A link in a stage points inside the stage's tree, never at the host.
+    k.write(
+        "ctx/Dockerfile",
+        format!(
+            "FROM busybox AS s\nRUN ln -s {} /a\n\
+             FROM busybox\nRUN --mount=type=bind,from=s,source=/a/b,target=/x cat /x/hostfile\n",
+            host.display()
+        ),
+    );
+    let err = k.fails(&["build", "--progress=plain", "ctx"]);
+    assert!(!err.contains("host secret"), "{err}");
+    // A step that swaps a mount target's parent for a link does not make kiln delete
+    // host files when it cleans the mount stubs up.
+    k.write(
+        "ctx/Dockerfile",
+        format!(
+            "FROM busybox\nRUN --mount=type=tmpfs,target=/m/empty mv /m /m2 && ln -s {}/b /m\n",
+            host.display()
+        ),
+    );
+    k.ok(&["build", "--progress=quiet", "ctx"]);
+    assert!(
+        host.join("b/empty").is_dir(),
+        "a host directory was removed"
+    );
+    assert!(host.join("b/hostfile").exists());
+}
+
+#[test]
+fn locked_cache_mounts_do_not_deadlock_and_copy_from_follows_the_trees_links() {
+    let Some(k) = world() else { return };
+    let mut text = String::new();
+    for i in 0..4 {
+        text.push_str(&format!(
+            "FROM busybox AS s{i}\nRUN --mount=type=cache,target=/c,sharing=locked echo {i} >> /c/log && sleep 1\n"
+        ));
+    }
+    text.push_str(
+        "FROM busybox AS libs\nRUN mkdir -p /usr/lib/x && echo so > /usr/lib/x/libfoo.so && ln -s usr/lib /lib\n\
+         FROM busybox\nCOPY --from=s0 /etc/passwd /0\nCOPY --from=s1 /etc/passwd /1\n\
+         COPY --from=s2 /etc/passwd /2\nCOPY --from=s3 /etc/passwd /3\n\
+         COPY --from=libs /lib/x/libfoo.so /out/\nCOPY --from=libs /lib/x/*.so /glob/\n",
+    );
+    k.write("ctx/Dockerfile", &text);
+    let mut child = k
+        .cmd()
+        .args(["build", "--progress=quiet", "ctx", "-t", "locked"])
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("four locked cache mounts deadlocked the build");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(status.success());
+    let tree = crate::support::image_tree(&k, "locked");
+    assert_eq!(
+        std::fs::read_to_string(tree.path().join("out/libfoo.so")).unwrap(),
+        "so\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(tree.path().join("glob/libfoo.so")).unwrap(),
+        "so\n"
     );
 }

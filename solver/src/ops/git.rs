@@ -28,13 +28,33 @@ pub struct GitError {
     pub reason: String,
 }
 
-/// Whether `text` names a git repository rather than a file to download.
+/// Whether `text` names a remote git repository: a URL with a scheme (or `git@`), never
+/// a local path, so nothing outside the context can be read by naming it `x.git`.
 pub fn is_git_url(text: &str) -> bool {
     let base = text.split('#').next().unwrap_or(text);
+    let remote = ["https://", "http://"].iter().any(|s| text.starts_with(s));
     text.starts_with("git@")
         || text.starts_with("git://")
-        || base.ends_with(".git")
-        || base.ends_with(".git/")
+        || text.starts_with("ssh://")
+        || (remote && (base.ends_with(".git") || base.ends_with(".git/")))
+}
+
+/// The directory `subdir` names inside `checkout`, walked one component at a time
+/// without following symlinks: a repository can hold a link to anywhere on the host,
+/// and its target must never be read or moved.
+pub fn subdir_in(checkout: &Path, subdir: &str) -> Option<std::path::PathBuf> {
+    let mut dir = checkout.to_path_buf();
+    for part in subdir.split('/').filter(|p| !p.is_empty() && *p != ".") {
+        if part == ".." {
+            return None;
+        }
+        dir.push(part);
+        match std::fs::symlink_metadata(&dir) {
+            Ok(meta) if meta.is_dir() => {}
+            _ => return None,
+        }
+    }
+    Some(dir)
 }
 
 /// Splits `URL#REF:SUBDIR`.
@@ -107,5 +127,18 @@ mod tests {
         assert_eq!(s.subdir, "sub/dir");
         let s = parse("https://h/r.git");
         assert_eq!((s.reference, s.subdir.as_str()), (None, ""));
+        assert!(!is_git_url("/abs/repo.git") && !is_git_url("../up.git"));
+    }
+
+    #[test]
+    fn subdirs_never_follow_links() {
+        let dir = std::env::temp_dir().join(format!("kiln-git-subdir-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("real/inner")).unwrap();
+        let _ = std::os::unix::fs::symlink("/etc", dir.join("link"));
+        assert_eq!(subdir_in(&dir, "real/inner"), Some(dir.join("real/inner")));
+        assert_eq!(subdir_in(&dir, "link"), None);
+        assert_eq!(subdir_in(&dir, "real/../link"), None);
+        assert_eq!(subdir_in(&dir, "missing"), None);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

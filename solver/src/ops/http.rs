@@ -130,10 +130,17 @@ pub fn parse_http_date(text: &str) -> Option<i64> {
     .position(|m| m == month)? as i64
         + 1;
     let (day, year): (i64, i64) = (day.parse().ok()?, year.parse().ok()?);
+    // The server chose these numbers: keep them where the arithmetic below is sound.
+    if !(1..=31).contains(&day) || !(1970..=9999).contains(&year) {
+        return None;
+    }
     let hms: Vec<i64> = time.split(':').filter_map(|p| p.parse().ok()).collect();
     let [h, m, s] = hms.as_slice() else {
         return None;
     };
+    if !(0..24).contains(h) || !(0..60).contains(m) || !(0..61).contains(s) {
+        return None;
+    }
     // Days from the civil date (Howard Hinnant's algorithm).
     let y = if month <= 2 { year - 1 } else { year };
     let era = y.div_euclid(400);
@@ -157,5 +164,9 @@ mod tests {
             Some(1_445_412_480)
         );
         assert_eq!(parse_http_date("yesterday"), None);
+        assert_eq!(
+            parse_http_date("Mon, 01 Jan 9999999999999999 00:00:00 GMT"),
+            None
+        );
     }
 }
