@@ -2,6 +2,7 @@
 
 pub(crate) mod build;
 pub(crate) mod check;
+pub(crate) mod context;
 pub(crate) mod output;
 pub(crate) mod parse;
 pub(crate) mod registry;

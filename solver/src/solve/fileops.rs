@@ -1,0 +1,305 @@
+//! File operations on snapshots: base layers unpacked, COPY/ADD, WORKDIR, heredoc
+//! files, `--link` merges, and owner names resolved as BuildKit does.
+
+use super::*;
+
+pub(super) fn unpack_image(shared: &Shared, image: usize) -> Result<Option<SnapshotId>, StepError> {
+    let base = &shared.plan.base_images[image];
+    let diff_ids = &base.config.rootfs.diff_ids;
+    let mut parent: Option<SnapshotId> = None;
+    let mut parent_key: Option<CacheKey> = None;
+    for (i, layer) in base.layers.iter().enumerate() {
+        let diff_id = diff_ids
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| layer.digest.to_string());
+        let key = chain_key(parent_key.as_ref(), &diff_id);
+        if let Some(done) = lookup(shared, &key)?
+            && done.snapshot.is_some()
+        {
+            parent = done.snapshot;
+            parent_key = Some(key);
+            continue;
+        }
+        if shared.cancel.is_cancelled() {
+            return Err(StepError::Cancelled);
+        }
+        let active = shared.store.snapshots().prepare(parent.as_ref())?;
+        let dir = shared.store.snapshots().diff_dir(&active);
+        let style = match shared.store.snapshots().kind() {
+            SnapshotterKind::Overlay => WhiteoutStyle::Overlay,
+            SnapshotterKind::Native => WhiteoutStyle::Delete,
+        };
+        let applied = shared
+            .store
+            .content()
+            .open(&layer.digest)
+            .and_then(|blob| apply_layer(blob, &dir, style));
+        if let Err(e) = applied {
+            let _ = shared.store.snapshots().remove(active.id());
+            return Err(e.into());
+        }
+        let id = shared.store.snapshots().commit(active)?;
+        let value = serde_json::to_vec(&Recorded {
+            snapshot: Some(id.as_str().to_owned()),
+            created: now_secs(),
+        })
+        .map_err(|e| StepError::Internal(e.to_string()))?;
+        shared.index.put(
+            &key,
+            &CacheRecord {
+                value,
+                parts: Vec::new(),
+            },
+        )?;
+        parent = Some(id);
+        parent_key = Some(key);
+    }
+    Ok(parent)
+}
+
+/// Resolves `user[:group]` as BuildKit does for `--chown` and WORKDIR: numbers as they
+/// are, names from the tree's `/etc/passwd` and `/etc/group`, a name not found is 0.
+pub(super) fn resolve_owner(spec: &str, tree: &LayeredView) -> Result<(u32, u32), StepError> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let passwd = tree.read_to_string("/etc/passwd")?.unwrap_or_default();
+    let (uid, mut gid) = match user.parse::<u32>() {
+        Ok(uid) => (uid, uid),
+        Err(_) if user == "root" || user.is_empty() => (0, 0),
+        Err(_) => passwd
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.len() >= 4 && f[0] == user)
+            .map(|f| (f[2].parse().unwrap_or(0), f[3].parse().unwrap_or(0)))
+            .unwrap_or((0, 0)),
+    };
+    if let Some(group) = group {
+        gid = match group.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) if group == "root" || group.is_empty() => 0,
+            Err(_) => {
+                let groups = tree.read_to_string("/etc/group")?.unwrap_or_default();
+                groups
+                    .lines()
+                    .map(|l| l.split(':').collect::<Vec<_>>())
+                    .find(|f| f.len() >= 3 && f[0] == group)
+                    .and_then(|f| f[2].parse().ok())
+                    .unwrap_or(0)
+            }
+        };
+    }
+    Ok((uid, gid))
+}
+
+pub(super) fn view_of(
+    shared: &Shared,
+    snapshot: Option<&SnapshotId>,
+) -> Result<LayeredView, StepError> {
+    Ok(LayeredView::new(match snapshot {
+        Some(id) => shared.store.snapshots().layers(id)?,
+        None => Vec::new(),
+    }))
+}
+
+/// Runs `work` on a fresh snapshot over `parent`; commits it, or removes it on failure.
+pub(super) fn on_new_snapshot(
+    shared: &Shared,
+    parent: Option<&SnapshotId>,
+    work: impl FnOnce(&std::path::Path, &LayeredView) -> Result<(), StepError>,
+) -> Result<Option<SnapshotId>, StepError> {
+    let active = shared.store.snapshots().prepare(parent)?;
+    let dir = shared.store.snapshots().diff_dir(&active);
+    let below = shared
+        .store
+        .snapshots()
+        .lower_layers(&active)
+        .map(LayeredView::new)
+        .map_err(StepError::from);
+    match below.and_then(|below| work(&dir, &below)) {
+        Ok(()) => Ok(Some(shared.store.snapshots().commit(active)?)),
+        Err(e) => {
+            let _ = shared.store.snapshots().remove(active.id());
+            Err(e)
+        }
+    }
+}
+
+pub(super) fn run_copy(
+    shared: &Shared,
+    id: VertexId,
+    op: &CopyOp,
+    inputs: &[Done],
+) -> Result<Option<SnapshotId>, StepError> {
+    let dest_view = view_of(shared, inputs[0].snapshot.as_ref())?;
+    let chown = op
+        .chown
+        .as_deref()
+        .map(|spec| resolve_owner(spec, &dest_view))
+        .transpose()?;
+    let excludes = if op.excludes.is_empty() {
+        None
+    } else {
+        Some(
+            kiln_parser::dockerignore::Matcher::new(&op.excludes).map_err(|e| {
+                StepError::Pattern {
+                    pattern: op.excludes.join(","),
+                    reason: e.to_string(),
+                }
+            })?,
+        )
+    };
+    let options = CopyOptions {
+        chown,
+        chmod: op.chmod.clone(),
+        dest_is_dir: op.dest_is_dir,
+        excludes,
+        parents: op.parents.clone(),
+        unpack: op.unpack,
+    };
+    let dest = if op.dest_is_dir && !op.dest.ends_with('/') {
+        format!("{}/", op.dest)
+    } else {
+        op.dest.clone()
+    };
+    on_new_snapshot(shared, inputs[0].snapshot.as_ref(), |dir, below| {
+        if let Some(name) = &op.context {
+            let tree = shared
+                .contexts
+                .get(name)
+                .ok_or_else(|| StepError::Internal(format!("no build context {name}")))?;
+            let sources = shared
+                .context_sources
+                .get(&id)
+                .map(|s| s.sources.clone())
+                .unwrap_or_default();
+            copy(
+                &CopyFrom::Context(tree),
+                &sources,
+                &dest,
+                dir,
+                below,
+                &options,
+            )?;
+        } else {
+            let source_view = view_of(shared, inputs[1].snapshot.as_ref())?;
+            let sources = tree_sources(&source_view, &op.sources)?;
+            copy(
+                &CopyFrom::Tree(&source_view),
+                &sources,
+                &dest,
+                dir,
+                below,
+                &options,
+            )?;
+        }
+        Ok(())
+    })
+}
+
+/// Matches sources (globs included) in another stage's or an image's tree.
+pub(super) fn tree_sources(
+    view: &LayeredView,
+    patterns: &[String],
+) -> Result<Vec<String>, StepError> {
+    let mut out = Vec::new();
+    for pattern in patterns {
+        if !kiln_parser::dockerignore::has_wildcard(pattern) {
+            // Through the tree's own symlinks (`/lib -> usr/lib`), as a chroot resolves.
+            let resolved = view.resolve(&format!("/{pattern}"), true)?;
+            if view.lstat(&resolved)?.is_none() && !pattern.is_empty() {
+                return Err(StepError::SourceNotFound {
+                    path: format!("/{pattern}"),
+                    ignored_by: None,
+                });
+            }
+            out.push(pattern.clone());
+            continue;
+        }
+        // Walk only as deep as the pattern has parts: `*` never crosses a `/`.
+        let depth = pattern.split('/').count();
+        let mut frontier = vec![String::new()];
+        for level in 0..depth {
+            let mut next = Vec::new();
+            for dir in frontier {
+                let real = view.resolve(&format!("/{dir}"), true)?;
+                let is_dir = dir.is_empty() || view.lstat(&real)?.is_some_and(|f| f.meta.is_dir());
+                if !is_dir {
+                    continue;
+                }
+                let mut names = view.read_dir(&real)?;
+                names.sort();
+                for name in names {
+                    let path = if dir.is_empty() {
+                        name
+                    } else {
+                        format!("{dir}/{name}")
+                    };
+                    let prefix: Vec<&str> = pattern.split('/').take(level + 1).collect();
+                    let matched = kiln_parser::dockerignore::glob_match(&prefix.join("/"), &path)
+                        .map_err(|reason| StepError::Pattern {
+                        pattern: pattern.clone(),
+                        reason,
+                    })?;
+                    if matched {
+                        next.push(path);
+                    }
+                }
+            }
+            frontier = next;
+        }
+        out.extend(frontier);
+    }
+    Ok(out)
+}
+
+pub(super) fn run_mkdir(
+    shared: &Shared,
+    op: &MkdirOp,
+    parent: Option<SnapshotId>,
+) -> Result<Option<SnapshotId>, StepError> {
+    let tree = view_of(shared, parent.as_ref())?;
+    let owner = if op.user.is_empty() {
+        (0, 0)
+    } else {
+        resolve_owner(&op.user, &tree)?
+    };
+    on_new_snapshot(shared, parent.as_ref(), |dir, below| {
+        let mut layers = vec![dir.to_owned()];
+        layers.extend(below.layers().iter().cloned());
+        ensure_dir(dir, &LayeredView::new(layers), &op.path, owner)?;
+        Ok(())
+    })
+}
+
+pub(super) fn run_files(shared: &Shared, op: &FilesOp) -> Result<Option<SnapshotId>, StepError> {
+    on_new_snapshot(shared, None, |dir, _| {
+        for (name, content) in &op.files {
+            let path = dir.join(name);
+            std::fs::write(&path, content).map_err(|e| io_err(&path, e))?;
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+                .map_err(|e| io_err(&path, e))?;
+        }
+        Ok(())
+    })
+}
+
+pub(super) fn run_merge(
+    shared: &Shared,
+    below: Option<SnapshotId>,
+    linked: Option<SnapshotId>,
+) -> Result<Option<SnapshotId>, StepError> {
+    let Some(linked) = linked else {
+        return Ok(below);
+    };
+    let active = shared.store.snapshots().prepare(below.as_ref())?;
+    match shared.store.snapshots().apply_diff(&active, &linked) {
+        Ok(()) => Ok(Some(shared.store.snapshots().commit(active)?)),
+        Err(e) => {
+            let _ = shared.store.snapshots().remove(active.id());
+            Err(e.into())
+        }
+    }
+}

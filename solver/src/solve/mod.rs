@@ -1,0 +1,574 @@
+//! Running a [`Plan`]: cache keys, cache lookups and the operations, vertex by vertex on
+//! the [`scheduler`](crate::scheduler), with progress events; then the result's layers.
+//!
+//! Before anything runs, every COPY from the context has its sources matched and its
+//! content digested (in parallel, memoised by stat identity), so a missing source fails
+//! the build before the first RUN starts and a no-op rebuild reads no file.
+//!
+//! Each vertex's result is a committed snapshot recorded in the cache index under the
+//! vertex's key. A snapshot is committed before it is recorded, and an active snapshot
+//! of a failed or cancelled step is removed, so the store never holds half a result.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use kiln_exporter::config::{History, RootFs, rfc3339};
+use kiln_exporter::image::{StoredImage, write_image};
+use kiln_parser::Span;
+use kiln_snapshotter::layer_in::{WhiteoutStyle, apply_layer};
+use kiln_snapshotter::layer_out::{LayerInfo, LayerOptions};
+use kiln_snapshotter::{SnapshotId, SnapshotterKind, Store, StoreError};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+use crate::cache_index::{CacheIndex, CacheRecord, IndexError};
+use crate::cache_key::{CacheKey, KeyBuilder};
+use crate::cancel::Cancel;
+use crate::context::{ContentMemo, ContextError, ContextTree, EntryKind};
+use crate::frontend::{LayerSource, Plan};
+use crate::graph::VertexId;
+use crate::layered_view::{LayeredView, ViewError};
+use crate::ops::copy::{CopyError, CopyFrom, CopyOptions, copy, ensure_dir};
+use crate::ops::{CopyOp, ExecMount, ExecOp, FilesOp, HttpOp, MkdirOp, Op, http};
+use crate::progress::{EventKind, Progress, Stream};
+use crate::request::{NetworkMode, SecretSource, SecretSpec, SshSpec};
+use crate::scheduler::{self, ScheduleError};
+
+mod exec;
+mod export;
+mod fileops;
+mod keys;
+mod mounts;
+mod remote;
+
+use exec::*;
+pub use export::export_image;
+use fileops::*;
+use keys::*;
+use mounts::*;
+use remote::*;
+
+/// How many output lines a failed RUN's error shows.
+const TAIL_LINES: usize = 20;
+
+/// Why a step failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StepError {
+    /// A RUN exited with a non-zero status.
+    #[error("process {argv:?} did not complete successfully: exit code: {code}")]
+    ExitCode {
+        /// The command, joined by spaces as BuildKit shows it.
+        argv: String,
+        /// The exit code (128 + N for signal N).
+        code: i32,
+        /// The last lines of its output.
+        tail: Vec<String>,
+    },
+    /// A COPY source matched nothing.
+    #[error("failed to compute cache key: {path:?}: not found{}", ignored_note(*.ignored_by))]
+    SourceNotFound {
+        /// The source as the Dockerfile names it.
+        path: String,
+        /// The `.dockerignore` line that excluded it, when one did.
+        ignored_by: Option<usize>,
+    },
+    /// The sandbox could not run the command.
+    #[error("could not run the step: {0}")]
+    Sandbox(#[from] kiln_sandbox::Error),
+    /// A store operation failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The cache index failed.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    /// Reading the context failed.
+    #[error(transparent)]
+    Context(#[from] ContextError),
+    /// Copying failed.
+    #[error(transparent)]
+    Copy(#[from] CopyError),
+    /// Reading a stage's tree failed.
+    #[error(transparent)]
+    View(#[from] ViewError),
+    /// A COPY pattern is invalid.
+    #[error("invalid pattern {pattern:?}: {reason}")]
+    Pattern {
+        /// The pattern.
+        pattern: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A secret the step needs was not given.
+    #[error(
+        "secret {id:?} is required but was not given; pass --secret id={id},src=FILE (or env=VAR)"
+    )]
+    MissingSecret {
+        /// The secret's id.
+        id: String,
+    },
+    /// An ssh agent the step needs was not given.
+    #[error(
+        "ssh agent {id:?} is needed but not available; pass --ssh {id}=$SSH_AUTH_SOCK (an agent socket)"
+    )]
+    MissingSsh {
+        /// The `--ssh` id.
+        id: String,
+    },
+    /// An `--ssh` agent could not be served.
+    #[error("{0}")]
+    Ssh(String),
+    /// A download (`ADD URL`) failed.
+    #[error("{0}")]
+    Download(String),
+    /// The build was cancelled while this step ran.
+    #[error("cancelled")]
+    Cancelled,
+    /// A worker thread failed; a bug in kiln.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn ignored_note(line: Option<usize>) -> String {
+    match line {
+        Some(line) => format!(" (it is excluded by .dockerignore line {line})"),
+        None => String::new(),
+    }
+}
+
+/// A build failure, tied to the step that failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct SolveError {
+    /// The failing step's label, e.g. `[2/3] RUN make`.
+    pub label: Option<String>,
+    /// Its Dockerfile line.
+    pub span: Option<Span>,
+    /// What went wrong.
+    pub error: Box<StepError>,
+}
+
+impl SolveError {
+    fn bare(error: StepError) -> SolveError {
+        SolveError {
+            label: None,
+            span: None,
+            error: Box::new(error),
+        }
+    }
+
+    /// `error` of the step that made vertex `id`, with its label and line.
+    fn at(plan: &Plan, id: VertexId, error: StepError) -> SolveError {
+        let step = plan.steps.get(&id);
+        SolveError {
+            label: step.map(|s| s.label.clone()),
+            span: step.and_then(|s| s.span),
+            error: Box::new(error),
+        }
+    }
+
+    /// True when the build was cancelled rather than failed.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(*self.error, StepError::Cancelled)
+    }
+}
+
+/// How to run a plan.
+#[derive(Debug, Clone, Default)]
+pub struct SolveOptions {
+    /// `--no-cache`.
+    pub no_cache: bool,
+    /// `--no-cache-filter`: stages not taken from the cache.
+    pub no_cache_stages: Vec<String>,
+    /// `--jobs`: how many RUNs at once (0: twice the number of cores).
+    pub jobs: usize,
+    /// The `.dockerignore` decisions, to explain a missing COPY source.
+    pub ignore: Option<kiln_parser::dockerignore::Matcher>,
+    /// `--secret`s.
+    pub secrets: Vec<SecretSpec>,
+    /// `--ssh` agents.
+    pub ssh: Vec<SshSpec>,
+}
+
+/// One vertex's result.
+#[derive(Debug, Clone)]
+pub struct Done {
+    /// Its cache key.
+    pub key: CacheKey,
+    /// Its filesystem (none for scratch and contexts).
+    pub snapshot: Option<SnapshotId>,
+    /// When the result was made (seconds since the epoch), for history timestamps.
+    pub created: i64,
+    /// Whether it came from the cache.
+    pub cached: bool,
+}
+
+/// What the cache index stores per key.
+#[derive(Debug, Serialize, Deserialize)]
+struct Recorded {
+    snapshot: Option<String>,
+    created: i64,
+}
+
+/// An `ADD URL`'s identity (its checksum, its validators or its content's digest) and,
+/// when finding it meant downloading, where the download is.
+#[derive(Debug, Clone)]
+struct Remote {
+    identity: String,
+    fetched: Option<(PathBuf, http::Fetched)>,
+}
+
+/// The content a COPY from the context reads: matched sources and their digest.
+#[derive(Debug, Clone)]
+struct ContextSources {
+    sources: Vec<String>,
+    digest: [u8; 32],
+}
+
+struct Shared {
+    store: Store,
+    index: CacheIndex,
+    plan: Arc<Plan>,
+    contexts: HashMap<String, Arc<ContextTree>>,
+    context_sources: HashMap<VertexId, ContextSources>,
+    progress: Progress,
+    jobs: Semaphore,
+    cancel: Cancel,
+    no_cache: bool,
+    no_cache_stages: HashSet<String>,
+    secrets: HashMap<String, SecretSource>,
+    /// What identifies each `ADD URL` before it is downloaded.
+    remote: HashMap<VertexId, Remote>,
+    /// Each git source's commit and its checkout, made before the build to key it.
+    git: HashMap<VertexId, (String, PathBuf)>,
+    /// `--ssh` ids and the agent socket each forwards (none: given without a usable one).
+    ssh: HashMap<String, Option<PathBuf>>,
+}
+
+/// The results of a solved plan, ready to export.
+#[derive(Debug)]
+pub struct Solved {
+    /// Every needed vertex's result.
+    pub results: HashMap<VertexId, Done>,
+    /// How many context files had to be read (not found in the stat memo).
+    pub context_files_read: usize,
+}
+
+/// Runs the plan's target and everything it needs.
+#[allow(clippy::too_many_arguments)]
+pub async fn solve(
+    plan: Arc<Plan>,
+    store: Store,
+    index_path: PathBuf,
+    contexts: HashMap<String, Arc<ContextTree>>,
+    options: &SolveOptions,
+    progress: Progress,
+    cancel: Cancel,
+) -> Result<Solved, SolveError> {
+    let index = CacheIndex::open(&index_path).map_err(|e| SolveError::bare(e.into()))?;
+    let needed = plan.graph.needed_for(&[plan.target]);
+    let (context_sources, files_read) = {
+        let memo = ContentMemo::load(&index).map_err(|e| SolveError::bare(e.into()))?;
+        let mut out = HashMap::new();
+        for &id in &needed {
+            if let Op::Copy(op) = &plan.graph.vertex(id).op
+                && let Some(name) = &op.context
+            {
+                let tree = contexts.get(name).ok_or_else(|| {
+                    SolveError::bare(StepError::Internal(format!(
+                        "COPY from the context {name}, which was not read"
+                    )))
+                })?;
+                let sources = context_sources(tree, op, &memo, options)
+                    .map_err(|error| SolveError::at(&plan, id, error))?;
+                out.insert(id, sources);
+            }
+        }
+        let read = memo.misses();
+        memo.save().map_err(|e| SolveError::bare(e.into()))?;
+        (out, read)
+    };
+    // Whatever the pre-phase leaves (downloads, checkouts, agents) goes when solve()
+    // returns, on every path: early errors included.
+    let mut leftovers = Leftovers::default();
+    let mut remote = HashMap::new();
+    for &id in &needed {
+        if let Op::Http(op) = &plan.graph.vertex(id).op {
+            let found = remote_identity(&store, op)
+                .await
+                .map_err(|error| SolveError::at(&plan, id, error))?;
+            if let Some((path, _)) = &found.fetched {
+                leftovers.paths.push(path.clone());
+            }
+            remote.insert(id, found);
+        }
+    }
+    let mut git = HashMap::new();
+    for &id in &needed {
+        if let Op::Git(op) = &plan.graph.vertex(id).op {
+            let found = git_checkout(&store, op)
+                .await
+                .map_err(|error| SolveError::at(&plan, id, error))?;
+            leftovers.paths.push(found.1.clone());
+            git.insert(id, found);
+        }
+    }
+    let ssh_sockets = ssh_agents(&store, &options.ssh, &mut leftovers).map_err(SolveError::bare)?;
+    let jobs = if options.jobs == 0 {
+        // RUN steps mostly wait (on the network, on sleeps, on the disk), so twice the
+        // cores keeps them busy without swamping them.
+        2 * std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        options.jobs
+    };
+    let shared = Arc::new(Shared {
+        store,
+        index,
+        plan: Arc::clone(&plan),
+        contexts,
+        context_sources,
+        progress,
+        jobs: Semaphore::new(jobs),
+        cancel: cancel.clone(),
+        no_cache: options.no_cache,
+        no_cache_stages: options
+            .no_cache_stages
+            .iter()
+            .map(|s| s.to_lowercase())
+            .collect(),
+        remote,
+        git,
+        secrets: options
+            .secrets
+            .iter()
+            .map(|s| (s.id.clone(), s.source.clone()))
+            .collect(),
+        ssh: ssh_sockets,
+    });
+    let graph = Arc::new(plan.graph.clone());
+    let runner = Arc::clone(&shared);
+    let outcome = scheduler::run(graph, &[plan.target], cancel, move |id, inputs| {
+        let shared = Arc::clone(&runner);
+        async move { run_vertex(shared, id, inputs).await }
+    })
+    .await;
+    drop(leftovers);
+    match outcome {
+        Ok(results) => Ok(Solved {
+            results,
+            context_files_read: files_read,
+        }),
+        Err(ScheduleError::Vertex { vertex, error }) => Err(SolveError::at(&plan, vertex, error)),
+        Err(ScheduleError::Cancelled) => Err(SolveError::bare(StepError::Cancelled)),
+        Err(ScheduleError::Panicked(text)) => Err(SolveError::bare(StepError::Internal(text))),
+    }
+}
+
+/// `--ssh` ids and the agent socket each forwards (none: given without a usable one).
+type SshSockets = HashMap<String, Option<PathBuf>>;
+
+/// The agents of the `--ssh` options: an agent socket as given (`$SSH_AUTH_SOCK` when
+/// none is), or key files, for which kiln serves an agent of its own (left in
+/// `leftovers`, to be stopped when the build ends).
+fn ssh_agents(
+    store: &Store,
+    specs: &[SshSpec],
+    leftovers: &mut Leftovers,
+) -> Result<SshSockets, StepError> {
+    let is_socket = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+    };
+    let mut sockets = HashMap::new();
+    for spec in specs {
+        let paths: Vec<PathBuf> = spec.paths.iter().map(PathBuf::from).collect();
+        let socket = match paths.as_slice() {
+            [] => std::env::var_os("SSH_AUTH_SOCK")
+                .map(PathBuf::from)
+                .filter(|p| is_socket(p)),
+            [one] if is_socket(one) => Some(one.clone()),
+            keys => {
+                let keys =
+                    crate::ssh_agent::load_keys(keys).map_err(|e| StepError::Ssh(e.to_string()))?;
+                // The socket lives in a directory only root can enter.
+                let dir = store.tmp_dir().join(format!(
+                    "ssh-{}-{}",
+                    std::process::id(),
+                    leftovers.agents.len()
+                ));
+                make_dir(&dir, 0o700, (0, 0))?;
+                leftovers.paths.push(dir.clone());
+                let socket = dir.join("agent.sock");
+                let task =
+                    crate::ssh_agent::serve(keys, &socket).map_err(|e| io_err(&socket, e))?;
+                leftovers.agents.push(task);
+                Some(socket)
+            }
+        };
+        sockets.insert(spec.id.clone(), socket);
+    }
+    Ok(sockets)
+}
+
+/// Temp paths and agent tasks a build made for itself, removed and stopped on drop.
+#[derive(Default)]
+struct Leftovers {
+    paths: Vec<PathBuf>,
+    agents: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        for task in &self.agents {
+            task.abort();
+        }
+        for path in &self.paths {
+            let _ = std::fs::remove_dir_all(path);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+async fn run_vertex(
+    shared: Arc<Shared>,
+    id: VertexId,
+    inputs: Vec<Done>,
+) -> Result<Done, StepError> {
+    let plan = Arc::clone(&shared.plan);
+    let vertex = plan.graph.vertex(id);
+    let op = vertex.op.clone();
+    let (key, parts) = key_for(&shared, id, &op, &inputs);
+    let step = plan.steps.get(&id);
+    let label = step.map_or_else(|| vertex.label.clone(), |s| s.label.clone());
+    let use_cache = !shared.no_cache
+        && !step.is_some_and(|s| shared.no_cache_stages.contains(&s.stage.to_lowercase()));
+    match op {
+        Op::Context { .. } | Op::Scratch => {
+            if matches!(op, Op::Context { .. }) {
+                shared.progress.send(id, EventKind::Started { label });
+                shared.progress.send(id, EventKind::Done { seconds: 0.0 });
+            }
+            return Ok(Done {
+                key,
+                snapshot: None,
+                created: 0,
+                cached: true,
+            });
+        }
+        _ => {}
+    }
+    // Image sources are always looked up: their key is their content's digest.
+    if (use_cache || matches!(op, Op::Image { .. }))
+        && let Some(done) = lookup(&shared, &key)?
+    {
+        shared.progress.send(id, EventKind::Cached { label });
+        return Ok(done);
+    }
+    if shared.cancel.is_cancelled() {
+        return Err(StepError::Cancelled);
+    }
+    // A RUN waits for a --jobs slot before it counts as started.
+    let permit = match op {
+        Op::Exec(_) => Some(
+            shared
+                .jobs
+                .acquire()
+                .await
+                .map_err(|e| StepError::Internal(e.to_string()))?,
+        ),
+        _ => None,
+    };
+    if shared.cancel.is_cancelled() {
+        return Err(StepError::Cancelled);
+    }
+    shared.progress.send(id, EventKind::Started { label });
+    let started = Instant::now();
+    let result = match &op {
+        Op::Image { .. } => {
+            let image = plan.image_vertices.get(&id).copied().ok_or_else(|| {
+                StepError::Internal("an image vertex without its image".to_owned())
+            })?;
+            let shared2 = Arc::clone(&shared);
+            blocking(move || unpack_image(&shared2, image)).await
+        }
+        Op::Exec(exec) => run_exec(Arc::clone(&shared), id, exec.clone(), inputs).await,
+        Op::Copy(copy_op) => {
+            let shared2 = Arc::clone(&shared);
+            let copy_op = copy_op.clone();
+            blocking(move || run_copy(&shared2, id, &copy_op, &inputs)).await
+        }
+        Op::Mkdir(mkdir) => {
+            let shared2 = Arc::clone(&shared);
+            let mkdir = mkdir.clone();
+            let parent = inputs[0].snapshot.clone();
+            blocking(move || run_mkdir(&shared2, &mkdir, parent)).await
+        }
+        Op::Files(files) => {
+            let shared2 = Arc::clone(&shared);
+            let files = files.clone();
+            blocking(move || run_files(&shared2, &files)).await
+        }
+        Op::Merge => {
+            let shared2 = Arc::clone(&shared);
+            let (below, linked) = (inputs[0].snapshot.clone(), inputs[1].snapshot.clone());
+            blocking(move || run_merge(&shared2, below, linked)).await
+        }
+        Op::Http(op) => run_http(&shared, id, op).await,
+        Op::Git(op) => {
+            let shared2 = Arc::clone(&shared);
+            let op = op.clone();
+            blocking(move || run_git(&shared2, id, &op)).await
+        }
+        Op::Context { .. } | Op::Scratch => unreachable_op(),
+    };
+    drop(permit);
+    let snapshot = match result {
+        Ok(snapshot) => snapshot,
+        Err(error) => {
+            let message = error.to_string();
+            shared.progress.send(id, EventKind::Error { message });
+            return Err(if shared.cancel.is_cancelled() {
+                StepError::Cancelled
+            } else {
+                error
+            });
+        }
+    };
+    let created = now_secs();
+    let recorded = Recorded {
+        snapshot: snapshot.as_ref().map(|s| s.as_str().to_owned()),
+        created,
+    };
+    let value = serde_json::to_vec(&recorded).map_err(|e| StepError::Internal(e.to_string()))?;
+    // The step's parts, by its label, so that a later build can say what changed.
+    if let Some(step) = step {
+        shared.index.set_last_parts(&step.label, &parts)?;
+    }
+    shared.index.put(&key, &CacheRecord { value, parts })?;
+    shared.progress.send(
+        id,
+        EventKind::Done {
+            seconds: started.elapsed().as_secs_f64(),
+        },
+    );
+    Ok(Done {
+        key,
+        snapshot,
+        created,
+        cached: false,
+    })
+}
+
+fn unreachable_op() -> Result<Option<SnapshotId>, StepError> {
+    Err(StepError::Internal("no work for this vertex".to_owned()))
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StepError> + Send + 'static,
+) -> Result<T, StepError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StepError::Internal(e.to_string()))?
+}

@@ -1,0 +1,380 @@
+//! A RUN's `--mount`s: what they add to the sandbox, and what is undone after it.
+
+use super::*;
+
+/// What a RUN's `--mount`s add to its sandbox, and what to undo afterwards.
+#[derive(Default)]
+pub(super) struct Extras {
+    /// Trees mounted on top of the rootfs (binds from stages, images, the context).
+    pub(super) rootfs: Vec<kiln_sandbox::Mount>,
+    /// Host paths, tmpfs and secrets.
+    pub(super) mounts: Vec<kiln_sandbox::ExtraMount>,
+    /// Variables set for the step only (secrets as env, `SSH_AUTH_SOCK`).
+    pub(super) env: Vec<String>,
+    /// Temp dirs and files to remove after the step.
+    temps: Vec<PathBuf>,
+    /// Locks held on cache mounts while the step runs.
+    locks: Vec<std::fs::File>,
+}
+
+impl Extras {
+    /// A fresh path in the store's temp dir, removed by `clean_up`.
+    pub(super) fn temp(&mut self, shared: &Shared, what: &str) -> Result<PathBuf, StepError> {
+        let base = shared.store.tmp_dir();
+        std::fs::create_dir_all(&base).map_err(|e| io_err(&base, e))?;
+        // A process-wide counter: two steps of one build never share a name.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seed = format!(
+            "{what}{}{:?}{}",
+            std::process::id(),
+            std::time::SystemTime::now(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let name = format!("{what}-{}", &blake3::hash(seed.as_bytes()).to_hex()[..16]);
+        let path = base.join(name);
+        self.temps.push(path.clone());
+        Ok(path)
+    }
+
+    pub(super) fn prepare(
+        &mut self,
+        shared: &Shared,
+        exec: &ExecOp,
+        inputs: &[Done],
+    ) -> Result<(), StepError> {
+        for mount in &exec.mounts {
+            match mount {
+                ExecMount::Bind {
+                    input,
+                    source,
+                    target,
+                    rw,
+                    context,
+                } => {
+                    let snapshot = inputs.get(*input).and_then(|d| d.snapshot.clone());
+                    let rel = if let Some(name) = context {
+                        context_mount_source(shared, name, source)
+                    } else {
+                        source.clone()
+                    };
+                    self.tree(shared, snapshot.as_ref(), &rel, target, *rw)?;
+                }
+                ExecMount::Cache {
+                    id,
+                    target,
+                    sharing,
+                    mode,
+                    uid,
+                    gid,
+                    readonly,
+                } => {
+                    let dir = self.cache_dir(shared, id, sharing, *mode, (*uid, *gid))?;
+                    self.mounts.push(kiln_sandbox::ExtraMount::Bind {
+                        source: dir,
+                        target: target.clone(),
+                        readonly: *readonly,
+                    });
+                }
+                ExecMount::Tmpfs { target, size } => {
+                    self.mounts.push(kiln_sandbox::ExtraMount::Tmpfs {
+                        target: target.clone(),
+                        size: (*size > 0).then_some(*size),
+                        mode: None,
+                    });
+                }
+                ExecMount::Secret {
+                    id,
+                    target,
+                    env,
+                    required,
+                    mode,
+                    uid,
+                    gid,
+                } => {
+                    let Some(source) = shared.secrets.get(id) else {
+                        if *required {
+                            return Err(StepError::MissingSecret { id: id.clone() });
+                        }
+                        continue;
+                    };
+                    let value: Vec<u8> = match source {
+                        SecretSource::File(path) => {
+                            std::fs::read(path).map_err(|e| io_err(path, e))?
+                        }
+                        SecretSource::Env(var) => std::env::var_os(var)
+                            .ok_or_else(|| StepError::MissingSecret {
+                                id: format!("{id} (environment variable {var} is not set)"),
+                            })?
+                            .into_encoded_bytes(),
+                    };
+                    if let Some(var) = env {
+                        self.env
+                            .push(format!("{var}={}", String::from_utf8_lossy(&value)));
+                    }
+                    if let Some(target) = target {
+                        // A file secret is bound from where it is; one from the
+                        // environment needs a file, private to root, gone after the step.
+                        let source_file = match source {
+                            SecretSource::File(path) => path.clone(),
+                            SecretSource::Env(_) => {
+                                let path = self.temp(shared, "secret")?;
+                                write_private(&path, &value)?;
+                                path
+                            }
+                        };
+                        self.mounts.push(kiln_sandbox::ExtraMount::Secret {
+                            source: source_file,
+                            target: target.clone(),
+                            mode: Some(*mode),
+                            uid: Some(*uid),
+                            gid: Some(*gid),
+                        });
+                    }
+                }
+                ExecMount::File {
+                    target,
+                    content,
+                    mode,
+                } => {
+                    let path = self.temp(shared, "script")?;
+                    std::fs::write(&path, content).map_err(|e| io_err(&path, e))?;
+                    std::fs::set_permissions(
+                        &path,
+                        std::os::unix::fs::PermissionsExt::from_mode(*mode),
+                    )
+                    .map_err(|e| io_err(&path, e))?;
+                    self.mounts.push(kiln_sandbox::ExtraMount::Bind {
+                        source: path,
+                        target: target.clone(),
+                        readonly: true,
+                    });
+                }
+                ExecMount::Ssh {
+                    id,
+                    target,
+                    required,
+                } => {
+                    let Some(socket) = shared.ssh.get(id).cloned().flatten() else {
+                        if *required || shared.ssh.contains_key(id) {
+                            return Err(StepError::MissingSsh { id: id.clone() });
+                        }
+                        continue;
+                    };
+                    self.mounts.push(kiln_sandbox::ExtraMount::Bind {
+                        source: socket,
+                        target: target.clone(),
+                        readonly: false,
+                    });
+                    self.env.push(format!("SSH_AUTH_SOCK={target}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Mounts `rel` of a snapshot's tree at `target`: a bind of a file or of a single
+    /// layer, else a read-only overlay of the layers that hold the directory; `rw` adds a
+    /// throw-away upper dir.
+    pub(super) fn tree(
+        &mut self,
+        shared: &Shared,
+        snapshot: Option<&SnapshotId>,
+        rel: &str,
+        target: &str,
+        rw: bool,
+    ) -> Result<(), StepError> {
+        let layers = match snapshot {
+            Some(id) => shared.store.snapshots().layers(id)?,
+            None => Vec::new(),
+        };
+        let rel = crate::meta::clean_abs(rel);
+        let view = LayeredView::new(layers.clone());
+        let resolved = view.resolve(&rel, true)?;
+        let mut lowers: Vec<PathBuf> = Vec::new();
+        match view.lstat(&resolved)? {
+            None if resolved == "/" => {
+                let empty = self.temp(shared, "empty")?;
+                std::fs::create_dir_all(&empty).map_err(|e| io_err(&empty, e))?;
+                lowers.push(empty);
+            }
+            None => {
+                return Err(StepError::SourceNotFound {
+                    path: rel,
+                    ignored_by: None,
+                });
+            }
+            Some(found) if !found.meta.is_dir() => {
+                let source = if rw {
+                    let copy = self.temp(shared, "bind")?;
+                    std::fs::copy(&found.host_path, &copy).map_err(|e| io_err(&copy, e))?;
+                    copy
+                } else {
+                    found.host_path.clone()
+                };
+                self.mounts.push(kiln_sandbox::ExtraMount::Bind {
+                    source,
+                    target: target.to_owned(),
+                    readonly: !rw,
+                });
+                return Ok(());
+            }
+            Some(_) => {
+                // Each layer is walked one component at a time with lstat: the kernel
+                // must never resolve a path inside a layer (a link there points into the
+                // host), and a file, whiteout or opaque directory on the way hides what
+                // the layers below hold.
+                let parts: Vec<&str> = resolved.split('/').filter(|p| !p.is_empty()).collect();
+                'layers: for layer in &layers {
+                    let mut path = layer.clone();
+                    let mut hides_below = false;
+                    for (i, part) in parts.iter().enumerate() {
+                        path.push(part);
+                        match std::fs::symlink_metadata(&path) {
+                            Ok(meta) if meta.is_dir() => {
+                                hides_below |= crate::layered_view::is_opaque(&path);
+                            }
+                            Ok(_) => break 'layers,
+                            Err(_) if i == 0 || !hides_below => continue 'layers,
+                            Err(_) => break 'layers,
+                        }
+                    }
+                    lowers.push(path);
+                    if hides_below {
+                        break;
+                    }
+                }
+            }
+        }
+        let lowerdir: Vec<String> = lowers
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        if !rw && lowerdir.len() == 1 {
+            self.rootfs.push(kiln_sandbox::Mount {
+                kind: "bind".to_owned(),
+                source: lowerdir[0].clone(),
+                target: target.to_owned(),
+                options: vec!["rbind".to_owned(), "ro".to_owned()],
+            });
+            return Ok(());
+        }
+        let mut options = vec![format!("lowerdir={}", lowerdir.join(":"))];
+        if rw {
+            let scratch = self.temp(shared, "bind-rw")?;
+            let (upper, work) = (scratch.join("upper"), scratch.join("work"));
+            for dir in [&upper, &work] {
+                std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+            }
+            options.push(format!("upperdir={}", upper.display()));
+            options.push(format!("workdir={}", work.display()));
+        } else {
+            options.push("ro".to_owned());
+        }
+        self.rootfs.push(kiln_sandbox::Mount {
+            kind: "overlay".to_owned(),
+            source: "overlay".to_owned(),
+            target: target.to_owned(),
+            options,
+        });
+        Ok(())
+    }
+
+    /// The persistent directory of a cache mount (made on first use), locked as
+    /// `sharing` says: `locked` waits for other users, `private` takes a fresh dir when
+    /// the shared one is busy, `shared` does neither.
+    pub(super) fn cache_dir(
+        &mut self,
+        shared: &Shared,
+        id: &str,
+        sharing: &str,
+        mode: u32,
+        owner: (u32, u32),
+    ) -> Result<PathBuf, StepError> {
+        let base = shared.store.root().join("cache-mounts");
+        std::fs::create_dir_all(&base).map_err(|e| io_err(&base, e))?;
+        let name = blake3::hash(id.as_bytes()).to_hex()[..32].to_owned();
+        let dir = base.join(&name);
+        if sharing != "shared" {
+            let lock_path = base.join(format!("{name}.lock"));
+            let lock = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .map_err(|e| io_err(&lock_path, e))?;
+            if sharing == "private" {
+                if lock.try_lock().is_err() {
+                    let fresh = self.temp(shared, "cache-private")?;
+                    make_dir(&fresh, mode, owner)?;
+                    return Ok(fresh);
+                }
+            } else {
+                lock.lock().map_err(|e| io_err(&lock_path, e))?;
+            }
+            self.locks.push(lock);
+        }
+        if !dir.exists() {
+            // Made beside and renamed, so a concurrent first use never sees half of it.
+            let fresh = self.temp(shared, "cache-new")?;
+            make_dir(&fresh, mode, owner)?;
+            if std::fs::rename(&fresh, &dir).is_err() && !dir.exists() {
+                return Err(StepError::Internal(format!(
+                    "could not create the cache mount {}",
+                    dir.display()
+                )));
+            }
+        }
+        Ok(dir)
+    }
+
+    pub(super) fn clean_up(&mut self) {
+        for path in self.temps.drain(..) {
+            let _ = std::fs::remove_dir_all(&path);
+            let _ = std::fs::remove_file(&path);
+        }
+        self.locks.clear();
+    }
+}
+
+pub(super) fn make_dir(
+    path: &std::path::Path,
+    mode: u32,
+    owner: (u32, u32),
+) -> Result<(), StepError> {
+    std::fs::create_dir_all(path).map_err(|e| io_err(path, e))?;
+    std::os::unix::fs::chown(path, Some(owner.0), Some(owner.1)).map_err(|e| io_err(path, e))?;
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .map_err(|e| io_err(path, e))
+}
+
+pub(super) fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), StepError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| io_err(path, e))?;
+    file.write_all(bytes).map_err(|e| io_err(path, e))
+}
+
+pub(super) fn io_err(path: &std::path::Path, source: std::io::Error) -> StepError {
+    StepError::Copy(CopyError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Where a bind from the context lands in the copy made of it: a directory's contents
+/// are the copy's root, a file keeps its name.
+pub(super) fn context_mount_source(shared: &Shared, context: &str, source: &str) -> String {
+    let Some(tree) = shared.contexts.get(context) else {
+        return "/".to_owned();
+    };
+    let followed = follow_in_context(tree, source);
+    match tree.get(&followed).map(|e| &e.kind) {
+        Some(EntryKind::Dir) | None => "/".to_owned(),
+        Some(_) => format!("/{}", source.rsplit('/').next().unwrap_or(source)),
+    }
+}
