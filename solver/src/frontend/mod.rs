@@ -434,6 +434,15 @@ impl Lowerer<'_> {
             .map_err(|e| LowerError::at(span, e.to_string()))
     }
 
+    /// The names stages were given (`AS name`), for did-you-mean hints.
+    fn stage_names(&self) -> Vec<&str> {
+        self.file
+            .stages
+            .iter()
+            .filter_map(|s| s.name.as_deref())
+            .collect()
+    }
+
     fn stage_name(&self, index: usize) -> String {
         self.file.stages[index]
             .name
@@ -454,12 +463,7 @@ impl Lowerer<'_> {
         {
             return Ok(stage.index);
         }
-        let names: Vec<&str> = self
-            .file
-            .stages
-            .iter()
-            .filter_map(|s| s.name.as_deref())
-            .collect();
+        let names = self.stage_names();
         let hint = match did_you_mean(target, &names) {
             Some(name) => format!("did you mean {name}?"),
             None if names.is_empty() => {
@@ -600,12 +604,7 @@ impl Lowerer<'_> {
         if let Some(&vertex) = self.images_by_ref.get(&memo) {
             return Ok((vertex, self.image_vertices[&vertex]));
         }
-        let names: Vec<&str> = self
-            .file
-            .stages
-            .iter()
-            .filter_map(|s| s.name.as_deref())
-            .collect();
+        let names = self.stage_names();
         let hint = match did_you_mean(reference, &names) {
             Some(stage) => {
                 format!("did you mean the stage {stage}? (no image {reference} was found)")
