@@ -279,6 +279,16 @@ fn run_helper(
     }
     cancel.update(|s| s.helper = None);
     let helper_status = child.wait().map_err(helper_err)?;
+    // A cancel that lands while the spec is still being written kills the helper under
+    // the writer: that is the cancellation, not a failure of the helper.
+    let streamed = match streamed {
+        Err(Error::Helper { source, .. })
+            if cancel.is_cancelled() && source.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
+            return Ok(ExitStatus::Signal(Signal::SIGKILL as i32));
+        }
+        other => other,
+    };
     let (report, timed_out) = streamed?;
     if let Some(after) = timed_out {
         return Err(Error::TimedOut(after));
