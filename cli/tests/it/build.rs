@@ -543,12 +543,11 @@ fn outputs_are_read_by_independent_tools() {
         "out\n"
     );
     assert!(!local.join("bin/vi").exists() && !tree.path().join("bin/vi").exists());
-    let list = |dir: &std::path::Path| {
-        let mut names: Vec<String> = walk(dir);
-        names.sort();
-        names
-    };
-    assert_eq!(list(&local), list(tree.path()));
+    // Same names, kinds, modes, owners and contents.
+    assert_eq!(
+        crate::support::describe_tree(&local),
+        crate::support::describe_tree(tree.path())
+    );
     let metadata: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
     assert_eq!(metadata["image.name"], "outs:latest");
@@ -621,26 +620,6 @@ fn outputs_are_read_by_independent_tools() {
     ]) {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
-}
-
-fn walk(dir: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap().flatten() {
-            let path = entry.path();
-            out.push(
-                path.strip_prefix(dir)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned(),
-            );
-            if entry.file_type().unwrap().is_dir() {
-                stack.push(path);
-            }
-        }
-    }
-    out
 }
 
 /// A smart-HTTP git server for the test: `git http-backend` behind python's CGI server

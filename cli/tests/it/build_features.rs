@@ -5,16 +5,15 @@
 //! quoting, `ADD --checksum`, required secrets, foreign platforms, RUN networks and
 //! `# syntax=`.
 
-use std::collections::BTreeMap;
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
 use crate::build_topics::{extract, inspect};
-use crate::support::{Kiln, busybox_rootfs, describe, is_root, run};
+use crate::support::{Kiln, busybox_rootfs, describe, describe_tree, is_root, run};
 
 /// `python3 -m http.server` serving a directory on 127.0.0.1 and a free port, stopped (by
 /// its process id) when dropped.
@@ -569,46 +568,6 @@ fn copy_link_stays_cached_when_the_base_image_changes() {
 }
 
 // (d) -------------------------------------------------------------------------------------
-
-/// Every entry below `root`: kind, mode, owner and content (or symlink target).
-fn describe_tree(root: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for entry in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
-        let entry = entry.expect("walk");
-        let rel = entry
-            .path()
-            .strip_prefix(root)
-            .expect("prefix")
-            .display()
-            .to_string();
-        let meta = entry.path().symlink_metadata().expect("lstat");
-        let what = if meta.file_type().is_symlink() {
-            format!(
-                "symlink -> {}",
-                std::fs::read_link(entry.path())
-                    .expect("readlink")
-                    .display()
-            )
-        } else if meta.is_dir() {
-            format!(
-                "dir {:04o} {}:{}",
-                meta.mode() & 0o7777,
-                meta.uid(),
-                meta.gid()
-            )
-        } else {
-            format!(
-                "file {:04o} {}:{} {}",
-                meta.mode() & 0o7777,
-                meta.uid(),
-                meta.gid(),
-                String::from_utf8_lossy(&std::fs::read(entry.path()).expect("read"))
-            )
-        };
-        out.insert(rel, what);
-    }
-    out
-}
 
 fn tool_exists(tool: &str) -> bool {
     Command::new(tool)

@@ -145,3 +145,44 @@ pub(crate) fn world() -> Option<Kiln> {
     k.ok(&["import", rootfs.to_str().unwrap(), "busybox:latest"]);
     Some(k)
 }
+
+/// Every entry below `root`: kind, mode, owner and content (or symlink target).
+pub(crate) fn describe_tree(root: &std::path::Path) -> std::collections::BTreeMap<String, String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = std::collections::BTreeMap::new();
+    for entry in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
+        let entry = entry.expect("walk");
+        let rel = entry
+            .path()
+            .strip_prefix(root)
+            .expect("prefix")
+            .display()
+            .to_string();
+        let meta = entry.path().symlink_metadata().expect("lstat");
+        let what = if meta.file_type().is_symlink() {
+            format!(
+                "symlink -> {}",
+                std::fs::read_link(entry.path())
+                    .expect("readlink")
+                    .display()
+            )
+        } else if meta.is_dir() {
+            format!(
+                "dir {:04o} {}:{}",
+                meta.mode() & 0o7777,
+                meta.uid(),
+                meta.gid()
+            )
+        } else {
+            format!(
+                "file {:04o} {}:{} {}",
+                meta.mode() & 0o7777,
+                meta.uid(),
+                meta.gid(),
+                String::from_utf8_lossy(&std::fs::read(entry.path()).expect("read"))
+            )
+        };
+        out.insert(rel, what);
+    }
+    out
+}
