@@ -160,7 +160,7 @@ impl DirectiveScan {
 }
 
 /// `#[ \t]*name[ \t]*=[ \t]*value[ \t]*` with a letter-then-alphanumerics name.
-fn directive(line: &str) -> Option<(&str, &str)> {
+pub(crate) fn directive(line: &str) -> Option<(&str, &str)> {
     let rest = line.strip_prefix('#')?.trim_start_matches([' ', '\t']);
     let name_len = rest
         .char_indices()

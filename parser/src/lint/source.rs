@@ -147,7 +147,7 @@ impl DirectiveScan {
         if self.done {
             return None;
         }
-        let name = directive_name(line).map(str::to_lowercase);
+        let name = crate::lines::directive(line).map(|(name, _)| name.to_lowercase());
         match name {
             Some(name)
                 if matches!(name.as_str(), "syntax" | "escape" | "check")
@@ -162,27 +162,6 @@ impl DirectiveScan {
             }
         }
     }
-}
-
-/// `#[ws]name[ws]=[ws]value` with a letter-then-alphanumerics name and a value.
-fn directive_name(line: &str) -> Option<&str> {
-    let rest = line.strip_prefix('#')?.trim_start();
-    let len = rest
-        .char_indices()
-        .take_while(|(i, c)| {
-            if *i == 0 {
-                c.is_ascii_alphabetic()
-            } else {
-                c.is_ascii_alphanumeric()
-            }
-        })
-        .count();
-    if len == 0 {
-        return None;
-    }
-    let (name, after) = rest.split_at(len);
-    let value = after.trim_start().strip_prefix('=')?;
-    (!value.trim().is_empty()).then_some(name)
 }
 
 #[cfg(test)]
