@@ -6,8 +6,9 @@
 //! the new root with symlinks confined to it, so a hostile rootfs cannot redirect a mount
 //! or a created mount point onto the host.
 //!
-//! Mount points the sandbox may create in the rootfs when they are missing (so a
-//! snapshotter must filter them out of diffs unless the step itself created them):
+//! Mount points the sandbox may create in the rootfs when they are missing (so the caller
+//! removes them after the step unless the step itself wrote there, as kiln's solver and
+//! BuildKit's mount-stub cleaner do):
 //! [`CREATED_MOUNT_POINTS`] plus the targets of extra mounts. Everything else mounted here
 //! (`/dev/*`, `/proc/*` masks) lives on tmpfs or procfs and never reaches the upper dir.
 

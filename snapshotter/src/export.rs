@@ -20,12 +20,7 @@ fn memo_name(options: &LayerOptions) -> String {
         .source_date_epoch
         .map(|e| format!("-epoch{e}"))
         .unwrap_or_default();
-    let skip = if options.skip_empty.is_empty() {
-        ""
-    } else {
-        "-skip"
-    };
-    format!("layer-{compression}{epoch}{skip}.json")
+    format!("layer-{compression}{epoch}.json")
 }
 
 impl Store {

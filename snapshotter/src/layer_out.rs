@@ -82,9 +82,6 @@ pub struct LayerOptions {
     pub compression: Compression,
     /// Clamp every mtime to at most this (seconds since the epoch).
     pub source_date_epoch: Option<i64>,
-    /// Paths (relative, `/`-separated) left out when they are an empty file or directory
-    /// — the mount points a sandbox had to create (`etc/hosts`, `proc` ...).
-    pub skip_empty: Vec<String>,
 }
 
 impl Default for LayerOptions {
@@ -92,7 +89,6 @@ impl Default for LayerOptions {
         LayerOptions {
             compression: Compression::None,
             source_date_epoch: None,
-            skip_empty: Vec::new(),
         }
     }
 }
@@ -126,11 +122,10 @@ pub fn write_layer(
     content: &ContentStore,
     options: &LayerOptions,
 ) -> Result<LayerInfo, StoreError> {
-    let mut items = match source {
+    let items = match source {
         DiffSource::Overlay(upper) => overlay_items(upper)?,
         DiffSource::Trees { lower, upper } => tree_items(lower, upper)?,
     };
-    drop_skipped(&mut items, options);
     let blob = content.writer()?;
     let tmp_err = |source: io::Error| StoreError::Io {
         path: PathBuf::from("<layer>"),
@@ -246,34 +241,6 @@ fn is_opaque(path: &Path) -> bool {
     ["trusted.overlay.opaque", "user.overlay.opaque"]
         .iter()
         .any(|n| matches!(xattr::get(path, n), Ok(Some(v)) if v == b"y"))
-}
-
-/// Leaves out the `skip_empty` paths that are an empty file, or a directory with nothing
-/// left under it once the deeper ones are gone (so `run/secrets/x` takes `run/secrets`
-/// and `run` with it when the step wrote nothing else there).
-fn drop_skipped(items: &mut BTreeMap<String, Item>, options: &LayerOptions) {
-    let mut skip: Vec<&str> = options.skip_empty.iter().map(String::as_str).collect();
-    skip.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
-    for path in skip {
-        let Some(Item::Path { host }) = items.get(path) else {
-            continue;
-        };
-        let Ok(m) = host.symlink_metadata() else {
-            continue;
-        };
-        let prefix = format!("{path}/");
-        let empty = if m.is_dir() {
-            items
-                .range(prefix.clone()..)
-                .next()
-                .is_none_or(|(k, _)| !k.starts_with(&prefix))
-        } else {
-            m.is_file() && m.len() == 0
-        };
-        if empty {
-            items.remove(path);
-        }
-    }
 }
 
 /// Every entry of an upper dir, sorted by path.

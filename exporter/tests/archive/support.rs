@@ -65,7 +65,6 @@ impl Fixture {
         let options = LayerOptions {
             compression,
             source_date_epoch: Some(EPOCH),
-            ..LayerOptions::default()
         };
         let first = write_layer(
             DiffSource::Trees {
