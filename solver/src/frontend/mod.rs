@@ -346,10 +346,6 @@ fn is_builtin_arg(key: &str) -> bool {
     key.starts_with("BUILDKIT_") || key == "SOURCE_DATE_EPOCH"
 }
 
-fn env_pairs(config: &ContainerConfig) -> Vec<(String, String)> {
-    config.env_pairs()
-}
-
 impl StageState {
     /// A stage on a fresh base (scratch, an image, a context): no ARGs yet.
     fn fresh(

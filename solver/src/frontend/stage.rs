@@ -115,7 +115,7 @@ impl Lowerer<'_> {
             if state.image.config.env_get("PATH").is_none() {
                 state.image.config.env.push(DEFAULT_PATH_ENV.to_owned());
             }
-            state.env = env_pairs(&state.image.config);
+            state.env = state.image.config.env_pairs();
         }
         let mut instructions: Vec<Instruction> = Vec::new();
         for trigger in triggers.drain(..) {

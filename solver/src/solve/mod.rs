@@ -521,7 +521,10 @@ async fn run_vertex(
             let op = op.clone();
             blocking(move || run_git(&shared2, id, &op)).await
         }
-        Op::Context { .. } | Op::Scratch => unreachable_op(),
+        // Handled (and returned) above: they have no work to run.
+        Op::Context { .. } | Op::Scratch => {
+            Err(StepError::Internal("no work for this vertex".to_owned()))
+        }
     };
     drop(permit);
     let snapshot = match result {
@@ -559,10 +562,6 @@ async fn run_vertex(
         created,
         cached: false,
     })
-}
-
-fn unreachable_op() -> Result<Option<SnapshotId>, StepError> {
-    Err(StepError::Internal("no work for this vertex".to_owned()))
 }
 
 async fn blocking<T: Send + 'static>(
