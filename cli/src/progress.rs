@@ -97,8 +97,9 @@ pub(crate) struct BuildLog {
 }
 
 impl BuildLog {
-    pub(crate) fn create(store_root: &Path) -> BuildLog {
-        let dir = store_root.join("logs");
+    /// A new log in `dir` (the store's `logs_dir`).
+    pub(crate) fn create(dir: &Path) -> BuildLog {
+        let dir = dir.to_owned();
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis())
@@ -162,8 +163,7 @@ impl BuildLog {
 }
 
 /// The last build's log file, if there is one.
-pub(crate) fn last_log(store_root: &Path) -> Option<PathBuf> {
-    let dir = store_root.join("logs");
+pub(crate) fn last_log(dir: &Path) -> Option<PathBuf> {
     let name = std::fs::read_to_string(dir.join("last")).ok()?;
     Some(dir.join(name.trim()))
 }

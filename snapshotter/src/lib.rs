@@ -110,6 +110,30 @@ impl Store {
         self.root.join("tmp")
     }
 
+    /// The build cache index (an SQLite database the solver owns the schema of).
+    pub fn cache_index_path(&self) -> PathBuf {
+        self.root.join("cache.db")
+    }
+
+    /// The cache index with SQLite's write-ahead log and shared-memory files: what
+    /// `prune --all` removes and `du` counts.
+    pub fn cache_index_files(&self) -> Vec<PathBuf> {
+        ["cache.db", "cache.db-wal", "cache.db-shm"]
+            .iter()
+            .map(|name| self.root.join(name))
+            .collect()
+    }
+
+    /// Where `RUN --mount=type=cache` directories live, one per cache id.
+    pub fn cache_mounts_dir(&self) -> PathBuf {
+        self.root.join("cache-mounts")
+    }
+
+    /// Where the full log of each build is kept.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+
     fn gc_lock_file(&self) -> Result<std::fs::File, StoreError> {
         let dir = self.root.join("locks");
         std::fs::create_dir_all(&dir).map_err(error::io(&dir))?;

@@ -8,6 +8,8 @@
 //! - [`cache_index`]: the persistent map from keys to results, and the stat memo that
 //!   spares re-reading unchanged context files.
 //! - [`scheduler`]: runs the vertices a target needs, in parallel, cancelling on failure.
+//! - [`in_flight`]: the keys being solved now, so concurrent builds of one engine run a
+//!   shared vertex once.
 //! - [`progress`]: the events a front end renders.
 //!
 //! The solver never prints, never mounts and never forks: it calls the snapshotter and
@@ -20,6 +22,7 @@ pub mod cancel;
 pub mod context;
 pub mod frontend;
 pub mod graph;
+pub mod in_flight;
 pub mod layered_view;
 pub mod meta;
 pub mod ops;

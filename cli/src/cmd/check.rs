@@ -7,9 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use kiln_parser::Dockerfile;
-use kiln_parser::lint::{self, CheckOptions, Finding};
-use kiln_snapshotter::Store;
+use kiln_parser::lint::Finding;
 
 use crate::args::GlobalArgs;
 
@@ -30,37 +28,6 @@ pub(crate) struct CheckArgs {
     /// Output: text or json
     #[arg(long, value_name = "FORMAT", default_value = "text")]
     pub(crate) format: String,
-}
-
-/// The environment of each base image the store has, so variables it defines are not
-/// reported as undefined (nothing is pulled for a check).
-fn image_env(store: Option<&Store>, file: &Dockerfile) -> BTreeMap<String, Vec<String>> {
-    let mut out = BTreeMap::new();
-    let Some(store) = store else { return out };
-    for stage in &file.stages {
-        if let Ok((_, image)) = kiln_exporter::image::find_image(store, &stage.from.image) {
-            out.insert(stage.from.image.clone(), image.config.config.env.clone());
-        }
-    }
-    out
-}
-
-/// The findings for a parsed Dockerfile.
-pub(crate) fn findings(
-    file: &Dockerfile,
-    text: &str,
-    build_args: &BTreeMap<String, String>,
-    target: Option<&str>,
-    ignore: Option<kiln_parser::dockerignore::Matcher>,
-    store: Option<&Store>,
-) -> Vec<Finding> {
-    let options = CheckOptions {
-        build_args: build_args.clone(),
-        target: target.map(str::to_owned),
-        ignore,
-        image_env: image_env(store, file),
-    };
-    lint::check(file, text, &options)
 }
 
 /// Prints findings as warnings (or errors) with the Dockerfile excerpt.
@@ -99,9 +66,10 @@ pub(crate) fn check(global: &GlobalArgs, args: CheckArgs) -> anyhow::Result<Exit
             build_args.insert(k, v);
         }
     }
-    let ignore = crate::cmd::build::ignore_for(&args.context, Some(&path))?;
+    let ignore = kiln_engine::ignore_for(&args.context, Some(&path))
+        .map_err(|e| anyhow::anyhow!("{}", e.render().trim_end()))?;
     let store = crate::cmd::store::open_store(global).ok();
-    let found = findings(
+    let found = kiln_engine::check::findings(
         &file,
         &text,
         &build_args,
@@ -141,7 +109,7 @@ pub(crate) fn check(global: &GlobalArgs, args: CheckArgs) -> anyhow::Result<Exit
         }
         other => anyhow::bail!("--format {other}: use text or json"),
     }
-    Ok(match lint::violation(&found) {
+    Ok(match kiln_parser::lint::violation(&found) {
         Some(message) => {
             eprintln!("error: {message}");
             ExitCode::FAILURE

@@ -2,8 +2,6 @@
 
 pub(crate) mod build;
 pub(crate) mod check;
-pub(crate) mod context;
-pub(crate) mod output;
 pub(crate) mod parse;
 pub(crate) mod registry;
 pub(crate) mod sandbox;

@@ -165,45 +165,26 @@ pub(crate) struct PullArgs {
     pub(crate) insecure: Vec<String>,
 }
 
-pub(crate) fn parse_compression(
-    name: &str,
-) -> anyhow::Result<kiln_snapshotter::layer_out::Compression> {
-    use kiln_snapshotter::layer_out::Compression;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    Ok(match name {
-        "gzip" => Compression::default_gzip(),
-        "zstd" => Compression::Zstd {
-            level: 3,
-            threads: cores as u32,
-        },
-        "uncompressed" | "none" => Compression::None,
-        other => bail!("unknown compression {other:?}; use gzip, zstd or uncompressed"),
-    })
+fn access(insecure: &[String]) -> kiln_engine::RegistryAccess {
+    kiln_engine::RegistryAccess {
+        insecure: insecure.to_vec(),
+        ..kiln_engine::RegistryAccess::default()
+    }
 }
 
 pub(crate) fn push(global: &GlobalArgs, args: PushArgs) -> anyhow::Result<ExitCode> {
     use kiln_exporter::registry::{BlobOutcome, ImageRef};
-    let compression = parse_compression(&args.compression)?;
-    let store = crate::cmd::store::open_store(global)?;
-    let (_, image) = kiln_exporter::image::find_image(&store, &args.image)?;
+    let compression = kiln_engine::parse_compression(&args.compression)
+        .map_err(|e| anyhow::anyhow!("{}", e.render().trim_start_matches("error: ").trim_end()))?;
     let target = ImageRef::parse(&args.image).with_context(|| {
         format!(
             "{} is not a registry name; tag it first (kiln tag {} HOST/REPO:TAG)",
             args.image, args.image
         )
     })?;
-    let config = registry_config(&args.insecure)?;
-    let report = runtime()?.block_on(async {
-        let registry = Registry::new(config)?;
-        kiln_exporter::transfer::push(
-            &store,
-            &registry,
-            &image,
-            std::slice::from_ref(&target),
-            compression,
-        )
-        .await
-    })?;
+    let engine = crate::cmd::store::open_engine(global)?;
+    let report =
+        runtime()?.block_on(engine.push(&args.image, compression, &access(&args.insecure)))?;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -225,7 +206,7 @@ pub(crate) fn push(global: &GlobalArgs, args: PushArgs) -> anyhow::Result<ExitCo
         "{}: digest: {} ({} uploaded)",
         target.tag().unwrap_or("latest"),
         report.manifest_digest,
-        report.uploaded()
+        report.uploaded
     )?;
     Ok(ExitCode::SUCCESS)
 }
@@ -237,12 +218,9 @@ pub(crate) fn pull(global: &GlobalArgs, args: PullArgs) -> anyhow::Result<ExitCo
         Some(p) => Platform::parse(p)?,
         None => Platform::host(),
     };
-    let store = crate::cmd::store::open_store(global)?;
-    let config = registry_config(&args.insecure)?;
-    let image = runtime()?.block_on(async {
-        let registry = Registry::new(config)?;
-        kiln_exporter::transfer::pull(&store, &registry, &reference, &platform, &args.image).await
-    })?;
+    let engine = crate::cmd::store::open_engine(global)?;
+    let image =
+        runtime()?.block_on(engine.pull(&args.image, &platform, &access(&args.insecure)))?;
     writeln!(
         std::io::stdout(),
         "Digest: {}\n{}",

@@ -1,16 +1,13 @@
 //! Store commands: `import`, `images`, `tag`, `rmi`, `inspect`, `prune`, `du`.
 
-use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use kiln_exporter::config::{History, ImageConfig, RootFs, host_architecture, rfc3339};
-use kiln_exporter::image::{self, StoredImage};
-use kiln_snapshotter::layer_out::{Compression, DiffSource, LayerInfo, LayerOptions, write_layer};
-use kiln_snapshotter::{SnapshotterKind, Store, layer_in};
+use kiln_engine::{Engine, EngineConfig, ImportOptions, ImportSource};
+use kiln_snapshotter::{SnapshotterKind, Store};
 
 use crate::args::GlobalArgs;
 
@@ -99,16 +96,28 @@ fn nix_is_root() -> bool {
         .unwrap_or(false)
 }
 
+fn snapshotter_kind(global: &GlobalArgs) -> anyhow::Result<Option<SnapshotterKind>> {
+    match &global.snapshotter {
+        Some(name) => Ok(Some(SnapshotterKind::parse(name).with_context(|| {
+            format!("unknown snapshotter {name:?}; use overlay or native")
+        })?)),
+        None => Ok(None),
+    }
+}
+
 pub(crate) fn open_store(global: &GlobalArgs) -> anyhow::Result<Store> {
     let root = store_root(global)?;
-    let kind = match &global.snapshotter {
-        Some(name) => Some(
-            SnapshotterKind::parse(name)
-                .with_context(|| format!("unknown snapshotter {name:?}; use overlay or native"))?,
-        ),
-        None => None,
+    Store::open(&root, snapshotter_kind(global)?)
+        .with_context(|| format!("open the store at {}", root.display()))
+}
+
+pub(crate) fn open_engine(global: &GlobalArgs) -> anyhow::Result<Engine> {
+    let root = store_root(global)?;
+    let config = EngineConfig {
+        snapshotter: snapshotter_kind(global)?,
+        registry: crate::cmd::registry::registry_config(&[])?,
     };
-    Store::open(&root, kind).with_context(|| format!("open the store at {}", root.display()))
+    Engine::open(&root, config).with_context(|| format!("open the store at {}", root.display()))
 }
 
 fn now_secs() -> i64 {
@@ -118,122 +127,22 @@ fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
-/// Passes bytes read to a writer too, so a tar can be checked while it is stored.
-struct Tee<R, W> {
-    inner: R,
-    copy: W,
-}
-
-impl<R: Read, W: Write> Read for Tee<R, W> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.copy.write_all(&buf[..n])?;
-        Ok(n)
-    }
-}
-
-/// Stores a rootfs tarball as a plain layer blob, checking that it is a tar on the way.
-fn import_tar(store: &Store, input: Box<dyn Read>, name: &str) -> anyhow::Result<LayerInfo> {
-    let plain = layer_in::decompress(input)?;
-    let mut blob = store.content().writer()?;
-    {
-        let mut tee = Tee {
-            inner: plain,
-            copy: &mut blob,
-        };
-        let mut archive = tar::Archive::new(&mut tee);
-        for entry in archive
-            .entries()
-            .with_context(|| format!("{name} is not a tar archive"))?
-        {
-            let mut entry = entry.with_context(|| format!("{name}: a damaged tar entry"))?;
-            std::io::copy(&mut entry, &mut std::io::sink())
-                .with_context(|| format!("{name}: a damaged tar entry"))?;
-        }
-        // Whatever follows the last entry (end blocks, padding) belongs to the tar too.
-        std::io::copy(&mut tee, &mut std::io::sink()).with_context(|| format!("read {name}"))?;
-    }
-    let (digest, size) = blob.commit(None)?;
-    Ok(LayerInfo {
-        diff_id: digest.clone(),
-        digest,
-        size,
-        media_type: Compression::None.media_type().to_owned(),
-    })
-}
-
-/// Applies `kiln import -c` changes, as `docker import --change` does.
-pub(crate) fn apply_changes(config: &mut ImageConfig, changes: &[String]) -> anyhow::Result<()> {
-    use kiln_parser::Kind;
-    let mut state = kiln_solver::meta::StageMeta::default();
-    for change in changes {
-        let instruction = kiln_parser::parse_instruction(change)
-            .map_err(|e| anyhow::anyhow!("{}", e.render("--change", change).trim_end()))?;
-        match instruction.kind {
-            Kind::Cmd(_)
-            | Kind::Entrypoint(_)
-            | Kind::Env(_)
-            | Kind::Expose(_)
-            | Kind::Label(_)
-            | Kind::Onbuild(_)
-            | Kind::Stopsignal(_)
-            | Kind::User(_)
-            | Kind::Volume(_)
-            | Kind::Workdir(_) => {
-                kiln_solver::meta::apply(
-                    config,
-                    &mut state,
-                    &instruction.kind,
-                    &instruction.original,
-                )?;
-            }
-            _ => bail!(
-                "--change {change:?}: {} cannot be applied by import; use CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME or WORKDIR",
-                instruction.keyword.to_uppercase()
-            ),
-        }
-    }
-    Ok(())
+fn source_date_epoch() -> Option<i64> {
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok())
 }
 
 pub(crate) fn import(global: &GlobalArgs, args: ImportArgs) -> anyhow::Result<ExitCode> {
     kiln_snapshotter::normalize_name(&args.name)?;
-    let (arch, variant) = host_architecture();
-    // SOURCE_DATE_EPOCH makes an import reproducible, as it does a build.
-    let created = rfc3339(
-        std::env::var("SOURCE_DATE_EPOCH")
-            .ok()
-            .and_then(|v| v.trim().parse::<i64>().ok())
-            .unwrap_or_else(now_secs),
-    );
-    let mut config = ImageConfig {
-        created: Some(created.clone()),
-        architecture: arch.to_owned(),
-        os: "linux".to_owned(),
-        variant: variant.map(str::to_owned),
-        ..ImageConfig::default()
-    };
     // Changes first: a bad --change must fail before anything is written.
-    apply_changes(&mut config, &args.changes)?;
-    let store = open_store(global)?;
+    let config = kiln_engine::config_with_changes(&args.changes)?;
+    let engine = open_engine(global)?;
     let source = &args.source;
-    let layer = if source == Path::new("-") {
-        import_tar(&store, Box::new(std::io::stdin()), "stdin")?
+    let source: ImportSource<Box<dyn Read>> = if source == Path::new("-") {
+        ImportSource::Tar(Box::new(std::io::stdin()), "stdin".to_owned())
     } else if source.is_dir() {
-        write_layer(
-            DiffSource::Trees {
-                lower: None,
-                upper: source,
-            },
-            store.content(),
-            &LayerOptions {
-                source_date_epoch: std::env::var("SOURCE_DATE_EPOCH")
-                    .ok()
-                    .and_then(|v| v.trim().parse::<i64>().ok()),
-                ..LayerOptions::default()
-            },
-        )
-        .with_context(|| format!("read the directory {}", source.display()))?
+        ImportSource::Dir(source.clone())
     } else {
         let file = std::fs::File::open(source).with_context(|| {
             format!(
@@ -241,31 +150,17 @@ pub(crate) fn import(global: &GlobalArgs, args: ImportArgs) -> anyhow::Result<Ex
                 source.display()
             )
         })?;
-        import_tar(&store, Box::new(file), &source.display().to_string())?
+        ImportSource::Tar(Box::new(file), source.display().to_string())
     };
-    config.rootfs = RootFs {
-        kind: "layers".to_owned(),
-        diff_ids: vec![layer.diff_id.to_string()],
-    };
-    // Only the file's name: the image must not depend on where the rootfs sat on the
-    // host (reproducible imports, nothing private in the history).
-    let shown = source.file_name().map_or_else(
-        || source.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
-    config.history = vec![History {
-        created: Some(created),
-        created_by: format!("kiln import {shown}"),
-        comment: args
-            .message
-            .clone()
-            .unwrap_or_else(|| format!("Imported from {shown}")),
-        empty_layer: false,
-    }];
-    let stored = image::write_image(&store, &config, &[layer], BTreeMap::new())?;
-    store
-        .tags()
-        .tag(&args.name, stored.manifest_descriptor.clone())?;
+    let stored = engine.import(
+        source,
+        ImportOptions {
+            name: args.name.clone(),
+            config,
+            message: args.message.clone(),
+            source_date_epoch: source_date_epoch(),
+        },
+    )?;
     writeln!(std::io::stdout(), "{}", stored.id)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -310,12 +205,8 @@ fn parse_rfc3339(text: &str) -> Option<i64> {
     Some(kiln_exporter::config::unix_seconds(y, m, day, hh, mm, ss))
 }
 
-fn image_size(image: &StoredImage) -> u64 {
-    image.manifest.layers.iter().map(|l| l.size).sum()
-}
-
 pub(crate) fn images(global: &GlobalArgs, args: ImagesArgs) -> anyhow::Result<ExitCode> {
-    let store = open_store(global)?;
+    let engine = open_engine(global)?;
     let mut out = std::io::stdout().lock();
     if !args.quiet {
         writeln!(
@@ -324,11 +215,7 @@ pub(crate) fn images(global: &GlobalArgs, args: ImagesArgs) -> anyhow::Result<Ex
             "REPOSITORY", "TAG", "IMAGE ID", "CREATED"
         )?;
     }
-    let mut tags = store.tags().list()?;
-    tags.sort_by(|a, b| a.0.cmp(&b.0));
-    for (name, descriptor) in tags {
-        let image =
-            image::read_image(&store, &descriptor).with_context(|| format!("read image {name}"))?;
+    for image in engine.images()? {
         let id = if args.no_trunc {
             image.id.to_string()
         } else {
@@ -338,12 +225,12 @@ pub(crate) fn images(global: &GlobalArgs, args: ImagesArgs) -> anyhow::Result<Ex
             writeln!(out, "{id}")?;
             continue;
         }
-        let (repo, tag) = split_name(&name);
+        let (repo, tag) = split_name(&image.name);
         writeln!(
             out,
             "{repo:<40} {tag:<12} {id:<14} {:<22} {}",
-            ago(image.config.created.as_deref()),
-            human_size(image_size(&image))
+            ago(image.created.as_deref()),
+            human_size(image.size)
         )?;
     }
     Ok(ExitCode::SUCCESS)
@@ -358,37 +245,37 @@ fn split_name(name: &str) -> (&str, &str) {
 }
 
 pub(crate) fn tag(global: &GlobalArgs, args: TagArgs) -> anyhow::Result<ExitCode> {
-    let store = open_store(global)?;
-    let (_, image) = image::find_image(&store, &args.source)?;
-    store.tags().tag(&args.target, image.manifest_descriptor)?;
+    open_engine(global)?.tag(&args.source, &args.target)?;
     Ok(ExitCode::SUCCESS)
 }
 
 pub(crate) fn rmi(global: &GlobalArgs, args: RmiArgs) -> anyhow::Result<ExitCode> {
-    let store = open_store(global)?;
+    let engine = open_engine(global)?;
     let mut code = ExitCode::SUCCESS;
     for name in &args.names {
-        let normalized = kiln_snapshotter::normalize_name(name)?;
-        if store.tags().untag(&normalized)? {
-            writeln!(std::io::stdout(), "Untagged: {normalized}")?;
-        } else {
-            eprintln!("error: no image named {name} in the store (see kiln images)");
-            code = ExitCode::FAILURE;
+        match engine.untag(name) {
+            Ok(normalized) => writeln!(std::io::stdout(), "Untagged: {normalized}")?,
+            Err(kiln_engine::EngineError::NoSuchImage { .. }) => {
+                eprintln!("error: no image named {name} in the store (see kiln images)");
+                code = ExitCode::FAILURE;
+            }
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(code)
 }
 
 pub(crate) fn inspect(global: &GlobalArgs, args: InspectArgs) -> anyhow::Result<ExitCode> {
-    let store = open_store(global)?;
+    let engine = open_engine(global)?;
     let mut all = Vec::new();
     for reference in &args.images {
-        let (names, image) = image::find_image(&store, reference)?;
+        let found = engine.find(reference)?;
+        let image = &found.image;
         all.push(serde_json::json!({
             "Id": image.id.to_string(),
-            "RepoTags": names,
+            "RepoTags": found.names,
             "ManifestDigest": image.manifest_descriptor.digest.to_string(),
-            "Size": image_size(&image),
+            "Size": kiln_engine::image_size(image),
             "Config": image.config,
             "Manifest": image.manifest,
         }));
@@ -400,104 +287,46 @@ pub(crate) fn inspect(global: &GlobalArgs, args: InspectArgs) -> anyhow::Result<
 }
 
 pub(crate) fn prune(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<ExitCode> {
-    let store = open_store(global)?;
-    let Some(_gc) = store.try_lock_for_gc()? else {
-        bail!(
-            "a build is using the store {}; prune when it has finished",
-            store.root().display()
-        );
-    };
-    let mut keep = HashSet::new();
-    for (name, descriptor) in store.tags().list()? {
-        let image =
-            image::read_image(&store, &descriptor).with_context(|| format!("read image {name}"))?;
-        keep.extend(image::image_blobs(&image));
-    }
-    let mut reclaimed = 0;
-    for digest in store.content().list()? {
-        if !keep.contains(&digest) {
-            reclaimed += store.content().delete(&digest)?;
-        }
-    }
-    for (id, committed) in store.snapshots().list()? {
-        if !committed || args.all {
-            reclaimed += store.snapshots().remove(&id)?;
-        }
-    }
-    if args.all {
-        let mounts = store.root().join("cache-mounts");
-        if mounts.exists() {
-            reclaimed += dir_size(&mounts);
-            std::fs::remove_dir_all(&mounts)
-                .with_context(|| format!("remove {}", mounts.display()))?;
-        }
-        for name in ["cache.db", "cache.db-wal", "cache.db-shm"] {
-            let path = store.root().join(name);
-            if let Ok(meta) = std::fs::metadata(&path) {
-                reclaimed += meta.len();
-                std::fs::remove_file(&path)
-                    .with_context(|| format!("remove {}", path.display()))?;
-            }
-        }
-    }
-    // Temp files of builds that were killed.
-    if let Ok(entries) = std::fs::read_dir(store.tmp_dir()) {
-        for entry in entries.flatten() {
-            if let Ok(meta) = entry.metadata()
-                && meta
-                    .modified()
-                    .is_ok_and(|m| m.elapsed().is_ok_and(|e| e.as_secs() > 3600))
-            {
-                reclaimed += meta.len();
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-    }
+    let report = open_engine(global)?.prune(args.all)?;
     writeln!(
         std::io::stdout(),
         "Total reclaimed space: {}",
-        human_size(reclaimed)
+        human_size(report.reclaimed)
     )?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn dir_size(path: &Path) -> u64 {
-    walkdir::WalkDir::new(path)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter_map(|e| e.path().symlink_metadata().ok())
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
-        .sum()
-}
-
 pub(crate) fn du(global: &GlobalArgs, _args: DuArgs) -> anyhow::Result<ExitCode> {
-    let store = open_store(global)?;
-    let root = store.root();
-    let blobs = dir_size(&root.join("content"));
-    let snapshots = dir_size(&root.join("snapshots"));
-    let cache: u64 = ["cache.db", "cache.db-wal"]
-        .iter()
-        .filter_map(|n| std::fs::metadata(root.join(n)).ok())
-        .map(|m| m.len())
-        .sum();
+    let usage = open_engine(global)?.disk_usage();
     let mut out = std::io::stdout().lock();
     writeln!(out, "{:<12} {:>12}", "TYPE", "SIZE")?;
-    writeln!(out, "{:<12} {:>12}", "blobs", human_size(blobs))?;
-    writeln!(out, "{:<12} {:>12}", "snapshots", human_size(snapshots))?;
-    writeln!(out, "{:<12} {:>12}", "cache index", human_size(cache))?;
+    writeln!(out, "{:<12} {:>12}", "blobs", human_size(usage.blobs))?;
     writeln!(
         out,
         "{:<12} {:>12}",
-        "total",
-        human_size(blobs + snapshots + cache)
+        "snapshots",
+        human_size(usage.snapshots)
     )?;
+    writeln!(
+        out,
+        "{:<12} {:>12}",
+        "cache index",
+        human_size(usage.cache_index)
+    )?;
+    writeln!(
+        out,
+        "{:<12} {:>12}",
+        "cache mounts",
+        human_size(usage.cache_mounts)
+    )?;
+    writeln!(out, "{:<12} {:>12}", "total", human_size(usage.total()))?;
     Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kiln_exporter::config::rfc3339;
 
     #[test]
     fn names_split_like_docker() {

@@ -95,8 +95,16 @@ impl Registry {
             return Ok(endpoint.clone());
         }
         // Credentials are keyed by the name users log in with (docker.io for Hub).
-        let credential =
-            auth::credential_for(&self.inner.config.auth, &normalize_registry_host(host))?;
+        let name = normalize_registry_host(host);
+        let given = self.inner.config.given_credentials.iter();
+        let credential = match given
+            .filter(|(registry, _)| normalize_registry_host(registry) == name)
+            .map(|(_, credential)| credential.clone())
+            .next()
+        {
+            Some(credential) => credential,
+            None => auth::credential_for(&self.inner.config.auth, &name)?,
+        };
         let endpoint = self.connect(host, credential).await?;
         endpoints.insert(host.to_owned(), endpoint.clone());
         Ok(endpoint)

@@ -12,6 +12,10 @@ use super::auth::AuthConfig;
 pub struct RegistryConfig {
     /// Where credentials come from.
     pub auth: AuthConfig,
+    /// Credentials given with the request (`host[:port]`, credential), used before
+    /// `auth`: a server passes on what a client sent (docker's `X-Registry-Auth`), so
+    /// each build or push uses its own client's login, never the server's files alone.
+    pub given_credentials: Vec<(String, super::auth::Credential)>,
     /// Extra PEM CA bundles trusted on top of the system roots (e.g. a private CA).
     /// `SSL_CERT_FILE`/`SSL_CERT_DIR` are honoured by the system-roots loader already.
     pub ca_files: Vec<PathBuf>,
@@ -40,6 +44,7 @@ impl Default for RegistryConfig {
     fn default() -> Self {
         RegistryConfig {
             auth: AuthConfig::default(),
+            given_credentials: Vec::new(),
             ca_files: Vec::new(),
             insecure_registries: Vec::new(),
             mirrors: Vec::new(),

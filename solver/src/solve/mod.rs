@@ -29,6 +29,7 @@ use crate::cancel::Cancel;
 use crate::context::{ContentMemo, ContextError, ContextTree, EntryKind};
 use crate::frontend::{LayerSource, Plan};
 use crate::graph::VertexId;
+use crate::in_flight::InFlight;
 use crate::layered_view::{LayeredView, ViewError};
 use crate::ops::copy::{CopyError, CopyFrom, CopyOptions, copy, ensure_dir};
 use crate::ops::{CopyOp, ExecMount, ExecOp, FilesOp, HttpOp, MkdirOp, Op, http};
@@ -190,6 +191,9 @@ pub struct SolveOptions {
     pub secrets: Vec<SecretSpec>,
     /// `--ssh` agents.
     pub ssh: Vec<SshSpec>,
+    /// The keys other builds of the same engine are solving right now; `None`: this
+    /// build shares nothing.
+    pub in_flight: Option<Arc<InFlight>>,
 }
 
 /// One vertex's result.
@@ -245,6 +249,8 @@ struct Shared {
     git: HashMap<VertexId, (String, PathBuf)>,
     /// `--ssh` ids and the agent socket each forwards (none: given without a usable one).
     ssh: HashMap<String, Option<PathBuf>>,
+    /// Keys being solved by other builds of the engine.
+    in_flight: Option<Arc<InFlight>>,
 }
 
 /// The results of a solved plan, ready to export.
@@ -346,6 +352,7 @@ pub async fn solve(
             .map(|s| (s.id.clone(), s.source.clone()))
             .collect(),
         ssh: ssh_sockets,
+        in_flight: options.in_flight.clone(),
     });
     let graph = Arc::new(plan.graph.clone());
     let runner = Arc::clone(&shared);
@@ -393,11 +400,7 @@ fn ssh_agents(
                 let keys =
                     crate::ssh_agent::load_keys(keys).map_err(|e| StepError::Ssh(e.to_string()))?;
                 // The socket lives in a directory only root can enter.
-                let dir = store.tmp_dir().join(format!(
-                    "ssh-{}-{}",
-                    std::process::id(),
-                    leftovers.agents.len()
-                ));
+                let dir = fresh_temp_path(store, "ssh")?;
                 make_dir(&dir, 0o700, (0, 0))?;
                 leftovers.paths.push(dir.clone());
                 let socket = dir.join("agent.sock");
@@ -469,6 +472,24 @@ async fn run_vertex(
     if shared.cancel.is_cancelled() {
         return Err(StepError::Cancelled);
     }
+    // Another build of this engine solving the same key: wait for it, then take its
+    // result from the cache (or, if it failed, run the vertex here).
+    let _slot = match (&shared.in_flight, use_cache) {
+        (Some(in_flight), true) => {
+            let slot = tokio::select! {
+                slot = in_flight.enter(&key) => slot,
+                () = shared.cancel.cancelled() => return Err(StepError::Cancelled),
+            };
+            if slot.waited
+                && let Some(done) = lookup(&shared, &key)?
+            {
+                shared.progress.send(id, EventKind::Cached { label });
+                return Ok(done);
+            }
+            Some(slot)
+        }
+        _ => None,
+    };
     // A RUN waits for a --jobs slot before it counts as started.
     let permit = match op {
         Op::Exec(_) => Some(

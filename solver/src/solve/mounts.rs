@@ -17,21 +17,28 @@ pub(super) struct Extras {
     locks: Vec<std::fs::File>,
 }
 
+/// A path in the store's temp dir that no other step, build or process uses: a
+/// process-wide counter, the time and the process id hashed together.
+pub(super) fn fresh_temp_path(store: &Store, what: &str) -> Result<PathBuf, StepError> {
+    let base = store.tmp_dir();
+    std::fs::create_dir_all(&base).map_err(|e| io_err(&base, e))?;
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seed = format!(
+        "{what}{}{:?}{}",
+        std::process::id(),
+        std::time::SystemTime::now(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    Ok(base.join(format!(
+        "{what}-{}",
+        &blake3::hash(seed.as_bytes()).to_hex()[..16]
+    )))
+}
+
 impl Extras {
     /// A fresh path in the store's temp dir, removed by `clean_up`.
     pub(super) fn temp(&mut self, shared: &Shared, what: &str) -> Result<PathBuf, StepError> {
-        let base = shared.store.tmp_dir();
-        std::fs::create_dir_all(&base).map_err(|e| io_err(&base, e))?;
-        // A process-wide counter: two steps of one build never share a name.
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let seed = format!(
-            "{what}{}{:?}{}",
-            std::process::id(),
-            std::time::SystemTime::now(),
-            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
-        let name = format!("{what}-{}", &blake3::hash(seed.as_bytes()).to_hex()[..16]);
-        let path = base.join(name);
+        let path = fresh_temp_path(&shared.store, what)?;
         self.temps.push(path.clone());
         Ok(path)
     }
@@ -290,7 +297,7 @@ impl Extras {
         mode: u32,
         owner: (u32, u32),
     ) -> Result<PathBuf, StepError> {
-        let base = shared.store.root().join("cache-mounts");
+        let base = shared.store.cache_mounts_dir();
         std::fs::create_dir_all(&base).map_err(|e| io_err(&base, e))?;
         let name = blake3::hash(id.as_bytes()).to_hex()[..32].to_owned();
         let dir = base.join(&name);

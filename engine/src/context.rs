@@ -1,0 +1,211 @@
+//! Build contexts that are not a directory on the engine's disk: a tar stream (or a lone
+//! Dockerfile) from a client, a git repository, and an OCI layout named by
+//! `--build-context NAME=oci-layout://`.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use kiln_snapshotter::Store;
+
+use crate::error::EngineError;
+
+/// A context made in the store's temp dir; removed when dropped (after the build).
+#[derive(Debug)]
+pub struct TempContext {
+    /// Removed (with everything in it) when the context is dropped.
+    _dir: tempfile::TempDir,
+    /// The context directory (the checkout's subdirectory, or `dir`).
+    context: PathBuf,
+    /// The Dockerfile, when the stream was one rather than a tar.
+    dockerfile: Option<String>,
+}
+
+impl TempContext {
+    /// The context directory.
+    pub fn path(&self) -> &Path {
+        &self.context
+    }
+
+    /// The Dockerfile text, when the stream was a lone Dockerfile.
+    pub fn dockerfile(&self) -> Option<&str> {
+        self.dockerfile.as_deref()
+    }
+
+    /// A context from a stream (docker's `POST /build` body, `kiln build -`): a tar
+    /// archive (plain or compressed) is unpacked with the refusals of a layer (no `..`,
+    /// no absolute names, no links out); anything else is taken as a lone Dockerfile when
+    /// `may_be_dockerfile`. More than `max_bytes` read is refused.
+    pub fn from_stream(
+        store: &Store,
+        input: impl Read,
+        max_bytes: u64,
+        may_be_dockerfile: bool,
+    ) -> Result<TempContext, EngineError> {
+        let dir = temp_dir(store, "context-")?;
+        let raw = dir.path().join("stream");
+        let context = dir.path().join("context");
+        let mut file = std::fs::File::create(&raw).map_err(|e| EngineError::io(&raw, e))?;
+        let mut limited = input.take(max_bytes + 1);
+        let copied = std::io::copy(&mut limited, &mut file).map_err(|e| EngineError::Io {
+            path: "the context stream".into(),
+            source: e,
+        })?;
+        if copied > max_bytes {
+            return Err(EngineError::invalid(
+                format!("the build context is larger than the limit of {max_bytes} bytes"),
+                "leave big files out with .dockerignore, or raise the limit (kiln serve --max-context-size)".to_owned(),
+            ));
+        }
+        file.flush().map_err(|e| EngineError::io(&raw, e))?;
+        drop(file);
+        std::fs::create_dir(&context).map_err(|e| EngineError::io(&context, e))?;
+        if kiln_snapshotter::layer_in::is_tar_archive(&raw) {
+            let input = std::fs::File::open(&raw).map_err(|e| EngineError::io(&raw, e))?;
+            kiln_snapshotter::layer_in::extract_archive(input, &context, None).map_err(|e| {
+                EngineError::invalid(
+                    format!("the build context is not a usable tar archive: {e}"),
+                    "send a tar of the context directory, with paths relative to it".to_owned(),
+                )
+            })?;
+            let _ = std::fs::remove_file(&raw);
+            return Ok(TempContext {
+                _dir: dir,
+                context,
+                dockerfile: None,
+            });
+        }
+        if !may_be_dockerfile {
+            return Err(EngineError::invalid(
+                "the build context is not a tar archive",
+                "send a tar of the context directory (with -f, the context on stdin must be a tar)"
+                    .to_owned(),
+            ));
+        }
+        let text = std::fs::read(&raw).map_err(|e| EngineError::io(&raw, e))?;
+        let text = String::from_utf8(text).map_err(|_| {
+            EngineError::invalid(
+                "the build context is neither a tar archive nor a UTF-8 Dockerfile",
+                "send a tar of the context directory, or a Dockerfile".to_owned(),
+            )
+        })?;
+        let _ = std::fs::remove_file(&raw);
+        Ok(TempContext {
+            _dir: dir,
+            context,
+            dockerfile: Some(text),
+        })
+    }
+
+    /// A git repository (`URL#REF:SUBDIR`) checked out over HTTP(S).
+    pub(crate) fn git(store: &Store, url: &str) -> Result<TempContext, EngineError> {
+        let dir = temp_dir(store, "git-context-")?;
+        let checkout = dir.path().join("checkout");
+        let source = kiln_solver::ops::git::parse(url);
+        kiln_solver::ops::git::checkout(&source, &checkout, false).map_err(|e| {
+            EngineError::invalid(
+                format!("the build context {url}: {e}"),
+                "check the URL and the ref; kiln clones over HTTP(S)".to_owned(),
+            )
+        })?;
+        let Some(context) = kiln_solver::ops::git::subdir_in(&checkout, &source.subdir) else {
+            return Err(EngineError::invalid(
+                format!(
+                    "{url}: the repository has no directory {} (links are not followed)",
+                    source.subdir
+                ),
+                "name a directory of the repository after the colon".to_owned(),
+            ));
+        };
+        Ok(TempContext {
+            _dir: dir,
+            context,
+            dockerfile: None,
+        })
+    }
+}
+
+/// A fresh directory in the store's temp dir with a random name (never a process id: one
+/// process runs many builds).
+pub(crate) fn temp_dir(store: &Store, prefix: &str) -> Result<tempfile::TempDir, EngineError> {
+    let base = store.tmp_dir();
+    std::fs::create_dir_all(&base).map_err(|e| EngineError::io(&base, e))?;
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(&base)
+        .map_err(|e| EngineError::io(&base, e))
+}
+
+/// Copies the image an OCI layout names (`PATH`, `PATH:TAG` or `PATH@DIGEST`; the only
+/// image when none is named) into the store, and returns the name it is tagged with.
+pub(crate) fn import_oci_layout(
+    store: &Store,
+    name: &str,
+    layout: &str,
+) -> Result<String, EngineError> {
+    let (path, wanted) = match (layout.rsplit_once('@'), layout.rsplit_once(':')) {
+        (Some((path, digest)), _) => (path, Some(digest.to_owned())),
+        (None, Some((path, tag))) if !tag.contains('/') => (path, Some(tag.to_owned())),
+        _ => (layout, None),
+    };
+    let bad = |message: String| {
+        EngineError::invalid(
+            format!("--build-context {name}={layout}: {message}"),
+            "give an OCI layout directory (index.json, blobs/), optionally :TAG or @DIGEST"
+                .to_owned(),
+        )
+    };
+    let dir = Path::new(path);
+    let index_path = dir.join("index.json");
+    let index_bytes = std::fs::read(&index_path).map_err(|e| EngineError::io(&index_path, e))?;
+    let index: serde_json::Value = serde_json::from_slice(&index_bytes)
+        .map_err(|_| bad(format!("{} is not an OCI index", index_path.display())))?;
+    let manifests = index["manifests"].as_array().cloned().unwrap_or_default();
+    let chosen = manifests
+        .iter()
+        .find(|m| match &wanted {
+            Some(w) if w.starts_with("sha256:") => m["digest"] == w.as_str(),
+            Some(w) => m["annotations"]["org.opencontainers.image.ref.name"] == w.as_str(),
+            None => true,
+        })
+        .ok_or_else(|| bad(format!("names no image in {}", index_path.display())))?;
+    let manifest_digest = chosen["digest"].as_str().unwrap_or_default().to_owned();
+    let blob = |digest: &str| dir.join("blobs").join(digest.replace(':', "/"));
+    let copy_blob = |digest: &str| -> Result<(), EngineError> {
+        let parsed = kiln_snapshotter::Digest::parse(digest)
+            .ok_or_else(|| bad(format!("bad digest {digest}")))?;
+        if store.content().exists(&parsed) {
+            return Ok(());
+        }
+        let path = blob(digest);
+        let mut file = std::fs::File::open(&path).map_err(|e| EngineError::io(&path, e))?;
+        let mut writer = store.content().writer()?;
+        std::io::copy(&mut file, &mut writer).map_err(|e| EngineError::io(&path, e))?;
+        // commit verifies the digest: a damaged layout blob never enters the store.
+        writer.commit(Some(&parsed))?;
+        Ok(())
+    };
+    let manifest_path = blob(&manifest_digest);
+    let manifest_bytes =
+        std::fs::read(&manifest_path).map_err(|e| EngineError::io(&manifest_path, e))?;
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest_bytes)
+        .map_err(|_| bad(format!("manifest {manifest_digest} is not JSON")))?;
+    copy_blob(&manifest_digest)?;
+    copy_blob(manifest["config"]["digest"].as_str().unwrap_or_default())?;
+    for layer in manifest["layers"].as_array().cloned().unwrap_or_default() {
+        copy_blob(layer["digest"].as_str().unwrap_or_default())?;
+    }
+    let tag = format!("kiln-context/{}:latest", name.to_lowercase());
+    let descriptor = kiln_snapshotter::Descriptor {
+        media_type: chosen["mediaType"]
+            .as_str()
+            .unwrap_or(kiln_exporter::image::OCI_MANIFEST)
+            .to_owned(),
+        digest: kiln_snapshotter::Digest::parse(&manifest_digest)
+            .ok_or_else(|| bad(format!("bad digest {manifest_digest}")))?,
+        size: chosen["size"].as_u64().unwrap_or(0),
+        annotations: BTreeMap::new(),
+    };
+    store.tags().tag(&tag, descriptor)?;
+    Ok(tag)
+}

@@ -1,0 +1,125 @@
+//! kiln's build engine: everything between "a request" and "a result".
+//!
+//! An [`Engine`] owns one store and the registry settings; [`Engine::build`] takes a
+//! [`BuildRequest`] (plain data: the context, the Dockerfile, args, outputs, secrets)
+//! and returns a [`BuildOutcome`] or a [`BuildError`] — errors as data that a terminal
+//! and a server's JSON answer both render. Beside builds, the store's operations: images,
+//! tag, untag, import, push, pull, save, prune, disk usage.
+//!
+//! The cli and `kiln serve` are front ends over the same engine: one process may run
+//! many builds at once on one engine, so nothing here reads stdin, writes stdout, names
+//! a temp path after the process, installs signal handlers or starts a runtime of its
+//! own. Progress goes out as the solver's events; cancellation comes in as a `Cancel`.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use kiln_engine::{BuildRequest, ContextSource, Engine, EngineConfig};
+//! let engine = Engine::open("/var/lib/kiln".as_ref(), EngineConfig::default())?;
+//! let mut request = BuildRequest::new(ContextSource::Dir("app".into()));
+//! request.tags.push("app:dev".to_owned());
+//! let (progress, _events) = kiln_solver::progress::Progress::channel();
+//! let outcome = engine.build(request, progress, kiln_solver::cancel::Cancel::new()).await?;
+//! println!("{}", outcome.image.id);
+//! # Ok(()) }
+//! ```
+
+mod build;
+pub mod check;
+mod context;
+mod error;
+mod images;
+mod load;
+mod output;
+mod request;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use kiln_exporter::registry::RegistryConfig;
+use kiln_snapshotter::{SnapshotterKind, Store};
+
+pub use build::{BuildOutcome, Checked, DockerfileText, ignore_for};
+pub use context::TempContext;
+pub use error::{BuildError, BuildFailure, EngineError};
+pub use images::{
+    DiskUsage, FoundImage, ImageSummary, ImportOptions, ImportSource, PruneReport, PushOutcome,
+    config_with_changes, image_size,
+};
+pub use output::{Delivered, metadata};
+pub use request::{
+    BuildRequest, ContextSource, Destination, DockerfileSource, Entitlement, Output, OutputKind,
+    Sink, parse_compression,
+};
+
+/// What one request adds to the engine's registry settings.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryAccess {
+    /// Registries (`host[:port]`) this request may reach over plain HTTP.
+    pub insecure: Vec<String>,
+    /// Credentials the client gave (`host[:port]`, credential), tried before the
+    /// engine's own docker config.
+    pub credentials: Vec<(String, kiln_exporter::registry::Credential)>,
+}
+
+/// How an engine is set up.
+#[derive(Debug, Clone, Default)]
+pub struct EngineConfig {
+    /// The snapshotter; `None`: the best this machine supports.
+    pub snapshotter: Option<SnapshotterKind>,
+    /// Registry settings (mirrors, insecure registries, CA files, credentials).
+    pub registry: RegistryConfig,
+}
+
+/// A build engine over one store. Cheap to clone; share one among many builds.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    config: EngineConfig,
+    /// The keys this engine's builds are solving: shared vertices run once.
+    in_flight: Arc<kiln_solver::in_flight::InFlight>,
+}
+
+impl Engine {
+    /// Opens (creating if needed) the store at `root`.
+    pub fn open(root: &Path, config: EngineConfig) -> Result<Engine, EngineError> {
+        let store = Store::open(root, config.snapshotter)?;
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                in_flight: kiln_solver::in_flight::InFlight::new(),
+            }),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// A build context from a stream (docker's `POST /build` body, `kiln build -`); see
+    /// [`TempContext::from_stream`].
+    pub fn context_from_stream(
+        &self,
+        input: impl std::io::Read,
+        max_bytes: u64,
+        may_be_dockerfile: bool,
+    ) -> Result<TempContext, EngineError> {
+        TempContext::from_stream(self.store(), input, max_bytes, may_be_dockerfile)
+    }
+
+    /// The engine's registry settings with what one request adds.
+    pub(crate) fn registry_config(&self, access: &RegistryAccess) -> RegistryConfig {
+        let mut config = self.inner.config.registry.clone();
+        config
+            .insecure_registries
+            .extend(access.insecure.iter().cloned());
+        config.given_credentials = access.credentials.clone();
+        config
+    }
+}
