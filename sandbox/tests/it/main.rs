@@ -11,6 +11,7 @@ mod as_user;
 mod basics;
 mod isolation;
 mod mounts;
+mod network;
 mod rootless;
 mod support;
 
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
         basics::TESTS,
         mounts::TESTS,
         isolation::TESTS,
+        network::TESTS,
         rootless::TESTS,
     ]
     .concat();

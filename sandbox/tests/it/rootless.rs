@@ -32,8 +32,12 @@ pub(crate) const TESTS: &[crate::Test] = &[
         rootless_network_none_only_lo,
     ),
     (
-        "rootless_network_default_is_the_hosts",
-        rootless_network_default_is_the_hosts,
+        "rootless_network_host_is_the_hosts",
+        rootless_network_host_is_the_hosts,
+    ),
+    (
+        "rootless_network_default_is_slirp_without_host_loopback",
+        rootless_network_default_is_slirp_without_host_loopback,
     ),
     (
         "rootless_uid_1000_is_subuid_start_plus_999",
@@ -282,7 +286,7 @@ fn rootless_network_none_only_lo() {
     }
 }
 
-fn rootless_network_default_is_the_hosts() {
+fn rootless_network_host_is_the_hosts() {
     let Some(env) = env(RANGED) else { return };
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
@@ -290,9 +294,35 @@ fn rootless_network_default_is_the_hosts() {
         let (mut conn, _) = listener.accept().expect("accept");
         std::io::Write::write_all(&mut conn, b"hello from the host\n").expect("write");
     });
-    let out = env.ok(&format!("nc 127.0.0.1 {port} </dev/null"));
-    assert_eq!(out, "hello from the host\n");
+    let mut spec = env.rootfs.sh(&format!("nc 127.0.0.1 {port} </dev/null"));
+    spec.network = Network::Host;
+    assert_eq!(env.ok_spec(&spec), "hello from the host\n");
     server.join().expect("server thread");
+}
+
+fn rootless_network_default_is_slirp_without_host_loopback() {
+    for name in [RANGED, ALONE] {
+        let Some(env) = env(name) else { return };
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let out = env.ok(&format!(
+            "ls /sys/class/net | tr '\\n' ' '; echo; ip -o -4 addr show tap0 | awk '{{print $4}}'; \
+             for a in 127.0.0.1 10.0.2.2; do \
+               if nc -w 2 $a {port} </dev/null; then echo reached; else echo refused; fi; \
+             done"
+        ));
+        assert_eq!(out, "lo tap0 \n10.0.2.100/24\nrefused\nrefused\n", "{name}");
+        assert!(
+            listener.accept().is_err(),
+            "{name}: reached the host's 127.0.0.1"
+        );
+        let left = processes_with("slirp4netns");
+        assert!(
+            left.is_empty(),
+            "{name}: slirp4netns left running: {left:?}"
+        );
+    }
 }
 
 fn rootless_uid_1000_is_subuid_start_plus_999() {
@@ -342,21 +372,25 @@ fn rootless_without_range_refuses_other_users() {
 fn rootless_dev_sys_and_secrets() {
     for name in [RANGED, ALONE] {
         let Some(env) = env(name) else { return };
-        let out = env.ok(
-            "ls /dev | sort | tr '\\n' ' '; echo; head -c 4 /dev/zero | wc -c; \
-             echo x > /dev/null && echo null-ok; ls /sys/class/net | grep -c '^lo$'; \
-             touch /sys/x 2>&1 | grep -c 'Read-only file system'; \
-             mkdir /sys/fs/cgroup/kiln-x 2>&1 | grep -c 'Read-only file system'; \
-             awk '$5 ~ \"^/sys\" && $6 !~ \"^ro,\"' /proc/self/mountinfo | wc -l; \
-             cat /proc/kcore | wc -c",
-        );
-        // With the host's network, /sys is the host's, every mount in it read-only.
-        assert_eq!(
-            out,
-            "fd full mqueue null ptmx pts random shm stderr stdin stdout tty urandom zero \n\
-             4\nnull-ok\n1\n1\n1\n0\n0\n",
-            "{name}"
-        );
+        // With the host's network, /sys is the host's bound with every mount in it
+        // read-only; with an own network namespace (the default), a read-only sysfs.
+        for network in [Network::Host, Network::Default] {
+            let mut spec = env.rootfs.sh(
+                "ls /dev | sort | tr '\\n' ' '; echo; head -c 4 /dev/zero | wc -c; \
+                 echo x > /dev/null && echo null-ok; ls /sys/class/net | grep -c '^lo$'; \
+                 touch /sys/x 2>&1 | grep -c 'Read-only file system'; \
+                 mkdir /sys/fs/cgroup/kiln-x 2>&1 | grep -c 'Read-only file system'; \
+                 awk '$5 ~ \"^/sys\" && $6 !~ \"^ro,\"' /proc/self/mountinfo | wc -l; \
+                 cat /proc/kcore | wc -c",
+            );
+            spec.network = network;
+            assert_eq!(
+                env.ok_spec(&spec),
+                "fd full mqueue null ptmx pts random shm stderr stdin stdout tty urandom zero \n\
+                 4\nnull-ok\n1\n1\n1\n0\n0\n",
+                "{name} {network:?}"
+            );
+        }
     }
     let Some(env) = env(RANGED) else { return };
     let secret = env.rootfs.dir.path().join("token");
