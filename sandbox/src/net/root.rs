@@ -14,7 +14,7 @@
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt};
 
 use nix::fcntl::{Flock, FlockArg, OFlag};
 use nix::sys::stat::Mode;
@@ -172,14 +172,15 @@ fn enable_forwarding(dir: &NetDir, sysctl: &mut File, netns: u64) -> Result<(), 
             .write_all(now.trim().as_bytes())
             .map_err(err(&record))?;
     }
-    sysctl.write_all(b"1").map_err(err(IP_FORWARD))
+    // pwrite at 0: a sysctl ignores writes past the start.
+    sysctl.write_at(b"1", 0).map(drop).map_err(err(IP_FORWARD))
 }
 
 /// Puts back the forwarding setting kiln found, if kiln changed it.
 fn restore_forwarding(dir: &NetDir, sysctl: &mut File, netns: u64) {
     let record = forward_record(netns);
     if dir.names().contains(&record) {
-        let _ = sysctl.write_all(b"0");
+        let _ = sysctl.write_at(b"0", 0);
         dir.remove(&record);
     }
 }

@@ -136,9 +136,15 @@ fn outside(exe: &Path, target: Pid, mut control: File, mut answer: File) -> i32 
     if let Some(mut err) = child.stderr.take() {
         let _ = err.read_to_string(&mut stderr);
     }
+    let hint = if stderr.contains("/dev/net/tun") {
+        ": slirp4netns needs /dev/net/tun readable and writable by the user running kiln \
+         (crw-rw-rw-, Debian's default: `chmod 0666 /dev/net/tun`)"
+    } else {
+        ""
+    };
     let _ = answer.write_all(
         format!(
-            "{} {} failed ({}): {}",
+            "{} {} failed ({}): {}{hint}",
             exe.display(),
             target,
             status
