@@ -16,7 +16,12 @@ use crate::support::{Kiln, describe, kiln_bin, world};
 
 /// `kiln ARGS` started by `sh` with fd 6 a regular host file opened read-write, fd 7 the
 /// host's `/etc`, fd 8 a host directory and fd 9 a pipe whose write end the test holds.
-fn kiln_with_inherited_fds(k: &Kiln, file: &Path, dir: &Path, args: &[&str]) -> std::process::Output {
+fn kiln_with_inherited_fds(
+    k: &Kiln,
+    file: &Path,
+    dir: &Path,
+    args: &[&str],
+) -> std::process::Output {
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg("exec 6<>\"$FILE\" 7</etc 8<\"$DIR\" 9<&0 0</dev/null; exec \"$KILN\" \"$@\"")
@@ -54,17 +59,33 @@ fn run_sees_no_inherited_file_descriptors() {
              echo x > /proc/self/fd/8/pwned 2>/dev/null; \
              echo x >> /proc/self/fd/6 2>/dev/null; true\n",
     );
-    let args = ["build", "--progress=plain", "--network=none", "ctx", "-o", "type=local,dest=out"];
+    let args = [
+        "build",
+        "--progress=plain",
+        "--network=none",
+        "ctx",
+        "-o",
+        "type=local,dest=out",
+    ];
     let out = kiln_with_inherited_fds(&k, &file, &dir, &args);
     assert!(out.status.success(), "{}", describe(&args, &out));
     let fds = std::fs::read_to_string(k.path("out/fds")).expect("read /fds");
     // ls's own directory fd is the only one past 2.
     assert_eq!(fds, "0 1 2 3 ", "the RUN saw inherited fds");
     let got = std::fs::read_to_string(k.path("out/got")).expect("read /got");
-    assert!(!got.contains("host secret"), "read the inherited file: {got}");
+    assert!(
+        !got.contains("host secret"),
+        "read the inherited file: {got}"
+    );
     assert!(!got.contains("root:"), "read the host's /etc/shadow: {got}");
-    assert!(!got.contains("from the pipe"), "read the inherited pipe: {got}");
-    assert!(!dir.join("pwned").exists(), "wrote into the inherited host directory");
+    assert!(
+        !got.contains("from the pipe"),
+        "read the inherited pipe: {got}"
+    );
+    assert!(
+        !dir.join("pwned").exists(),
+        "wrote into the inherited host directory"
+    );
     assert_eq!(
         std::fs::read_to_string(&file).expect("read"),
         "host secret\n",
@@ -100,13 +121,18 @@ impl Netns {
     /// `nsenter --net=... PROGRAM` in this namespace.
     fn cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net=/proc/{}/ns/net", self.pid())).arg(program);
+        cmd.arg(format!("--net=/proc/{}/ns/net", self.pid()))
+            .arg(program);
         cmd
     }
 
     /// Runs `sh -c script` here and asserts success.
     fn sh(&self, script: &str) -> String {
-        let out = self.cmd("sh").args(["-c", script]).output().expect("nsenter sh");
+        let out = self
+            .cmd("sh")
+            .args(["-c", script])
+            .output()
+            .expect("nsenter sh");
         assert!(
             out.status.success(),
             "{script}: {}{}",
@@ -164,12 +190,14 @@ fn lab(k: &Kiln) -> Option<Lab> {
     let host = Netns::new();
     let outside = Netns::new();
     host.sh(&format!(
-        "ip link set lo up && ip link add kt-up type veth peer name kt-out netns {} && \
+        "echo 0 > /proc/sys/net/ipv4/ip_forward && \
+         ip link set lo up && ip link add kt-up type veth peer name kt-out netns {} && \
          ip addr add 203.0.113.2/24 dev kt-up && ip link set kt-up up && \
          ip route add default via 203.0.113.1",
         outside.pid()
     ));
-    outside.sh("ip link set lo up && ip addr add 203.0.113.1/24 dev kt-out && ip link set kt-out up");
+    outside
+        .sh("ip link set lo up && ip addr add 203.0.113.1/24 dev kt-out && ip link set kt-out up");
     let www = |name: &str, text: &str| {
         let dir = k.path(&format!("www-{name}"));
         std::fs::create_dir_all(&dir).expect("mkdir www");
@@ -186,12 +214,22 @@ fn lab(k: &Kiln) -> Option<Lab> {
         )
     };
     let servers = vec![
-        serve(&outside, "203.0.113.1:8080", &www("outside", "from the outside\n")),
-        serve(&host, "127.0.0.1:8081", &www("loopback", "from the host's loopback\n")),
+        serve(
+            &outside,
+            "203.0.113.1:8080",
+            &www("outside", "from the outside\n"),
+        ),
+        serve(
+            &host,
+            "127.0.0.1:8081",
+            &www("loopback", "from the host's loopback\n"),
+        ),
     ];
     // Both answer before any build starts.
-    host.sh("for i in $(seq 50); do busybox wget -q -O- http://203.0.113.1:8080/ && \
-             busybox wget -q -O- http://127.0.0.1:8081/ && exit 0; sleep 0.1; done; exit 1");
+    host.sh(
+        "for i in $(seq 50); do busybox wget -q -O- http://203.0.113.1:8080/ && \
+             busybox wget -q -O- http://127.0.0.1:8081/ && exit 0; sleep 0.1; done; exit 1",
+    );
     Some(Lab {
         host,
         _outside: outside,
@@ -200,8 +238,8 @@ fn lab(k: &Kiln) -> Option<Lab> {
 }
 
 const PROBE: &str = "FROM busybox\n\
-    RUN (wget -q -T 3 -O- http://203.0.113.1:8080/ || echo unreachable) > /outside; \
-        (wget -q -T 3 -O- http://127.0.0.1:8081/ || echo unreachable) > /loopback\n";
+    RUN (wget -q -O- http://203.0.113.1:8080/ || echo unreachable) > /outside; \
+        (wget -q -O- http://127.0.0.1:8081/ || echo unreachable) > /loopback\n";
 
 /// `kiln build` of [`PROBE`] inside the lab's host namespace, with `flags`.
 fn probe(k: &Kiln, lab: &Lab, name: &str, flags: &[&str]) -> Result<(String, String), String> {
@@ -232,12 +270,20 @@ fn leftovers(lab: &Lab) -> Vec<String> {
         .filter(|l| l.starts_with("kiln-"))
         .map(|l| format!("link {l}"))
         .collect();
-    let table = lab.host.cmd("nft").args(["list", "table", "ip", "kiln"]).output();
+    let table = lab
+        .host
+        .cmd("nft")
+        .args(["list", "table", "ip", "kiln"])
+        .output();
     if table.is_ok_and(|o| o.status.success()) {
         found.push("nftables table ip kiln".into());
     }
     let prefix = format!("lease-{}-", lab.host.inode());
-    for entry in std::fs::read_dir("/run/kiln/net").into_iter().flatten().flatten() {
+    for entry in std::fs::read_dir("/run/kiln/net")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with(&prefix) {
             found.push(format!("lease {name}"));
@@ -260,16 +306,29 @@ fn run_network_default_is_nat_without_the_hosts_loopback() {
 
     let got = probe(&k, &lab, "default", &[]).expect("default network build");
     assert_eq!(got, (outside.into(), unreachable.into()), "default network");
-    assert_eq!(leftovers(&lab), Vec::<String>::new(), "after the default network");
+    assert_eq!(
+        leftovers(&lab),
+        Vec::<String>::new(),
+        "after the default network"
+    );
 
     let got = probe(&k, &lab, "none", &["--network", "none"]).expect("--network none build");
-    assert_eq!(got, (unreachable.into(), unreachable.into()), "--network none");
+    assert_eq!(
+        got,
+        (unreachable.into(), unreachable.into()),
+        "--network none"
+    );
 
     let err = probe(&k, &lab, "host-refused", &["--network", "host"]).expect_err("refused");
     assert!(err.contains("network.host"), "{err}");
 
-    let got = probe(&k, &lab, "host", &["--network", "host", "--allow", "network.host"])
-        .expect("--network host build");
+    let got = probe(
+        &k,
+        &lab,
+        "host",
+        &["--network", "host", "--allow", "network.host"],
+    )
+    .expect("--network host build");
     assert_eq!(got, (outside.into(), loopback.into()), "--network host");
     assert_eq!(leftovers(&lab), Vec::<String>::new(), "after all builds");
 }

@@ -215,7 +215,14 @@ impl Veth {
         let set_up = enable_forwarding(&veth.dir, &mut veth.sysctl, netns).and_then(|()| {
             veth.netfilter
                 .batch(nft::replace_batch(&nft::ruleset(pool)))
-                .map_err(|e| format!("install the nftables table ip {}: {e}", nft::TABLE))
+                .map_err(|e| {
+                    format!(
+                        "install the nftables table ip {}: {e}: the default network needs \
+                         nf_tables with NAT (nft_chain_nat, nft_masq, nf_conntrack); or build \
+                         with --network none, or --network host with --allow network.host",
+                        nft::TABLE
+                    )
+                })
         });
         drop(lock);
         if let Err(e) = set_up {

@@ -10,6 +10,7 @@
 mod as_user;
 mod basics;
 mod isolation;
+mod lab;
 mod mounts;
 mod network;
 mod rootless;

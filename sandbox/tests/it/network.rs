@@ -26,6 +26,10 @@ pub(crate) const TESTS: &[crate::Test] = &[
         network_default_has_its_own_namespace_without_host_loopback,
     ),
     (
+        "network_lab_default_is_nat_none_is_nothing_host_is_the_hosts",
+        network_lab_default_is_nat_none_is_nothing_host_is_the_hosts,
+    ),
+    (
         "network_default_concurrent_runs_get_distinct_addresses",
         network_default_concurrent_runs_get_distinct_addresses,
     ),
@@ -196,4 +200,54 @@ fn network_default_cleans_up_after_a_killed_run() {
     let again = run(&rootfs.sh("ip -o -4 addr show eth0 | wc -l"));
     assert_eq!(again.stdout, "1\n", "{again:?}");
     assert_clean("after a killed run and a clean one");
+}
+
+/// In the lab's host namespace, as root: the default network reaches the outside through
+/// NAT but not the host's loopback, `none` reaches nothing, `host` both; and nothing is
+/// left in that namespace afterwards.
+fn network_lab_default_is_nat_none_is_nothing_host_is_the_hosts() {
+    let Some(lab) = crate::lab::lab() else { return };
+    let rootfs = Rootfs::new();
+    let exe = crate::as_user::copy_of_self(rootfs.dir.path());
+    for (network, expected) in [
+        (Network::Default, crate::lab::expect(true, false)),
+        (Network::None, crate::lab::expect(false, false)),
+        (Network::Host, crate::lab::expect(true, true)),
+    ] {
+        let mut spec = rootfs.sh(crate::lab::PROBE);
+        spec.network = network;
+        let out = crate::lab::run_as_root(&exe, &spec, lab.host.pid());
+        assert_eq!(out.code, Some(0), "{network:?}: {out:?}");
+        assert_eq!(out.stdout, expected, "{network:?}: {out:?}");
+    }
+    let links = lab.host.sh("ip -o link show | grep -c 'kiln-' || true");
+    assert_eq!(links.trim(), "0", "veth left in the lab");
+    let table = lab
+        .host
+        .cmd("nft")
+        .args(["list", "table", "ip", "kiln"])
+        .output();
+    assert!(
+        !table.is_ok_and(|o| o.status.success()),
+        "nftables table left in the lab"
+    );
+    assert_eq!(
+        lab.host.sh("cat /proc/sys/net/ipv4/ip_forward"),
+        "0\n",
+        "ip_forward left on"
+    );
+    let inode = std::fs::metadata(format!("/proc/{}/ns/net", lab.host.pid()))
+        .expect("stat")
+        .ino();
+    let leases: Vec<_> = std::fs::read_dir("/run/kiln/net")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .contains(&format!("-{inode}"))
+        })
+        .collect();
+    assert!(leases.is_empty(), "leases left: {leases:?}");
 }

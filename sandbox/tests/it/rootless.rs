@@ -40,6 +40,10 @@ pub(crate) const TESTS: &[crate::Test] = &[
         rootless_network_default_is_slirp_without_host_loopback,
     ),
     (
+        "rootless_network_lab_default_none_host",
+        rootless_network_lab_default_none_host,
+    ),
+    (
         "rootless_uid_1000_is_subuid_start_plus_999",
         rootless_uid_1000_is_subuid_start_plus_999,
     ),
@@ -329,6 +333,38 @@ fn rootless_network_default_is_slirp_without_host_loopback() {
             "{name}: slirp4netns left running: {left:?}"
         );
     }
+}
+
+/// In the lab's host namespace, as an unprivileged user: the default network
+/// (slirp4netns) reaches the outside but not the host's loopback, `none` reaches nothing,
+/// `host` both.
+fn rootless_network_lab_default_none_host() {
+    use std::os::unix::fs::PermissionsExt;
+    let tun = fs::metadata("/dev/net/tun").map(|m| m.permissions().mode() & 0o006);
+    if tun.map_or(true, |mode| mode != 0o006) {
+        eprint!("(skipped: /dev/net/tun is not read-write for other users; slirp4netns needs it) ");
+        return;
+    }
+    let Some(env) = env(RANGED) else { return };
+    let Some(lab) = crate::lab::lab() else { return };
+    for (network, expected) in [
+        (Network::Default, crate::lab::expect(true, false)),
+        (Network::None, crate::lab::expect(false, false)),
+        (Network::Host, crate::lab::expect(true, true)),
+    ] {
+        let mut spec = env.rootfs.sh(crate::lab::PROBE);
+        spec.network = network;
+        let out = as_user::run_in(
+            &env.exe,
+            as_user::Who::User(&env.user),
+            &spec,
+            Some(lab.host.pid()),
+        );
+        assert_eq!(out.code, Some(0), "{network:?}: {out:?}");
+        assert_eq!(out.stdout, expected, "{network:?}: {out:?}");
+    }
+    let left = processes_with("slirp4netns");
+    assert!(left.is_empty(), "slirp4netns left running: {left:?}");
 }
 
 fn rootless_uid_1000_is_subuid_start_plus_999() {
