@@ -261,8 +261,21 @@ fn probe(k: &Kiln, lab: &Lab, name: &str, flags: &[&str]) -> Result<(String, Str
     Ok((read("outside"), read("loopback")))
 }
 
-/// What a finished build may not leave in the lab's host namespace.
+/// What a finished build may not leave in the lab's host namespace, after waiting up to
+/// 5 s for it to go (a sandbox's veth pair goes with its namespace, which the kernel
+/// frees asynchronously).
 fn leftovers(lab: &Lab) -> Vec<String> {
+    let start = std::time::Instant::now();
+    loop {
+        let found = leftovers_now(lab);
+        if found.is_empty() || start.elapsed().as_secs() >= 5 {
+            return found;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn leftovers_now(lab: &Lab) -> Vec<String> {
     let mut found: Vec<String> = lab
         .host
         .sh("ip -o link show | awk -F': ' '{print $2}'")

@@ -156,10 +156,8 @@ pub fn capacity(pool: (Ipv4Addr, u8)) -> u32 {
 /// The names and addresses of the sandbox holding lease `index` of `pool`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VethAddrs {
-    /// The host's end, `kiln-INDEX`.
+    /// The host's end, `kiln-INDEX` (the sandbox's end is [`SANDBOX_IF`]).
     pub host_if: String,
-    /// The sandbox's end while it is still on the host (`kiln-INDEXp`); `eth0` inside.
-    pub peer_if: String,
     /// The host end's address, the sandbox's gateway.
     pub host: Ipv4Addr,
     /// The sandbox's address.
@@ -174,7 +172,6 @@ pub fn veth_addrs(pool: (Ipv4Addr, u8), index: u32) -> VethAddrs {
     let net = base + 4 * index;
     VethAddrs {
         host_if: format!("{}{index}", nft::IF_PREFIX),
-        peer_if: format!("{}{index}p", nft::IF_PREFIX),
         host: Ipv4Addr::from(net + 1),
         sandbox: Ipv4Addr::from(net + 2),
         prefix: 30,
@@ -193,19 +190,14 @@ pub enum Side {
 /// One rtnetlink operation of a root sandbox's network.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkStep {
-    /// Create a veth pair on the host (`RTM_NEWLINK`, kind `veth`).
+    /// Create a veth pair (`RTM_NEWLINK`, kind `veth`) with one end on the host and the
+    /// other made directly in the sandbox's namespace (moving a link between namespaces
+    /// costs an RCU grace period, ~15 ms).
     CreateVeth {
         /// The host's end.
         host: String,
-        /// The other end.
+        /// The sandbox's end.
         peer: String,
-    },
-    /// Move the peer into the sandbox's namespace, renamed.
-    MovePeer {
-        /// Its name on the host.
-        peer: String,
-        /// Its name inside.
-        rename: String,
     },
     /// Add an IPv4 address (`RTM_NEWADDR`).
     Addr {
@@ -237,13 +229,14 @@ pub enum LinkStep {
 /// The sandbox's interface name.
 pub const SANDBOX_IF: &str = "eth0";
 
-/// The link steps of a root sandbox: those done before the helper enters its new network
-/// namespace (on the host), then those after (moving the peer in needs the namespace).
-pub fn veth_steps(a: &VethAddrs) -> (Vec<LinkStep>, Vec<LinkStep>) {
-    let before = vec![
+/// The link steps of a root sandbox, performed once the helper is in its new network
+/// namespace (the pair's sandbox end is created there), through one netlink socket on
+/// each side. The pair is never deleted by kiln: it goes with the sandbox's namespace.
+pub fn veth_steps(a: &VethAddrs) -> Vec<LinkStep> {
+    vec![
         LinkStep::CreateVeth {
             host: a.host_if.clone(),
-            peer: a.peer_if.clone(),
+            peer: SANDBOX_IF.to_owned(),
         },
         LinkStep::Addr {
             side: Side::Host,
@@ -254,12 +247,6 @@ pub fn veth_steps(a: &VethAddrs) -> (Vec<LinkStep>, Vec<LinkStep>) {
         LinkStep::Up {
             side: Side::Host,
             ifname: a.host_if.clone(),
-        },
-    ];
-    let after = vec![
-        LinkStep::MovePeer {
-            peer: a.peer_if.clone(),
-            rename: SANDBOX_IF.to_owned(),
         },
         LinkStep::Addr {
             side: Side::Sandbox,
@@ -275,8 +262,7 @@ pub fn veth_steps(a: &VethAddrs) -> (Vec<LinkStep>, Vec<LinkStep>) {
             gateway: a.host,
             ifname: SANDBOX_IF.to_owned(),
         },
-    ];
-    (before, after)
+    ]
 }
 
 /// `slirp4netns`'s arguments for the sandbox whose helper is `pid`: configure `tap0`
@@ -411,30 +397,20 @@ mod tests {
             (Ipv4Addr::new(10, 213, 0, 1), Ipv4Addr::new(10, 213, 0, 2))
         );
         let b = veth_addrs(POOLS[0], 16383);
-        assert_eq!(
-            (b.host_if.as_str(), b.peer_if.as_str()),
-            ("kiln-16383", "kiln-16383p")
-        );
+        assert_eq!(b.host_if, "kiln-16383");
         assert!(
-            b.peer_if.len() < 16,
+            b.host_if.len() < 16,
             "an interface name has at most 15 bytes"
         );
         assert_eq!(b.sandbox, Ipv4Addr::new(10, 213, 255, 254));
         assert_eq!(capacity(POOLS[0]), 16384);
         assert_eq!(capacity(POOLS[3]), 64);
-        let (before, after) = veth_steps(&a);
+        let steps = veth_steps(&a);
         assert!(
-            matches!(&before[0], LinkStep::CreateVeth { host, peer } if host == "kiln-0" && peer == "kiln-0p")
+            matches!(&steps[0], LinkStep::CreateVeth { host, peer } if host == "kiln-0" && peer == "eth0")
         );
-        assert!(before.iter().all(|s| !matches!(
-            s,
-            LinkStep::Addr {
-                side: Side::Sandbox,
-                ..
-            }
-        )));
         assert_eq!(
-            after.last(),
+            steps.last(),
             Some(&LinkStep::DefaultRoute {
                 gateway: a.host,
                 ifname: "eth0".into()

@@ -118,13 +118,18 @@ fn lease_prefix(netns: u64) -> String {
     format!("lease-{netns}-")
 }
 
-/// Takes the first free lease index below `capacity` (under the directory lock).
+/// Takes the first free lease index below `capacity` (under the directory lock) whose
+/// host link is gone (a finished sandbox's pair leaves with its namespace, a little later).
 fn take_lease(
     dir: &NetDir,
     netns: u64,
     capacity: u32,
+    link_exists: &mut dyn FnMut(u32) -> bool,
 ) -> Result<(u32, String, Flock<File>), String> {
     for index in 0..capacity {
+        if link_exists(index) {
+            continue;
+        }
         let name = format!("{}{index}", lease_prefix(netns));
         let file = dir.file(&name, true)?;
         if let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
@@ -186,11 +191,11 @@ fn restore_forwarding(dir: &NetDir, sysctl: &mut File, netns: u64) {
 }
 
 impl Veth {
-    /// In the host's namespace: lease, table, forwarding, the veth pair with the host end
-    /// configured. The lease is released again if anything fails.
+    /// In the host's namespace: lease, table, forwarding. The lease is released again if
+    /// anything fails.
     pub(crate) fn prepare() -> Result<Veth, String> {
         let netns = netns_id().map_err(err("stat /proc/self/ns/net"))?;
-        let host = Socket::route().map_err(err("open a netlink socket"))?;
+        let mut host = Socket::route().map_err(err("open a netlink socket"))?;
         let netfilter = Socket::netfilter().map_err(err("open a netfilter netlink socket"))?;
         let sysctl = File::options()
             .write(true)
@@ -201,7 +206,12 @@ impl Veth {
         let routes = fs::read_to_string("/proc/net/route").map_err(err("/proc/net/route"))?;
         let resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let pool = super::choose_pool(&super::routes(&routes), &super::nameservers(&resolv))?;
-        let (index, name, lease) = take_lease(&dir, netns, super::capacity(pool))?;
+        let mut link_exists = |index| {
+            let name = super::veth_addrs(pool, index).host_if;
+            index_of_on_host(&mut host, &name).is_ok()
+        };
+        let (index, name, lease) =
+            take_lease(&dir, netns, super::capacity(pool), &mut link_exists)?;
         let mut veth = Veth {
             addrs: super::veth_addrs(pool, index),
             after: Vec::new(),
@@ -229,19 +239,13 @@ impl Veth {
             veth.finish();
             return Err(e);
         }
-        let (before, after) = super::veth_steps(&veth.addrs);
-        veth.after = after;
-        for step in &before {
-            if let Err(e) = perform(&mut veth.host, None, step) {
-                veth.finish();
-                return Err(e);
-            }
-        }
+        veth.after = super::veth_steps(&veth.addrs);
         Ok(veth)
     }
 
-    /// In the sandbox's new namespace (the helper just unshared it): the peer moved in
-    /// as `eth0`, its address, `lo` and `eth0` up, the default route.
+    /// In the sandbox's new namespace (the helper just unshared it): the pair (`kiln-N`
+    /// on the host, `eth0` made directly here), both ends' addresses, `lo` and both ends
+    /// up, the default route.
     pub(crate) fn enter(&mut self) -> Result<(), String> {
         crate::sys::linux::loopback_up().map_err(|e| format!("bring lo up: {e}"))?;
         let mut inside = Socket::route().map_err(err("open a netlink socket"))?;
@@ -252,13 +256,12 @@ impl Veth {
         Ok(())
     }
 
-    /// Deletes the host end (the pair goes with it), releases the lease, and removes the
-    /// table (and restores forwarding) when no sandbox of this namespace is left. Works
-    /// through fds and sockets opened in [`Veth::prepare`] only.
+    /// Releases the lease, and removes the table (and restores forwarding) when no
+    /// sandbox of this namespace is left. Works through fds and sockets opened in
+    /// [`Veth::prepare`] only. The pair is left to the kernel, which destroys it with the
+    /// sandbox's namespace once the helper exits, off the run's path (deleting it here
+    /// waits for an RCU grace period, ~20 ms).
     pub(crate) fn finish(mut self) {
-        let _ = self
-            .host
-            .request(link_msg(F_ACK, RTM_DELLINK, &self.addrs.host_if));
         let Ok(lock) = self.dir.lock() else { return };
         if let Some((name, lease)) = self.lease.take() {
             self.dir.remove(&name);
@@ -323,25 +326,17 @@ fn perform(host: &mut Socket, inside: Option<&mut Socket>, step: &LinkStep) -> R
             msg.nest(IFLA_LINKINFO)
                 .attr_str(IFLA_INFO_KIND, "veth")
                 .nest(IFLA_INFO_DATA);
-            veth_peer(&mut msg, peer);
+            let ns = File::open("/proc/self/ns/net").map_err(err("open /proc/self/ns/net"))?;
+            veth_peer(&mut msg, peer, &ns);
             msg.end().end();
             match host.request(msg.clone()) {
                 // A dead sandbox's pair may still be on its way out of the kernel.
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                     let _ = host.request(link_msg(F_ACK, RTM_DELLINK, name));
-                    let _ = host.request(link_msg(F_ACK, RTM_DELLINK, peer));
                     host.request(msg)
                 }
                 other => other,
             }
-        }
-        LinkStep::MovePeer { peer, rename } => {
-            let index = index_of_on_host(host, peer)?;
-            let ns = File::open("/proc/self/ns/net").map_err(err("open /proc/self/ns/net"))?;
-            let mut msg = Msg::new(RTM_NEWLINK, F_REQUEST | F_ACK).header(&ifinfo(index, 0, 0));
-            msg.attr_u32(IFLA_NET_NS_FD, ns.as_raw_fd() as u32)
-                .attr_str(IFLA_IFNAME, rename);
-            host.request(msg)
         }
         LinkStep::Addr {
             side,
@@ -386,11 +381,13 @@ fn perform(host: &mut Socket, inside: Option<&mut Socket>, step: &LinkStep) -> R
 }
 
 /// The peer description inside `VETH_INFO_PEER`: an `ifinfomsg`, then its name.
-fn veth_peer(msg: &mut Msg, peer: &str) {
+fn veth_peer(msg: &mut Msg, peer: &str, netns: &File) {
     // VETH_INFO_PEER's payload starts with a struct ifinfomsg, not an attribute; build the
     // nest by hand: header, the 16 bytes, then IFLA_IFNAME.
     let mut inner = Msg::new(0, 0).header(&ifinfo(0, 0, 0));
-    inner.attr_str(IFLA_IFNAME, peer);
+    inner
+        .attr_str(IFLA_IFNAME, peer)
+        .attr_u32(IFLA_NET_NS_FD, netns.as_raw_fd() as u32);
     let bytes = inner.finish(0);
     msg.attr(VETH_INFO_PEER | 0x8000, &bytes[16..]);
 }

@@ -80,12 +80,7 @@ impl Slirp {
     pub(crate) fn finish(mut self) {
         drop(self.control.take());
         drop(self.answer.take());
-        loop {
-            match waitpid(self.child, None) {
-                Err(nix::errno::Errno::EINTR) => continue,
-                _ => break,
-            }
-        }
+        while let Err(nix::errno::Errno::EINTR) = waitpid(self.child, None) {}
     }
 }
 

@@ -220,8 +220,20 @@ fn network_lab_default_is_nat_none_is_nothing_host_is_the_hosts() {
         assert_eq!(out.code, Some(0), "{network:?}: {out:?}");
         assert_eq!(out.stdout, expected, "{network:?}: {out:?}");
     }
-    let links = lab.host.sh("ip -o link show | grep -c 'kiln-' || true");
-    assert_eq!(links.trim(), "0", "veth left in the lab");
+    // The pair goes with the sandbox's namespace, which the kernel frees asynchronously.
+    let start = Instant::now();
+    while lab
+        .host
+        .sh("ip -o link show | grep -c 'kiln-' || true")
+        .trim()
+        != "0"
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "veth left in the lab"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let table = lab
         .host
         .cmd("nft")
