@@ -200,6 +200,10 @@ impl Socket {
         while !waiting.is_empty() {
             let n = recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty())?;
             for (ty, seq, payload) in messages(&buf[..n]) {
+                // Answers to an earlier, failed batch may still be queued: skip them.
+                if !waiting.contains(&seq) {
+                    continue;
+                }
                 if ty == NLMSG_ERROR {
                     if let Some(err) = error_of(payload) {
                         return Err(err);

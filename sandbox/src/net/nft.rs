@@ -1,17 +1,18 @@
 //! kiln's nftables table, as data: [`ruleset`] gives the chains and rules, [`Rule`] prints
-//! them in `nft` syntax (docs, tests) and [`replace_batch`] / [`delete_batch`] encode
+//! them in `nft` syntax (docs, tests) and [`create_batch`] / [`delete_batch`] encode
 //! them as one nfnetlink transaction each.
 //!
-//! The table (`ip kiln`) is kiln's alone. Setting it up replaces it whole in one batch
-//! (`add table` — a no-op when it exists —, `delete table`, then everything anew), so
-//! any number of kiln processes, or one restarted after a `kill -9`, converge on the same
-//! single copy of each rule and never duplicate one. NAT state lives in conntrack, so
-//! replacing the table does not disturb connections of sandboxes already running.
+//! The table (`ip kiln`) is kiln's alone. Setting it up is one batch that creates it
+//! exclusively with all its chains and rules: when it exists already (another kiln, or
+//! one killed with `kill -9`, made it) the kernel refuses the whole batch with `EEXIST`
+//! and nothing changes, so any number of kiln processes converge on a single copy of each
+//! rule and never duplicate one, without the cost of replacing a table whose base chains
+//! are in use (unregistering a hook waits for RCU).
 
 use std::fmt;
 use std::net::Ipv4Addr;
 
-use super::netlink::{F_ACK, F_APPEND, F_CREATE, F_REQUEST, Msg};
+use super::netlink::{F_ACK, F_APPEND, F_CREATE, F_EXCL, F_REQUEST, Msg};
 
 /// The table's name (family `ip`).
 pub const TABLE: &str = "kiln";
@@ -235,13 +236,10 @@ fn table_msg(ty: u16, flags: u16) -> Msg {
     msg
 }
 
-/// The batch that replaces kiln's table with [`CHAINS`] and `rules`.
-pub fn replace_batch(rules: &[Rule]) -> Vec<(Msg, bool)> {
-    let mut msgs = vec![
-        table_msg(NFT_MSG_NEWTABLE, F_CREATE | F_ACK),
-        table_msg(NFT_MSG_DELTABLE, F_ACK),
-        table_msg(NFT_MSG_NEWTABLE, F_CREATE | F_ACK),
-    ];
+/// The batch that creates kiln's table with [`CHAINS`] and `rules`, or fails as a whole
+/// with `EEXIST` when the table exists.
+pub fn create_batch(rules: &[Rule]) -> Vec<(Msg, bool)> {
+    let mut msgs = vec![table_msg(NFT_MSG_NEWTABLE, F_CREATE | F_EXCL | F_ACK)];
     for chain in CHAINS {
         let mut msg = nft_msg(NFT_MSG_NEWCHAIN, F_CREATE | F_ACK);
         msg.attr_str(1, TABLE) // NFTA_CHAIN_TABLE
@@ -394,9 +392,9 @@ mod tests {
     #[test]
     fn batches_are_framed() {
         let rules = ruleset((Ipv4Addr::new(10, 213, 0, 0), 16));
-        let msgs = replace_batch(&rules);
-        // begin, 3 table messages, the chains, the rules, end; only the inner ones acked.
-        assert_eq!(msgs.len(), 2 + 3 + CHAINS.len() + rules.len());
+        let msgs = create_batch(&rules);
+        // begin, the table, the chains, the rules, end; only the inner ones acked.
+        assert_eq!(msgs.len(), 2 + 1 + CHAINS.len() + rules.len());
         assert!(!msgs[0].1 && !msgs[msgs.len() - 1].1);
         assert!(msgs[1..msgs.len() - 1].iter().all(|(_, acked)| *acked));
         assert_eq!(delete_batch().len(), 3);

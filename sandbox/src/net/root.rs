@@ -16,7 +16,7 @@ use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt};
 
-use nix::fcntl::{Flock, FlockArg, OFlag};
+use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 use nix::unistd::UnlinkatFlags;
 
@@ -39,7 +39,11 @@ pub(crate) struct Veth {
     /// The host's `ip_forward`, opened in its namespace.
     sysctl: File,
     dir: NetDir,
-    lease: Option<(String, Flock<File>)>,
+    /// The lease file, `flock`ed: the lock is on the open file, shared with the janitor.
+    lease: Option<(String, File)>,
+    /// The write end of the janitor's pipe: its EOF (the helper done or dead) starts the
+    /// cleanup.
+    janitor: Option<OwnedFd>,
     netns: u64,
 }
 
@@ -106,11 +110,13 @@ impl NetDir {
             .collect()
     }
 
-    /// The directory lock, held while leases, the table or forwarding change.
-    fn lock(&self) -> Result<Flock<File>, String> {
+    /// The directory lock (`flock`, released when the returned file is closed), held
+    /// while leases, the table or forwarding change.
+    fn lock(&self) -> Result<File, String> {
         let file = self.file("lock", true)?;
-        Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, e)| format!("lock {NET_DIR}/lock: {e}"))
+        file.lock()
+            .map_err(|e| format!("lock {NET_DIR}/lock: {e}"))?;
+        Ok(file)
     }
 }
 
@@ -125,15 +131,15 @@ fn take_lease(
     netns: u64,
     capacity: u32,
     link_exists: &mut dyn FnMut(u32) -> bool,
-) -> Result<(u32, String, Flock<File>), String> {
+) -> Result<(u32, String, File), String> {
     for index in 0..capacity {
         if link_exists(index) {
             continue;
         }
         let name = format!("{}{index}", lease_prefix(netns));
         let file = dir.file(&name, true)?;
-        if let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            return Ok((index, name, lock));
+        if file.try_lock().is_ok() {
+            return Ok((index, name, file));
         }
     }
     Err(format!(
@@ -152,8 +158,8 @@ fn sweep(dir: &NetDir, netns: u64) -> bool {
         let Ok(file) = dir.file(&name, false) else {
             continue;
         };
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(_stale) => dir.remove(&name),
+        match file.try_lock() {
+            Ok(()) => dir.remove(&name),
             Err(_) => live |= name.starts_with(&ours),
         }
     }
@@ -220,26 +226,30 @@ impl Veth {
             sysctl,
             dir,
             lease: Some((name, lease)),
+            janitor: None,
             netns,
         };
         let set_up = enable_forwarding(&veth.dir, &mut veth.sysctl, netns).and_then(|()| {
-            veth.netfilter
-                .batch(nft::replace_batch(&nft::ruleset(pool)))
-                .map_err(|e| {
-                    format!(
-                        "install the nftables table ip {}: {e}: the default network needs \
+            match veth.netfilter.batch(nft::create_batch(&nft::ruleset(pool))) {
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+                other => other,
+            }
+            .map_err(|e| {
+                format!(
+                    "install the nftables table ip {}: {e}: the default network needs \
                          nf_tables with NAT (nft_chain_nat, nft_masq, nf_conntrack); or build \
                          with --network none, or --network host with --allow network.host",
-                        nft::TABLE
-                    )
-                })
+                    nft::TABLE
+                )
+            })
         });
         drop(lock);
         if let Err(e) = set_up {
-            veth.finish();
+            veth.clean_up(None);
             return Err(e);
         }
         veth.after = super::veth_steps(&veth.addrs);
+        veth.fork_janitor()?;
         Ok(veth)
     }
 
@@ -256,17 +266,67 @@ impl Veth {
         Ok(())
     }
 
-    /// Releases the lease, and removes the table (and restores forwarding) when no
-    /// sandbox of this namespace is left. Works through fds and sockets opened in
-    /// [`Veth::prepare`] only. The pair is left to the kernel, which destroys it with the
-    /// sandbox's namespace once the helper exits, off the run's path (deleting it here
-    /// waits for an RCU grace period, ~20 ms).
-    pub(crate) fn finish(mut self) {
-        let Ok(lock) = self.dir.lock() else { return };
-        if let Some((name, lease)) = self.lease.take() {
-            self.dir.remove(&name);
-            drop(lease);
+    /// Forks the janitor, still in the host's namespaces (so it neither keeps the
+    /// sandbox's mounts nor its network alive): it waits for the helper to finish or die,
+    /// then cleans up ([`Veth::clean_up`]) — also after a `kill -9` of kiln, since it has
+    /// no parent-death signal. It shares the lease's open file (so its lock) and lets go
+    /// of everything else the helper holds: the socket and the command's output pipes.
+    fn fork_janitor(&mut self) -> Result<(), String> {
+        let (read, write) =
+            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+        let devnull = File::options()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .map_err(err("open /dev/null"))?;
+        match crate::sys::linux::fork().map_err(|e| format!("fork the network janitor: {e}"))? {
+            nix::unistd::ForkResult::Child => {
+                drop(write);
+                // Out of kiln's process group, so a ^C to kiln does not cut the cleanup.
+                let _ = nix::unistd::setsid();
+                let _ = nix::unistd::dup2_stdin(&devnull);
+                let _ = nix::unistd::dup2_stdout(&devnull);
+                let _ = nix::unistd::dup2_stderr(&devnull);
+                drop(devnull);
+                let mut byte = [0u8; 1];
+                let mut read = File::from(read);
+                while matches!(std::io::Read::read(&mut read, &mut byte), Ok(n) if n > 0) {}
+                self.clean_up(Some(JANITOR_GRACE));
+                std::process::exit(0)
+            }
+            nix::unistd::ForkResult::Parent { .. } => {
+                drop(read);
+                drop(devnull);
+                self.janitor = Some(write);
+                Ok(())
+            }
         }
+    }
+
+    /// The helper is done: the janitor takes over (see [`Veth::fork_janitor`]); the
+    /// lease stays locked through the janitor's copy of its file.
+    pub(crate) fn finish(mut self) {
+        drop(self.janitor.take());
+        drop(self.lease.take());
+    }
+
+    /// Releases the lease, and, after `grace` (so back-to-back RUNs keep one table),
+    /// removes the table and restores forwarding when no sandbox of this namespace is
+    /// left. Works through fds and sockets opened in [`Veth::prepare`] only. The veth pair
+    /// is left to the kernel, which destroys it with the sandbox's namespace (deleting it
+    /// would wait for an RCU grace period, ~20 ms).
+    fn clean_up(&mut self, grace: Option<std::time::Duration>) {
+        if let Some((name, lease)) = self.lease.take() {
+            if let Ok(lock) = self.dir.lock() {
+                self.dir.remove(&name);
+                drop(lease);
+                drop(lock);
+            }
+        }
+        if let Some(grace) = grace {
+            std::thread::sleep(grace);
+        }
+        let Ok(lock) = self.dir.lock() else { return };
         if !sweep(&self.dir, self.netns) {
             let _ = self.netfilter.batch(nft::delete_batch());
             restore_forwarding(&self.dir, &mut self.sysctl, self.netns);
@@ -274,6 +334,11 @@ impl Veth {
         drop(lock);
     }
 }
+
+/// How long kiln's table outlives the last sandbox that needed it, so that the RUN
+/// steps of a build, one after another, do not each create and delete it (deleting a
+/// table with base chains waits for RCU, ~10-20 ms).
+pub(crate) const JANITOR_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 // <linux/rtnetlink.h>, <linux/if_link.h>
 const RTM_NEWLINK: u16 = 16;

@@ -220,46 +220,54 @@ fn network_lab_default_is_nat_none_is_nothing_host_is_the_hosts() {
         assert_eq!(out.code, Some(0), "{network:?}: {out:?}");
         assert_eq!(out.stdout, expected, "{network:?}: {out:?}");
     }
-    // The pair goes with the sandbox's namespace, which the kernel frees asynchronously.
-    let start = Instant::now();
-    while lab
-        .host
-        .sh("ip -o link show | grep -c 'kiln-' || true")
-        .trim()
-        != "0"
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "veth left in the lab"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let table = lab
-        .host
-        .cmd("nft")
-        .args(["list", "table", "ip", "kiln"])
-        .output();
-    assert!(
-        !table.is_ok_and(|o| o.status.success()),
-        "nftables table left in the lab"
-    );
-    assert_eq!(
-        lab.host.sh("cat /proc/sys/net/ipv4/ip_forward"),
-        "0\n",
-        "ip_forward left on"
-    );
+    // The pair goes with the sandbox's namespace, which the kernel frees asynchronously;
+    // the janitor takes the table down a moment after the last sandbox.
     let inode = std::fs::metadata(format!("/proc/{}/ns/net", lab.host.pid()))
         .expect("stat")
         .ino();
-    let leases: Vec<_> = std::fs::read_dir("/run/kiln/net")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .contains(&format!("-{inode}"))
-        })
-        .collect();
-    assert!(leases.is_empty(), "leases left: {leases:?}");
+    let left = || {
+        let mut found = Vec::new();
+        if lab
+            .host
+            .sh("ip -o link show | grep -c 'kiln-' || true")
+            .trim()
+            != "0"
+        {
+            found.push("veth".to_owned());
+        }
+        let table = lab
+            .host
+            .cmd("nft")
+            .args(["list", "table", "ip", "kiln"])
+            .output();
+        if table.is_ok_and(|o| o.status.success()) {
+            found.push("nftables table".to_owned());
+        }
+        if lab.host.sh("cat /proc/sys/net/ipv4/ip_forward") != "0\n" {
+            found.push("ip_forward on".to_owned());
+        }
+        for entry in std::fs::read_dir("/run/kiln/net")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.contains(&format!("-{inode}")) {
+                found.push(name);
+            }
+        }
+        found
+    };
+    let start = Instant::now();
+    loop {
+        let found = left();
+        if found.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "left in the lab: {found:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
