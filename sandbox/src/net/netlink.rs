@@ -155,6 +155,11 @@ impl Socket {
         Ok(Socket { fd, seq: 0 })
     }
 
+    /// The socket's descriptor number.
+    pub fn raw_fd(&self) -> i32 {
+        self.fd.as_raw_fd()
+    }
+
     /// Sends one request and waits for its acknowledgement (the request must carry
     /// [`F_ACK`]).
     pub fn request(&mut self, msg: Msg) -> io::Result<()> {

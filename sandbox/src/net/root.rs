@@ -288,6 +288,14 @@ impl Veth {
                 let _ = nix::unistd::dup2_stdout(&devnull);
                 let _ = nix::unistd::dup2_stderr(&devnull);
                 drop(devnull);
+                // Nothing else of the helper's: not its socket to kiln (kiln waits for
+                // its EOF), not what kiln inherited.
+                let mut keep = vec![0, 1, 2, read.as_raw_fd(), self.dir.0.as_raw_fd()];
+                keep.extend([self.netfilter.raw_fd(), self.sysctl.as_raw_fd()]);
+                keep.extend(self.lease.as_ref().map(|(_, f)| f.as_raw_fd()));
+                if crate::sys::linux::close_all_except(&keep).is_err() {
+                    std::process::exit(1);
+                }
                 let mut byte = [0u8; 1];
                 let mut read = File::from(read);
                 while matches!(std::io::Read::read(&mut read, &mut byte), Ok(n) if n > 0) {}

@@ -296,3 +296,19 @@ pub fn open_fds() -> io::Result<Vec<i32>> {
     fds.sort_unstable();
     Ok(fds)
 }
+
+/// Closes every file descriptor of this process except `keep`. Only for a forked child
+/// that never returns into the code owning those descriptors (it ends with
+/// `std::process::exit`), such as the network janitor: it must not hold the helper's
+/// socket or the command's output pipes, or kiln would wait for it.
+pub fn close_all_except(keep: &[i32]) -> io::Result<()> {
+    for fd in open_fds()? {
+        if !keep.contains(&fd) {
+            // SAFETY: the caller's process exits without touching the objects owning
+            // these fds again, so no owner uses a closed (or reused) descriptor; an fd
+            // already gone (the directory fd of the listing) gives EBADF, ignored.
+            unsafe { libc::close(fd) };
+        }
+    }
+    Ok(())
+}
