@@ -324,12 +324,12 @@ impl Veth {
     /// is left to the kernel, which destroys it with the sandbox's namespace (deleting it
     /// would wait for an RCU grace period, ~20 ms).
     fn clean_up(&mut self, grace: Option<std::time::Duration>) {
-        if let Some((name, lease)) = self.lease.take() {
-            if let Ok(lock) = self.dir.lock() {
-                self.dir.remove(&name);
-                drop(lease);
-                drop(lock);
-            }
+        if let Some((name, lease)) = self.lease.take()
+            && let Ok(lock) = self.dir.lock()
+        {
+            self.dir.remove(&name);
+            drop(lease);
+            drop(lock);
         }
         if let Some(grace) = grace {
             std::thread::sleep(grace);
