@@ -1,15 +1,16 @@
 //! Performing a root sandbox's network: the lease, kiln's nftables table, forwarding, and
 //! the [`LinkStep`]s. Runs in the (single-threaded, root) helper: [`Veth::prepare`] in the
-//! host's network namespace, [`Veth::enter`] right after the helper unshared its own,
-//! [`Veth::finish`] after the command ended.
+//! host's network namespace (it also forks the janitor), [`Veth::enter`] right after the
+//! helper unshared its own, [`Veth::finish`] after the command ended.
 //!
-//! Leases: `/run/kiln/net/lease-NETNS-INDEX`, one per live sandbox, each held with
-//! `flock` by its helper, so a lease dies with its holder (a `kill -9` included); NETNS
-//! is the inode of the host network namespace, since addresses and the table are per
-//! namespace. Every lease change and the table's setup and removal happen under
-//! `/run/kiln/net/lock`, so processes see a consistent set: a lease file whose lock can
-//! be taken is stale and reused or removed; the table and the forwarding setting are
-//! undone when the last lease of a namespace goes.
+//! Leases: `/run/kiln/net/lease-NETNS-INDEX`, one per live sandbox, `flock`ed through an
+//! open file the helper and its janitor share, so a lease lives until the janitor has
+//! cleaned up after the helper ended or died (a `kill -9` included); NETNS is the inode of
+//! the host network namespace, since addresses and the table are per namespace. Every
+//! lease change and the table's setup and removal happen under `/run/kiln/net/lock`, so
+//! processes see a consistent set: a lease file whose lock can be taken is stale and
+//! reused or removed. The janitor removes the table and restores `ip_forward`
+//! [`JANITOR_GRACE`] after the last lease of a namespace goes.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
