@@ -30,6 +30,9 @@ pub enum Error {
     /// comes from inside the helper and names the step and path.
     #[error("sandbox setup: {0}")]
     Setup(String),
+    /// The requested network cannot be set up here (says what to install or pass).
+    #[error("sandbox network: {0}")]
+    Network(String),
     /// The helper broke the protocol (died, or sent something unreadable).
     #[error("sandbox helper protocol: {0}")]
     Protocol(String),

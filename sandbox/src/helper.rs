@@ -22,7 +22,10 @@ use nix::unistd::{ForkResult, Gid, Uid};
 use serde::{Deserialize, Serialize};
 
 use crate::init::secret_copy;
-use crate::spec::{ExtraMount, Network, Spec};
+use crate::net::NetPlan;
+use crate::net::root::Veth;
+use crate::net::slirp::Slirp;
+use crate::spec::{ExtraMount, Spec};
 use crate::sys::linux;
 use crate::userns::{self, UserNamespace};
 
@@ -38,6 +41,8 @@ pub(crate) struct Request {
     pub(crate) tmp: PathBuf,
     /// The user namespace to run in (rootless mode), decided by the caller.
     pub(crate) userns: Option<UserNamespace>,
+    /// The network stack, decided by the caller.
+    pub(crate) net: NetPlan,
 }
 
 /// What the helper answers, one JSON object a line.
@@ -57,6 +62,12 @@ pub fn run_if_requested() -> Option<ExitCode> {
     }
     // If kiln dies, the helper (and through the pid namespace, the command) dies too.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    // The helper needs only 0 (the socket), 1 and 2 (the command's output pipes); every
+    // other fd came from whoever started kiln and must not reach the command (issue 17).
+    // Everything the helper opens from here on is close-on-exec too.
+    if linux::cloexec_from_3().is_err() {
+        return Some(ExitCode::from(125));
+    }
     let stdin = std::io::stdin();
     let Ok(fd) = stdin.as_fd().try_clone_to_owned() else {
         return Some(ExitCode::from(125));
@@ -113,7 +124,41 @@ fn chown_secrets(request: &Request) -> Result<(), String> {
     Ok(())
 }
 
+/// The network of one run while it lives: what [`Network::finish`] takes down.
+enum Net {
+    None,
+    Veth(Veth),
+    Slirp(Slirp),
+}
+
+impl Net {
+    fn finish(self) {
+        match self {
+            Net::None => {}
+            Net::Veth(veth) => veth.finish(),
+            Net::Slirp(slirp) => slirp.finish(),
+        }
+    }
+}
+
 fn start(request: &Request, socket: &mut File) -> Result<Report, String> {
+    // Before any namespace: the host side of the network (root) or the outside process
+    // that will run slirp4netns (rootless).
+    let mut net = match &request.net {
+        NetPlan::Veth => Net::Veth(Veth::prepare()?),
+        NetPlan::Slirp { exe } => Net::Slirp(Slirp::fork(exe)?),
+        NetPlan::Host | NetPlan::Loopback => Net::None,
+    };
+    let report = run_in_namespaces(request, socket, &mut net);
+    net.finish();
+    report
+}
+
+fn run_in_namespaces(
+    request: &Request,
+    socket: &mut File,
+    net: &mut Net,
+) -> Result<Report, String> {
     let devnull: OwnedFd = File::options()
         .read(true)
         .write(true)
@@ -127,12 +172,20 @@ fn start(request: &Request, socket: &mut File) -> Result<Report, String> {
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC;
-    if request.spec.network == Network::None {
+    if request.net.own_namespace() {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     match &request.userns {
         Some(ns) => ns.enter(flags)?,
         None => nix::sched::unshare(flags).map_err(|e| format!("unshare {flags:?}: {e}"))?,
+    }
+    match net {
+        Net::Veth(veth) => veth.enter()?,
+        Net::Slirp(slirp) => slirp.start()?,
+        Net::None if request.net == NetPlan::Loopback => {
+            linux::loopback_up().map_err(|e| format!("bring lo up: {e}"))?
+        }
+        Net::None => {}
     }
     chown_secrets(request)?;
 

@@ -1,5 +1,5 @@
 //! What the sandbox's PID 1 does between fork and exec: mounts, pivot_root, hostname,
-//! loopback, rlimits, user, capabilities, no_new_privs, seccomp, cwd, then execve.
+//! rlimits, user, capabilities, no_new_privs, seccomp, cwd, then execve.
 
 use std::ffi::CString;
 use std::fs;
@@ -13,7 +13,7 @@ use nix::unistd::{Gid, Uid};
 
 use crate::helper::Request;
 use crate::plan::{Create, EtcFiles, Rootless, plan};
-use crate::spec::{DEFAULT_PATH, ExtraMount, Network};
+use crate::spec::{DEFAULT_PATH, ExtraMount};
 use crate::sys::linux::{self, Linux};
 use crate::{caps, rlimit, seccomp, setup, user, userns};
 
@@ -58,9 +58,6 @@ fn setup_and_exec(request: &Request, devnull: OwnedFd) -> Result<Never, String> 
     setup::perform(&Linux, &root, &steps)?;
 
     nix::unistd::sethostname(&spec.hostname).map_err(|e| format!("sethostname: {e}"))?;
-    if spec.network == Network::None {
-        linux::loopback_up().map_err(|e| format!("bring lo up: {e}"))?;
-    }
     let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = fs::read_to_string("/etc/group").unwrap_or_default();
     let exec_user = user::resolve(&spec.user, &passwd, &group)?;
@@ -115,6 +112,10 @@ fn setup_and_exec(request: &Request, devnull: OwnedFd) -> Result<Never, String> 
 
     linux::reset_signals().map_err(|e| format!("reset signals: {e}"))?;
     nix::unistd::dup2_stdin(devnull.as_fd()).map_err(|e| format!("stdin: {e}"))?;
+    drop(devnull);
+    // Again, right before exec: whatever was opened since the helper started (by a
+    // library, say) closes here too, so the command starts with 0, 1 and 2 only.
+    linux::cloexec_from_3().map_err(|e| format!("close inherited fds: {e}"))?;
     seccomp::install()?;
     let err = match &exe {
         Some(exe) => match nix::unistd::execve(exe, &argv, &envp) {

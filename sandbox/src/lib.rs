@@ -1,8 +1,9 @@
 //! Runs one process in fresh Linux namespaces on a rootfs given as mount data: kiln's
 //! executor for `RUN`.
 //!
-//! It owns namespaces (mnt, pid, uts, ipc, net for [`Network::None`], and user when
-//! rootless), the mounts inside them (the rootfs from its [`Mount`] list, `/proc` with
+//! It owns namespaces (mnt, pid, uts, ipc, net unless [`Network::Host`], and user when
+//! rootless), the network ([`net`]: a veth pair with NAT as root, `slirp4netns`
+//! rootless, only `lo` for [`Network::None`]), the mounts inside them (the rootfs from its [`Mount`] list, `/proc` with
 //! runc's masked and read-only paths, a read-only `/sys`, a minimal `/dev`, `/etc/hosts`,
 //! `/etc/resolv.conf` and `/etc/hostname` bound from a private temp dir, and the
 //! [`ExtraMount`]s),
@@ -27,6 +28,10 @@
 //! namespace may not do replaced: overlay mounts get `userxattr` (Linux >= 5.11), devpts
 //! loses `gid=5` when that group is unmapped, and with the host's network `/sys` is the
 //! host's bound read-only. See `docs/rootless.md`.
+//!
+//! File descriptors: the helper marks every fd from 3 up close-on-exec first thing, and
+//! PID 1 again right before exec, so the command starts with 0, 1 and 2 only, whatever
+//! the process that started kiln left open.
 //!
 //! Main types: [`Spec`] (plain data), [`run`], [`CancelHandle`], [`ExitStatus`],
 //! [`Error`]; [`plan`] turns a spec into ordered mount [`plan::Step`]s;
@@ -54,6 +59,7 @@ pub mod caps;
 mod error;
 pub mod helper;
 mod init;
+pub mod net;
 pub mod plan;
 pub mod rlimit;
 mod run;

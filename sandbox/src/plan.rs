@@ -168,8 +168,9 @@ pub struct Rootless {
 ///   `redirect_dir=off`, which the kernel refuses next to `userxattr` (it then creates no
 ///   redirects anyway, so the upper dir stays a self-contained diff);
 /// - devpts gets `gid=5` only when that group is mapped;
-/// - with the host's network, `/sys` is the host's bound read-only: sysfs can only be
-///   mounted by the user namespace that owns the network namespace.
+/// - with the host's network ([`Network::Host`]), `/sys` is the host's bound read-only:
+///   sysfs can only be mounted by the user namespace that owns the network namespace.
+///   Every other network is an own namespace, whose sysfs shows its own devices.
 pub fn plan(
     spec: &Spec,
     etc: &EtcFiles,
@@ -250,7 +251,7 @@ pub fn plan(
     }
     // sysfs shows the network devices of the namespace that mounts it; with the host's
     // network the host's devices are what the command sees anyway.
-    if rootless.is_some() && spec.network == Network::Default {
+    if rootless.is_some() && spec.network == Network::Host {
         steps.push(Step::ReadonlyTree {
             source: "/sys".into(),
             target: "/sys".into(),
@@ -495,6 +496,9 @@ mod tests {
         let no_tty = Some(Rootless {
             tty_gid_mapped: false,
         });
+        // The default network is an own namespace: its own sysfs, rootless too.
+        assert_eq!(run(&spec, no_tty)[2], "fs sysfs /sys ro ");
+        spec.network = Network::Host;
         assert_eq!(
             run(&spec, no_tty),
             [

@@ -17,7 +17,8 @@ use nix::unistd::Pid;
 use crate::error::Error;
 use crate::helper::{MARKER_ENV, Report, Request};
 use crate::init::{etc_files, secret_copy};
-use crate::spec::{ExtraMount, Spec};
+use crate::net::{self, NetPlan};
+use crate::spec::{ExtraMount, Network, Spec};
 use crate::userns::UserNamespace;
 
 /// Which of the command's output streams a line came from.
@@ -125,12 +126,16 @@ pub fn run(
     cancel: &CancelHandle,
 ) -> Result<ExitStatus, Error> {
     validate(spec)?;
+    let userns = UserNamespace::detect();
+    let net = NetPlan::new(spec.network, userns.is_some(), crate::userns::find_in_path)
+        .map_err(Error::Network)?;
     let tmp = TempDir::new()?;
     prepare(spec, &tmp.0)?;
     let request = Request {
         spec: spec.clone(),
         tmp: tmp.0.clone(),
-        userns: UserNamespace::detect(),
+        userns,
+        net,
     };
     let result = run_helper(&request, output, cancel);
     cancel.update(|s| {
@@ -207,14 +212,16 @@ fn prepare(spec: &Spec, tmp: &Path) -> Result<(), Error> {
     }
     write(&etc.hosts, hosts.as_bytes())?;
     write(&etc.hostname, format!("{}\n", spec.hostname).as_bytes())?;
-    let resolv_source = spec
-        .resolv_conf
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("/etc/resolv.conf"));
-    let resolv = match fs::read(&resolv_source) {
-        Ok(bytes) => bytes,
-        // BuildKit's fallback when the host has no resolver configured.
-        Err(_) => b"nameserver 8.8.8.8\nnameserver 8.8.4.4\n".to_vec(),
+    let resolv = match &spec.resolv_conf {
+        Some(path) => fs::read(path).map_err(io(path))?,
+        None => {
+            // A missing file is a host without a resolver: BuildKit's fallback then.
+            let host = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            match spec.network {
+                Network::Host if !host.is_empty() => host.into_bytes(),
+                _ => net::resolv_conf(&host).into_bytes(),
+            }
+        }
     };
     write(&etc.resolv_conf, &resolv)?;
     let secrets = spec.mounts.iter().filter_map(|m| match m {

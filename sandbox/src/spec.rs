@@ -19,15 +19,20 @@ pub struct Mount {
     pub options: Vec<String>,
 }
 
-/// Which network the command sees.
+/// Which network the command sees (see [`crate::net`] for how each is made).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Network {
-    /// The host's network namespace (Docker's `--network=default` for builds).
+    /// What `docker build` gives: an own network namespace with outbound access (NAT)
+    /// and no view of the host's loopback; as root a veth pair and an nftables table kiln
+    /// owns, rootless `slirp4netns`.
     #[default]
     Default,
     /// A fresh network namespace with only `lo`, brought up.
     None,
+    /// The host's network namespace itself (`--network=host`, which kiln's frontend
+    /// grants only with `--allow network.host`): the host's loopback included.
+    Host,
 }
 
 /// A mount added on top of the rootfs (`RUN --mount=...`).
@@ -90,7 +95,9 @@ pub struct Spec {
     pub mounts: Vec<ExtraMount>,
     /// Extra `/etc/hosts` lines (`IP NAME...`), after the defaults.
     pub extra_hosts: Vec<String>,
-    /// The file copied to `/etc/resolv.conf` (`None`: the host's `/etc/resolv.conf`).
+    /// The file copied to `/etc/resolv.conf` (`None`: the host's `/etc/resolv.conf`, its
+    /// loopback and IPv6 nameservers removed unless the network is the host's; see
+    /// [`crate::net::resolv_conf`]).
     pub resolv_conf: Option<PathBuf>,
     /// Kill the command after this long.
     pub timeout: Option<Duration>,
@@ -101,7 +108,7 @@ pub struct Spec {
 
 impl Spec {
     /// A spec running `argv` as root on `rootfs`, with Docker's default `PATH`, cwd `/`,
-    /// hostname `kiln`, the host network and no extra mounts.
+    /// hostname `kiln`, the default network (own namespace, NAT) and no extra mounts.
     pub fn new(rootfs: Vec<Mount>, argv: Vec<String>) -> Spec {
         Spec {
             rootfs,

@@ -339,7 +339,8 @@ fn subordinate(text: &str, caller: &Caller) -> Vec<IdRange> {
     ranges
 }
 
-fn find_in_path(program: &str) -> Option<PathBuf> {
+/// `program` in the caller's `PATH` (a standard one when unset).
+pub fn find_in_path(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
     std::env::split_paths(&path)
         .map(|dir| dir.join(program))

@@ -35,13 +35,14 @@ fn bad(flag: &'static str, value: &str, reason: impl Into<String>) -> RequestErr
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkMode {
-    /// The host's network (BuildKit's default for builds).
+    /// BuildKit's default for builds: an own network namespace with outbound access
+    /// (NAT) and no view of the host's loopback (`kiln_sandbox::Network::Default`).
     #[default]
     Default,
     /// Only a loopback interface.
     None,
-    /// The host's network namespace (needs `--allow network.host` in BuildKit; kiln's
-    /// `default` is already the host network).
+    /// The host's network namespace, its loopback included; needs `--allow
+    /// network.host`, as in BuildKit.
     Host,
 }
 

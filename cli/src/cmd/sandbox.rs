@@ -23,7 +23,7 @@ pub(crate) struct RunArgs {
     /// Working directory inside the sandbox (created when missing)
     #[arg(long, short = 'w', default_value = "/")]
     pub(crate) cwd: String,
-    /// Network: default (the host's) or none
+    /// Network: default (own namespace with NAT), none (only lo) or host (the host's)
     #[arg(long, default_value = "default")]
     pub(crate) network: String,
     /// Hostname
@@ -54,9 +54,10 @@ pub(crate) fn run(_global: &GlobalArgs, args: RunArgs) -> anyhow::Result<ExitCod
     spec.cwd = args.cwd;
     spec.hostname = args.hostname;
     spec.network = match args.network.as_str() {
-        "default" | "host" => Network::Default,
+        "default" => Network::Default,
         "none" => Network::None,
-        other => anyhow::bail!("unknown --network {other:?}: use default or none"),
+        "host" => Network::Host,
+        other => anyhow::bail!("unknown --network {other:?}: use default, none or host"),
     };
     spec.timeout = args.timeout.map(Duration::from_secs);
     for mount in &args.mount {

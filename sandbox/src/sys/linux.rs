@@ -257,3 +257,58 @@ pub fn reset_signals() -> io::Result<()> {
     }
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).map_err(io::Error::from)
 }
+
+/// Marks every file descriptor from 3 up close-on-exec, so nothing the process that
+/// started kiln left open (a directory, a file, a pipe) reaches the sandboxed command.
+/// `close_range(3, ~0, CLOSE_RANGE_CLOEXEC)` (Linux >= 5.11); on older kernels each fd
+/// listed in `/proc/self/fd` gets `FD_CLOEXEC` instead.
+pub fn cloexec_from_3() -> io::Result<()> {
+    // SAFETY: close_range takes no pointers; with CLOSE_RANGE_CLOEXEC it only sets a flag
+    // on descriptors and closes nothing, so no owner of an fd is invalidated.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if ret == 0 {
+        return Ok(());
+    }
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd >= 3)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_SETFD with FD_CLOEXEC only sets a flag; an fd that closed meanwhile
+        // (the directory's own) gives EBADF, which is ignored.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
+}
+
+/// The file descriptors open in this process (from `/proc/self/fd`), for checks.
+pub fn open_fds() -> io::Result<Vec<i32>> {
+    let mut fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    fds.sort_unstable();
+    Ok(fds)
+}
+
+/// Closes every file descriptor of this process except `keep`. Only for a forked child
+/// that never returns into the code owning those descriptors (it ends with
+/// `std::process::exit`), such as the network janitor: it must not hold the helper's
+/// socket or the command's output pipes, or kiln would wait for it.
+pub fn close_all_except(keep: &[i32]) -> io::Result<()> {
+    for fd in open_fds()? {
+        if !keep.contains(&fd) {
+            // SAFETY: the caller's process exits without touching the objects owning
+            // these fds again, so no owner uses a closed (or reused) descriptor; an fd
+            // already gone (the directory fd of the listing) gives EBADF, ignored.
+            unsafe { libc::close(fd) };
+        }
+    }
+    Ok(())
+}

@@ -197,9 +197,32 @@ pub(crate) fn copy_of_self(dir: &Path) -> PathBuf {
 
 /// Runs `spec` through `exe` as `user` (`None`: as root, with `KILN_ROOTLESS=1`).
 pub(crate) fn run(exe: &Path, user: Option<&User>, spec: &Spec) -> Remote {
+    let who = match user {
+        Some(user) => Who::User(user),
+        None => Who::ForcedRootless,
+    };
+    run_in(exe, who, spec, None)
+}
+
+/// Who runs a remote spec.
+pub(crate) enum Who<'a> {
+    /// This unprivileged user (rootless).
+    User(&'a User),
+    /// Root with `KILN_ROOTLESS=1`.
+    ForcedRootless,
+    /// Root, as root.
+    Root,
+}
+
+/// [`run`], in the network namespace of process `netns` when given (through `nsenter`).
+pub(crate) fn run_in(exe: &Path, who: Who<'_>, spec: &Spec, netns: Option<u32>) -> Remote {
     let json = serde_json::to_string(spec).expect("spec as JSON");
-    let mut command = match user {
-        Some(user) => {
+    let user = match &who {
+        Who::User(user) => Some(*user),
+        _ => None,
+    };
+    let mut command = match who {
+        Who::User(user) => {
             let mut c = Command::new("/usr/bin/setpriv");
             c.arg(format!("--reuid={}", user.uid))
                 .arg(format!("--regid={}", user.gid))
@@ -208,12 +231,31 @@ pub(crate) fn run(exe: &Path, user: Option<&User>, spec: &Spec) -> Remote {
                 .env_remove(kiln_sandbox::userns::FORCE_ENV);
             c
         }
-        None => {
+        Who::ForcedRootless => {
             let mut c = Command::new(exe);
             c.env(kiln_sandbox::userns::FORCE_ENV, "1");
             c
         }
+        Who::Root => {
+            let mut c = Command::new(exe);
+            c.env_remove(kiln_sandbox::userns::FORCE_ENV);
+            c
+        }
     };
+    if let Some(pid) = netns {
+        let mut wrapped = Command::new("nsenter");
+        wrapped
+            .arg(format!("--net=/proc/{pid}/ns/net"))
+            .arg(command.get_program())
+            .args(command.get_args());
+        for (key, value) in command.get_envs() {
+            match value {
+                Some(value) => wrapped.env(key, value),
+                None => wrapped.env_remove(key),
+            };
+        }
+        command = wrapped;
+    }
     let out = command
         .env(SPEC_ENV, json)
         .env_remove(kiln_sandbox::helper::MARKER_ENV)

@@ -17,8 +17,8 @@ pub(crate) const TESTS: &[crate::Test] = &[
     ("cwd_created_env_set", cwd_created_env_set),
     ("network_none_has_only_lo_up", network_none_has_only_lo_up),
     (
-        "network_default_reaches_the_host",
-        network_default_reaches_the_host,
+        "network_host_reaches_the_host",
+        network_host_reaches_the_host,
     ),
     ("background_process_is_killed", background_process_is_killed),
     ("cancel_kills_sleep", cancel_kills_sleep),
@@ -171,7 +171,7 @@ fn network_none_has_only_lo_up() {
     assert_eq!(ok(&spec), "hi\n");
 }
 
-fn network_default_reaches_the_host() {
+fn network_host_reaches_the_host() {
     let rootfs = Rootfs::new();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
@@ -179,7 +179,8 @@ fn network_default_reaches_the_host() {
         let (mut conn, _) = listener.accept().expect("accept");
         conn.write_all(b"hello from the host\n").expect("write");
     });
-    let spec = rootfs.sh(&format!("nc 127.0.0.1 {port} </dev/null"));
+    let mut spec = rootfs.sh(&format!("nc 127.0.0.1 {port} </dev/null"));
+    spec.network = Network::Host;
     assert_eq!(ok(&spec), "hello from the host\n");
     server.join().expect("server thread");
 }

@@ -10,7 +10,9 @@
 mod as_user;
 mod basics;
 mod isolation;
+mod lab;
 mod mounts;
+mod network;
 mod rootless;
 mod support;
 
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
         basics::TESTS,
         mounts::TESTS,
         isolation::TESTS,
+        network::TESTS,
         rootless::TESTS,
     ]
     .concat();

@@ -32,8 +32,16 @@ pub(crate) const TESTS: &[crate::Test] = &[
         rootless_network_none_only_lo,
     ),
     (
-        "rootless_network_default_is_the_hosts",
-        rootless_network_default_is_the_hosts,
+        "rootless_network_host_is_the_hosts",
+        rootless_network_host_is_the_hosts,
+    ),
+    (
+        "rootless_network_default_is_slirp_without_host_loopback",
+        rootless_network_default_is_slirp_without_host_loopback,
+    ),
+    (
+        "rootless_network_lab_default_none_host",
+        rootless_network_lab_default_none_host,
     ),
     (
         "rootless_uid_1000_is_subuid_start_plus_999",
@@ -282,7 +290,7 @@ fn rootless_network_none_only_lo() {
     }
 }
 
-fn rootless_network_default_is_the_hosts() {
+fn rootless_network_host_is_the_hosts() {
     let Some(env) = env(RANGED) else { return };
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
@@ -290,9 +298,73 @@ fn rootless_network_default_is_the_hosts() {
         let (mut conn, _) = listener.accept().expect("accept");
         std::io::Write::write_all(&mut conn, b"hello from the host\n").expect("write");
     });
-    let out = env.ok(&format!("nc 127.0.0.1 {port} </dev/null"));
-    assert_eq!(out, "hello from the host\n");
+    let mut spec = env.rootfs.sh(&format!("nc 127.0.0.1 {port} </dev/null"));
+    spec.network = Network::Host;
+    assert_eq!(env.ok_spec(&spec), "hello from the host\n");
     server.join().expect("server thread");
+}
+
+fn rootless_network_default_is_slirp_without_host_loopback() {
+    use std::os::unix::fs::PermissionsExt;
+    let tun = fs::metadata("/dev/net/tun").map(|m| m.permissions().mode() & 0o006);
+    if tun.map_or(true, |mode| mode != 0o006) {
+        eprint!("(skipped: /dev/net/tun is not read-write for other users; slirp4netns needs it) ");
+        return;
+    }
+    for name in [RANGED, ALONE] {
+        let Some(env) = env(name) else { return };
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let out = env.ok(&format!(
+            "ls /sys/class/net | tr '\\n' ' '; echo; ip -o -4 addr show tap0 | awk '{{print $4}}'; \
+             for a in 127.0.0.1 10.0.2.2; do \
+               if nc -w 2 $a {port} </dev/null; then echo reached; else echo refused; fi; \
+             done"
+        ));
+        assert_eq!(out, "lo tap0 \n10.0.2.100/24\nrefused\nrefused\n", "{name}");
+        assert!(
+            listener.accept().is_err(),
+            "{name}: reached the host's 127.0.0.1"
+        );
+        let left = processes_with("slirp4netns");
+        assert!(
+            left.is_empty(),
+            "{name}: slirp4netns left running: {left:?}"
+        );
+    }
+}
+
+/// In the lab's host namespace, as an unprivileged user: the default network
+/// (slirp4netns) reaches the outside but not the host's loopback, `none` reaches nothing,
+/// `host` both.
+fn rootless_network_lab_default_none_host() {
+    use std::os::unix::fs::PermissionsExt;
+    let tun = fs::metadata("/dev/net/tun").map(|m| m.permissions().mode() & 0o006);
+    if tun.map_or(true, |mode| mode != 0o006) {
+        eprint!("(skipped: /dev/net/tun is not read-write for other users; slirp4netns needs it) ");
+        return;
+    }
+    let Some(env) = env(RANGED) else { return };
+    let Some(lab) = crate::lab::lab() else { return };
+    for (network, expected) in [
+        (Network::Default, crate::lab::expect(true, false)),
+        (Network::None, crate::lab::expect(false, false)),
+        (Network::Host, crate::lab::expect(true, true)),
+    ] {
+        let mut spec = env.rootfs.sh(crate::lab::PROBE);
+        spec.network = network;
+        let out = as_user::run_in(
+            &env.exe,
+            as_user::Who::User(&env.user),
+            &spec,
+            Some(lab.host.pid()),
+        );
+        assert_eq!(out.code, Some(0), "{network:?}: {out:?}");
+        assert_eq!(out.stdout, expected, "{network:?}: {out:?}");
+    }
+    let left = processes_with("slirp4netns");
+    assert!(left.is_empty(), "slirp4netns left running: {left:?}");
 }
 
 fn rootless_uid_1000_is_subuid_start_plus_999() {
@@ -342,21 +414,31 @@ fn rootless_without_range_refuses_other_users() {
 fn rootless_dev_sys_and_secrets() {
     for name in [RANGED, ALONE] {
         let Some(env) = env(name) else { return };
-        let out = env.ok(
-            "ls /dev | sort | tr '\\n' ' '; echo; head -c 4 /dev/zero | wc -c; \
-             echo x > /dev/null && echo null-ok; ls /sys/class/net | grep -c '^lo$'; \
-             touch /sys/x 2>&1 | grep -c 'Read-only file system'; \
-             mkdir /sys/fs/cgroup/kiln-x 2>&1 | grep -c 'Read-only file system'; \
-             awk '$5 ~ \"^/sys\" && $6 !~ \"^ro,\"' /proc/self/mountinfo | wc -l; \
-             cat /proc/kcore | wc -c",
-        );
-        // With the host's network, /sys is the host's, every mount in it read-only.
-        assert_eq!(
-            out,
-            "fd full mqueue null ptmx pts random shm stderr stdin stdout tty urandom zero \n\
-             4\nnull-ok\n1\n1\n1\n0\n0\n",
-            "{name}"
-        );
+        // With the host's network, /sys is the host's bound with every mount in it
+        // read-only; with an own network namespace (the default), a read-only sysfs.
+        for network in [Network::Host, Network::Default] {
+            let mut spec = env.rootfs.sh(
+                "ls /dev | sort | tr '\\n' ' '; echo; head -c 4 /dev/zero | wc -c; \
+                 echo x > /dev/null && echo null-ok; ls /sys/class/net | grep -c '^lo$'; \
+                 touch /sys/x 2>&1 | grep -c 'Read-only file system'; \
+                 mkdir /sys/fs/cgroup/kiln-x 2>&1 | grep -c 'Read-only file system'; \
+                 test -e /sys/fs/cgroup/kiln-x && echo made || echo not-made; \
+                 awk '$5 ~ \"^/sys\" && $6 !~ \"^ro,\"' /proc/self/mountinfo | wc -l; \
+                 cat /proc/kcore | wc -c",
+            );
+            spec.network = network;
+            // The host's cgroupfs is under the host's /sys (read-only there); a fresh
+            // sysfs has none, and nothing can be made in it either.
+            let cgroupfs = if network == Network::Host { 1 } else { 0 };
+            assert_eq!(
+                env.ok_spec(&spec),
+                format!(
+                    "fd full mqueue null ptmx pts random shm stderr stdin stdout tty urandom zero \n\
+                     4\nnull-ok\n1\n1\n{cgroupfs}\nnot-made\n0\n0\n"
+                ),
+                "{name} {network:?}"
+            );
+        }
     }
     let Some(env) = env(RANGED) else { return };
     let secret = env.rootfs.dir.path().join("token");

@@ -73,9 +73,11 @@ pub(super) async fn run_exec(
     spec.cwd = exec.cwd.clone();
     spec.user = exec.user.clone();
     spec.hostname = "buildkitsandbox".to_owned();
+    // `host` reaches here only through the frontend's `--allow network.host` gate.
     spec.network = match exec.network {
+        NetworkMode::Default => kiln_sandbox::Network::Default,
         NetworkMode::None => kiln_sandbox::Network::None,
-        _ => kiln_sandbox::Network::Default,
+        NetworkMode::Host => kiln_sandbox::Network::Host,
     };
     let handle = kiln_sandbox::CancelHandle::new();
     let watcher = {
