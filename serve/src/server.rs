@@ -16,9 +16,9 @@ use crate::engine_calls::Backend;
 use crate::listen::{Accepted, Conn, Listener};
 use crate::{ServeConfig, ServeError};
 
-/// The largest request head (request line and headers) read: Docker's clients send a
-/// few KiB at most (`X-Registry-Config` grows with the number of registries).
-const MAX_HEAD: usize = 256 * 1024;
+/// The largest request head (request line and headers), answered 431 beyond: Docker's
+/// clients send a few KiB at most (`X-Registry-Config` grows with the registries).
+const MAX_HEAD: usize = 64 * 1024;
 /// A client must send its request head within this time (slowloris).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// A TLS handshake must finish within this time.
@@ -162,7 +162,8 @@ async fn serve_connection(io: Box<dyn Conn>, state: Arc<State>, mut stop: watch:
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HEAD_TIMEOUT)
-        .max_buf_size(MAX_HEAD);
+        .max_header_size(MAX_HEAD)
+        .max_buf_size(4 * MAX_HEAD);
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     tokio::select! {
