@@ -252,11 +252,8 @@ impl Backend {
         Ok(())
     }
 
-    pub(crate) fn load(&self, _input: &mut dyn Read) -> Result<Vec<String>, CallError> {
-        Err(CallError::Failed(
-            "loading images through kiln serve needs kiln-engine, which has not landed yet"
-                .to_owned(),
-        ))
+    pub(crate) fn load(&self, input: &mut dyn Read) -> Result<Vec<String>, CallError> {
+        crate::load::load(&self.store, input)
     }
 
     pub(crate) fn context_from_stream(

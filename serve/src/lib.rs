@@ -26,6 +26,7 @@ mod builds;
 mod engine_calls;
 mod host;
 mod listen;
+mod load;
 mod reply;
 mod routes;
 mod server;

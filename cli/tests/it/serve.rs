@@ -508,6 +508,24 @@ fn serve_docker_cli_lists_tags_inspects_removes_and_saves() {
         names.push(entry.unwrap().path().unwrap().display().to_string());
     }
     assert!(names.contains(&"manifest.json".to_owned()), "{names:?}");
+    // docker load of that archive gives back the same image id.
+    let id = docker_ok(&served, &k, &["images", "-q", "--no-trunc", "busybox"], &[]);
+    docker_ok(&served, &k, &["rmi", "busybox"], &[]);
+    let loaded = docker_ok(&served, &k, &["load", "-i", archive.to_str().unwrap()], &[]);
+    assert!(loaded.contains("Loaded image: busybox"), "{loaded}");
+    let again = docker_ok(&served, &k, &["images", "-q", "--no-trunc", "busybox"], &[]);
+    assert_eq!(again.trim(), id.trim());
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    // A damaged archive is a 400, and the store keeps what it had.
+    let answer = http(
+        &served.socket,
+        "POST /images/load HTTP/1.1",
+        &tar_of(&[(
+            "manifest.json",
+            "[{\"Config\":\"none.json\",\"Layers\":[]}]",
+        )]),
+    );
+    assert_message(&answer, 400, "none.json");
 }
 
 #[test]
@@ -635,4 +653,135 @@ print(image.id)
         served.stderr()
     );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("sha256:"));
+}
+
+/// A real dockerd with its own data root, exec root and socket, stopped on drop; None
+/// (with the reason printed) where one cannot run.
+struct Dockerd {
+    child: Child,
+    socket: PathBuf,
+    dir: PathBuf,
+}
+
+impl Dockerd {
+    fn start(dir: &Path) -> Option<Dockerd> {
+        if !Path::new("/usr/sbin/dockerd").exists() {
+            eprintln!("skipped: /usr/sbin/dockerd is absent (apt-get install docker.io)");
+            return None;
+        }
+        std::fs::create_dir_all(dir).unwrap();
+        let socket = dir.join("d.sock");
+        let child = Command::new("/usr/sbin/dockerd")
+            .arg("--data-root")
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("d.pid"))
+            .arg("--host")
+            .arg(format!("unix://{}", socket.display()))
+            .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.join("dockerd.log")).unwrap())
+            .stderr(std::fs::File::create(dir.join("dockerd.err")).unwrap())
+            .spawn()
+            .ok()?;
+        let mut dockerd = Dockerd {
+            child,
+            socket,
+            dir: dir.to_owned(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = dockerd.child.try_wait() {
+                eprintln!(
+                    "skipped: dockerd cannot run here ({status}): {}",
+                    dockerd.log()
+                );
+                return None;
+            }
+            if UnixStream::connect(&dockerd.socket).is_ok()
+                && get(&dockerd.socket, "/_ping").status == 200
+            {
+                return Some(dockerd);
+            }
+            if Instant::now() > deadline {
+                eprintln!("skipped: dockerd did not start in 60s: {}", dockerd.log());
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("dockerd.err")).unwrap_or_default()
+    }
+
+    fn docker(&self, home: &Path, args: &[&str]) -> Output {
+        Command::new("/usr/bin/docker")
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("HOME", home)
+            .env("DOCKER_CONFIG", home.join("docker-config"))
+            .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
+            .output()
+            .expect("run docker")
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn serve_docker_save_loads_and_runs_in_a_real_dockerd() {
+    let Some(_) = docker_bin() else { return };
+    let Some(k) = world() else { return };
+    let served = Served::start(&k, &[]);
+    k.write(
+        "ctx/Dockerfile",
+        "FROM busybox\nRUN echo made-by-kiln-serve > /made\nCMD [\"cat\", \"/made\"]\n",
+    );
+    docker_ok(&served, &k, &["build", "-t", "saved:1", "ctx"], &[]);
+    let archive = k.path("saved.tar");
+    docker_ok(
+        &served,
+        &k,
+        &["save", "-o", archive.to_str().unwrap(), "saved:1"],
+        &[],
+    );
+    let Some(dockerd) = Dockerd::start(&k.path("dockerd")) else {
+        return;
+    };
+    let home = k.path("home");
+    let loaded = dockerd.docker(&home, &["load", "-i", archive.to_str().unwrap()]);
+    assert!(
+        loaded.status.success(),
+        "docker load: {}\n{}",
+        describe(&["load"], &loaded),
+        dockerd.log()
+    );
+    assert!(String::from_utf8_lossy(&loaded.stdout).contains("saved:1"));
+    let ran = dockerd.docker(&home, &["run", "--rm", "--network", "none", "saved:1"]);
+    assert!(
+        ran.status.success(),
+        "docker run: {}\n{}",
+        describe(&["run"], &ran),
+        dockerd.log()
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&ran.stdout).trim(),
+        "made-by-kiln-serve"
+    );
 }

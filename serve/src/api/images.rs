@@ -512,8 +512,8 @@ pub(super) async fn load(
     let loaded = tokio::task::spawn_blocking(move || backend.load(&mut reader))
         .await
         .map_err(|e| ApiError::internal(format!("the load task failed: {e}")))?;
-    let names = match loaded {
-        Ok(names) => names,
+    let lines = match loaded {
+        Ok(lines) => lines,
         Err(_) if body_state.too_large() => {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -525,15 +525,12 @@ pub(super) async fn load(
         }
         Err(e) => return Err(e.into()),
     };
-    let mut lines = String::new();
-    for name in names {
-        lines.push_str(
-            &serde_json::to_string(&j!({ "stream": format!("Loaded image: {name}\n") }))
-                .unwrap_or_default(),
-        );
-        lines.push('\n');
+    let mut text = String::new();
+    for line in lines {
+        text.push_str(&j!({ "stream": format!("{line}\n") }).to_string());
+        text.push('\n');
     }
-    let mut response = Response::new(crate::reply::full(lines));
+    let mut response = Response::new(crate::reply::full(text));
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
