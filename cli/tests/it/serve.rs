@@ -785,3 +785,115 @@ fn serve_docker_save_loads_and_runs_in_a_real_dockerd() {
         "made-by-kiln-serve"
     );
 }
+
+#[test]
+fn serve_tcp_with_tls_admits_only_clients_with_a_certificate_from_the_ca() {
+    if !Path::new("/usr/bin/openssl").exists() || !Path::new("/usr/bin/curl").exists() {
+        eprintln!("skipped: openssl and curl are needed");
+        return;
+    }
+    let k = Kiln::new();
+    let dir = k.path("tls");
+    std::fs::create_dir_all(&dir).unwrap();
+    let tls = kiln_testkit::registry::make_tls(&dir);
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "client.key",
+        "-out",
+        "client.csr",
+        "-subj",
+        "/CN=client",
+    ]);
+    std::fs::write(dir.join("client.cnf"), "extendedKeyUsage=clientAuth\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "client.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "client.cnf",
+    ]);
+    let port = kiln_testkit::registry::free_port();
+    let mut child = k
+        .cmd()
+        .arg("serve")
+        .arg("--host")
+        .arg(format!("tcp://127.0.0.1:{port}"))
+        .arg("--tlscert")
+        .arg(&tls.server_cert)
+        .arg("--tlskey")
+        .arg(&tls.server_key)
+        .arg("--tlscacert")
+        .arg(&tls.ca_cert)
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(k.path("serve.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let url = format!("https://127.0.0.1:{port}/_ping");
+    let curl = |with_cert: bool| {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(&tls.ca_cert);
+        if with_cert {
+            cmd.arg("--cert")
+                .arg(dir.join("client.crt"))
+                .arg("--key")
+                .arg(dir.join("client.key"));
+        }
+        cmd.arg(&url).output().unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "kiln serve did not listen");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "kiln serve exited: {}",
+            std::fs::read_to_string(k.path("serve.err")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let admitted = curl(true);
+    let refused = curl(false);
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&admitted.stdout),
+        "OK",
+        "{}",
+        String::from_utf8_lossy(&admitted.stderr)
+    );
+    assert!(
+        !refused.status.success(),
+        "a client without a certificate got in"
+    );
+    assert!(status.success(), "{status}");
+}
