@@ -114,15 +114,12 @@ fn bind_unix(path: &Path, options: &SocketOptions) -> Result<Listener, ServeErro
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
-            match std::os::unix::net::UnixStream::connect(path) {
-                Ok(_) => {
-                    return Err(ServeError::InUse {
-                        path: path.to_owned(),
-                    });
-                }
-                // Nobody answers: a socket left by a server that was killed. It is
-                // replaced by the rename below.
-                Err(_) => {}
+            // Nobody answering means a socket left by a server that was killed: it is
+            // replaced by the rename below.
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(ServeError::InUse {
+                    path: path.to_owned(),
+                });
             }
         }
         Ok(_) => {

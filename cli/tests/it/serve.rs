@@ -897,3 +897,117 @@ fn serve_tcp_with_tls_admits_only_clients_with_a_certificate_from_the_ca() {
     );
     assert!(status.success(), "{status}");
 }
+
+/// Whether a process whose command line is exactly `line` runs on this machine.
+fn process_running(line: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries.flatten().any(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).replace('\0', " ").trim() == line)
+            })
+        })
+        .unwrap_or(false)
+}
+
+fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    condition()
+}
+
+fn mounts_under(root: &Path) -> Vec<String> {
+    let root = root.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&root))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn spawn_docker(served: &Served, k: &Kiln, args: &[&str]) -> Child {
+    Command::new("/usr/bin/docker")
+        .args(args)
+        .current_dir(k.dir.path())
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("HOME", k.path("home"))
+        .env("DOCKER_CONFIG", k.path("docker-config"))
+        .env("DOCKER_HOST", served.docker_host())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run docker")
+}
+
+#[test]
+fn serve_client_that_goes_away_cancels_its_build() {
+    let Some(_) = docker_bin() else { return };
+    let Some(k) = world() else { return };
+    let served = Served::start(&k, &[]);
+    k.write("ctx/Dockerfile", "FROM busybox\nRUN sleep 3131\n");
+    let mut client = spawn_docker(&served, &k, &["build", "ctx"]);
+    assert!(
+        wait_until(Duration::from_secs(60), || process_running("sleep 3131")),
+        "the RUN step never started: {}",
+        served.stderr()
+    );
+    client.kill().unwrap();
+    client.wait().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || !process_running("sleep 3131")),
+        "the RUN step outlived its client"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || mounts_under(&k.root())
+            .is_empty()),
+        "mounts left: {:?}",
+        mounts_under(&k.root())
+    );
+    // The server goes on, and the store is intact.
+    k.write("ok/Dockerfile", "FROM busybox\nRUN echo fine\n");
+    docker_ok(&served, &k, &["build", "-t", "after:1", "ok"], &[]);
+    assert_eq!(get(&served.socket, "/_ping").status, 200);
+}
+
+#[test]
+fn serve_sigterm_cancels_builds_at_the_shutdown_timeout() {
+    let Some(_) = docker_bin() else { return };
+    let Some(k) = world() else { return };
+    let mut served = Served::start(&k, &["--shutdown-timeout", "1"]);
+    k.write("ctx/Dockerfile", "FROM busybox\nRUN sleep 3132\n");
+    let mut client = spawn_docker(&served, &k, &["build", "-t", "never:1", "ctx"]);
+    assert!(
+        wait_until(Duration::from_secs(60), || process_running("sleep 3132")),
+        "the RUN step never started: {}",
+        served.stderr()
+    );
+    let status = served.stop(Duration::from_secs(40));
+    assert!(status.success(), "{status}: {}", served.stderr());
+    assert!(
+        served.stderr().contains("cancelled 1 build"),
+        "{}",
+        served.stderr()
+    );
+    assert!(
+        !process_running("sleep 3132"),
+        "the RUN step outlived the server"
+    );
+    assert!(
+        mounts_under(&k.root()).is_empty(),
+        "{:?}",
+        mounts_under(&k.root())
+    );
+    assert!(!served.socket.exists());
+    let out = client.wait().unwrap();
+    assert!(!out.success(), "the cancelled build reported success");
+    // Nothing was tagged.
+    let images = k.ok(&["images"]);
+    assert!(!images.contains("never"), "{images}");
+}
