@@ -18,6 +18,18 @@ use kiln_solver::cancel::Cancel;
 use kiln_solver::progress::Progress;
 
 use crate::build_params::BuildParams;
+use crate::credentials::Given;
+
+fn no_credentials_yet(credentials: &Given) -> Result<(), CallError> {
+    if credentials.is_empty() {
+        Ok(())
+    } else {
+        Err(CallError::Invalid(
+            "registry credentials sent with the request need kiln-engine, which has not landed yet"
+                .to_owned(),
+        ))
+    }
+}
 
 /// The engine as the server uses it. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -179,7 +191,8 @@ impl Backend {
     }
 
     /// Pushes `name` to its registry; the manifest digest the registry stored.
-    pub(crate) async fn push(&self, name: &str) -> Result<String, CallError> {
+    pub(crate) async fn push(&self, name: &str, credentials: Given) -> Result<String, CallError> {
+        no_credentials_yet(&credentials)?;
         // The transfer's future is not `Send` (a higher-ranked lifetime in the
         // exporter's upload stream), so it runs on a blocking thread of its own.
         let backend = self.clone();
@@ -212,7 +225,9 @@ impl Backend {
         &self,
         reference: &str,
         platform: &Platform,
+        credentials: Given,
     ) -> Result<StoredImage, CallError> {
+        no_credentials_yet(&credentials)?;
         let parsed = ImageRef::parse(reference).map_err(|e| {
             CallError::Invalid(format!("{reference} is not an image reference: {e}"))
         })?;
@@ -283,6 +298,7 @@ impl Backend {
         &self,
         _params: &BuildParams,
         _context: BuildContext,
+        _credentials: Given,
         _progress: Progress,
         _cancel: Cancel,
     ) -> Result<Built, BuildFailed> {

@@ -23,6 +23,7 @@ mod api;
 mod body;
 mod build_params;
 mod builds;
+mod credentials;
 mod engine_calls;
 mod host;
 mod listen;

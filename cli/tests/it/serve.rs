@@ -347,12 +347,15 @@ fn serve_bad_requests_answer_4xx_and_the_server_keeps_serving() {
         "inside the context",
     );
     assert_message(&post("?version=2", &context), 400, "DOCKER_BUILDKIT");
-    // A body that is no tar.
-    assert_message(
-        &post("?t=x", &[0x42u8; 2048]),
-        400,
-        "not a usable tar archive",
-    );
+    // A body that is neither a tar nor a Dockerfile (as dockerd, a lone Dockerfile is a
+    // context), and a tar cut short inside an entry.
+    assert_message(&post("?t=x", &[0xffu8; 2048]), 400, "the build context");
+    let mut truncated = tar_of(&[
+        ("Dockerfile", "FROM scratch\n"),
+        ("big", &"y".repeat(10_000)),
+    ]);
+    truncated.truncate(512 * 3 + 1000);
+    assert_message(&post("", &truncated), 400, "the build context");
     // Paths escaping the context.
     assert_message(
         &post(

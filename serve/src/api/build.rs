@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use base64::Engine as _;
 use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use kiln_solver::cancel::Cancel;
@@ -26,24 +25,6 @@ fn too_large(limit: u64) -> ApiError {
     )
 }
 
-/// Whether `X-Registry-Config` carries credentials (kiln uses the server's own).
-fn sends_credentials(request: &Request<Incoming>) -> bool {
-    let Some(text) = request
-        .headers()
-        .get("X-Registry-Config")
-        .and_then(|h| h.to_str().ok())
-    else {
-        return false;
-    };
-    let decoded = base64::engine::general_purpose::URL_SAFE
-        .decode(text.trim())
-        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(text.trim()))
-        .unwrap_or_default();
-    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&decoded)
-        .map(|m| !m.is_empty())
-        .unwrap_or(false)
-}
-
 pub(super) async fn build(
     state: &Arc<State>,
     request: Request<Incoming>,
@@ -59,7 +40,12 @@ pub(super) async fn build(
     {
         return Err(too_large(limit));
     }
-    let credentials_ignored = sends_credentials(&request);
+    let credentials = crate::credentials::from_config_header(
+        request
+            .headers()
+            .get("X-Registry-Config")
+            .and_then(|h| h.to_str().ok()),
+    )?;
     let context = match &params.remote {
         Some(url) => BuildContext::Git(url.clone()),
         None => {
@@ -89,11 +75,6 @@ pub(super) async fn build(
     tokio::spawn(async move {
         let cancel = Cancel::new();
         let _running = state.builds.start(cancel.clone());
-        if credentials_ignored && !params.quiet {
-            stream
-                .stream("warning: kiln pulls FROM images with the server's registry credentials; those sent in X-Registry-Config are not used\n")
-                .await;
-        }
         let (progress, mut events) = Progress::channel();
         let quiet = params.quiet;
         let forward = {
@@ -133,7 +114,7 @@ pub(super) async fn build(
         };
         let outcome = state
             .backend
-            .build(&params, context, progress, cancel)
+            .build(&params, context, credentials, progress, cancel)
             .await;
         let _ = forward.await;
         watch.abort();

@@ -4,11 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use base64::Engine as _;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use serde::Deserialize;
 use serde_json::{Value, json as j};
 
 use super::{State, only_params, param, query_pairs};
@@ -267,63 +265,11 @@ pub(super) fn remove(
     Ok(json(&answer))
 }
 
-/// `X-Registry-Auth`: base64url JSON of docker's AuthConfig.
-#[derive(Debug, Default, Deserialize)]
-struct AuthConfig {
-    #[serde(default)]
-    username: String,
-    #[serde(default)]
-    password: String,
-    #[serde(default)]
-    auth: String,
-    #[serde(default, rename = "identitytoken")]
-    identity_token: String,
-    #[serde(default, rename = "registrytoken")]
-    registry_token: String,
-}
-
-/// Refuses credentials sent with the request: kiln serve uses the server's own docker
-/// config (`kiln login` on the server) and has no way yet to use per-request ones.
-fn check_auth(request: &Request<Incoming>, what: &str) -> Result<(), ApiError> {
-    let Some(header) = request.headers().get("X-Registry-Auth") else {
-        return Ok(());
-    };
-    let text = header.to_str().unwrap_or_default().trim();
-    if text.is_empty() {
-        return Ok(());
-    }
-    let engines = [
-        base64::engine::general_purpose::URL_SAFE,
-        base64::engine::general_purpose::URL_SAFE_NO_PAD,
-        base64::engine::general_purpose::STANDARD,
-        base64::engine::general_purpose::STANDARD_NO_PAD,
-    ];
-    let decoded = engines
-        .iter()
-        .find_map(|e| e.decode(text).ok())
-        .ok_or_else(|| {
-            ApiError::bad_request(format!("{what}: X-Registry-Auth is not base64url JSON"))
-        })?;
-    let auth: AuthConfig = serde_json::from_slice(&decoded).map_err(|e| {
-        ApiError::bad_request(format!(
-            "{what}: X-Registry-Auth is not an auth config: {e}"
-        ))
-    })?;
-    let has_credentials = [
-        &auth.username,
-        &auth.password,
-        &auth.auth,
-        &auth.identity_token,
-        &auth.registry_token,
-    ]
-    .iter()
-    .any(|s| !s.is_empty());
-    if has_credentials {
-        return Err(ApiError::bad_request(format!(
-            "{what}: kiln serve uses the registry credentials of the server's docker config (run `kiln login` as the user kiln serve runs as); credentials sent in X-Registry-Auth are not supported yet"
-        )));
-    }
-    Ok(())
+fn auth_header(request: &Request<Incoming>) -> Option<&str> {
+    request
+        .headers()
+        .get("X-Registry-Auth")
+        .and_then(|h| h.to_str().ok())
 }
 
 pub(super) async fn push(
@@ -333,7 +279,7 @@ pub(super) async fn push(
 ) -> Result<Response<Body>, ApiError> {
     let pairs = query_pairs(request);
     only_params("POST /images/{name}/push", &pairs, &["tag"])?;
-    check_auth(request, "POST /images/{name}/push")?;
+    let credentials = crate::credentials::from_auth_header(auth_header(request), name)?;
     let targets: Vec<String> = match param(&pairs, "tag").filter(|t| !t.is_empty()) {
         Some(tag) => vec![format!("{name}:{tag}")],
         None => {
@@ -370,7 +316,7 @@ pub(super) async fn push(
         for target in targets {
             let (_, tag) = split_name(&target);
             let tag = tag.to_owned();
-            match backend.push(&target).await {
+            match backend.push(&target, credentials.clone()).await {
                 Ok(digest) => {
                     stream.status(format!("{tag}: digest: {digest}")).await;
                     stream
@@ -405,12 +351,12 @@ pub(super) async fn pull(
         &pairs,
         &["fromImage", "tag", "platform"],
     )?;
-    check_auth(request, "POST /images/create")?;
     let from = param(&pairs, "fromImage")
         .filter(|f| !f.is_empty())
         .ok_or_else(|| {
             ApiError::bad_request("POST /images/create: give the image as fromImage=NAME")
         })?;
+    let credentials = crate::credentials::from_auth_header(auth_header(request), from)?;
     let reference = match param(&pairs, "tag").filter(|t| !t.is_empty()) {
         Some(digest) if digest.starts_with("sha256:") => format!("{from}@{digest}"),
         Some(tag) => format!("{from}:{tag}"),
@@ -432,7 +378,7 @@ pub(super) async fn pull(
         stream
             .send(j!({ "status": format!("Pulling from {reference}"), "id": tag }))
             .await;
-        match backend.pull(&reference, &platform).await {
+        match backend.pull(&reference, &platform, credentials).await {
             Ok(image) => {
                 stream
                     .status(format!("Digest: {}", image.manifest_descriptor.digest))
