@@ -1014,3 +1014,40 @@ fn serve_sigterm_cancels_builds_at_the_shutdown_timeout() {
     let images = k.ok(&["images"]);
     assert!(!images.contains("never"), "{images}");
 }
+
+#[test]
+fn serve_docker_push_uses_the_clients_login() {
+    let Some(_) = docker_bin() else { return };
+    if !kiln_testkit::registry::tools_present() {
+        return;
+    }
+    let Some(k) = store_with_busybox() else {
+        return;
+    };
+    let registry =
+        kiln_testkit::registry::RegistryServer::start(kiln_testkit::registry::ServerOptions {
+            htpasswd: Some(("kilnuser", "s3cret")),
+            ..Default::default()
+        });
+    let served = Served::start(&k, &[]);
+    let target = format!("{}/private/busybox:1", registry.host());
+    docker_ok(&served, &k, &["tag", "busybox", &target], &[]);
+    // No login on the client: the registry refuses.
+    let anonymous = docker(&served, &k, &["push", &target], &[]);
+    assert!(
+        !anonymous.status.success(),
+        "an anonymous push got in: {}",
+        describe(&["push"], &anonymous)
+    );
+    // The client's login (its config.json) travels in X-Registry-Auth; the server's own
+    // docker config has none.
+    k.write(
+        "docker-config/config.json",
+        format!(
+            "{{\"auths\":{{\"{}\":{{\"auth\":\"a2lsbnVzZXI6czNjcmV0\"}}}}}}",
+            registry.host()
+        ),
+    );
+    let pushed = docker_ok(&served, &k, &["push", &target], &[]);
+    assert!(pushed.contains("digest: sha256:"), "{pushed}");
+}
