@@ -64,6 +64,8 @@ pub(crate) enum Command {
     Login(cmd::registry::LoginArgs),
     /// Log out from a registry
     Logout(cmd::registry::LogoutArgs),
+    /// Serve the Docker Engine API's build and image endpoints on a UNIX socket
+    Serve(cmd::serve::ServeArgs),
     /// Tools for developers of kiln and of Dockerfiles
     #[command(subcommand)]
     Debug(DebugCommand),

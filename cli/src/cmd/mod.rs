@@ -5,6 +5,7 @@ pub(crate) mod check;
 pub(crate) mod parse;
 pub(crate) mod registry;
 pub(crate) mod sandbox;
+pub(crate) mod serve;
 pub(crate) mod store;
 
 use std::process::ExitCode;
@@ -51,6 +52,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pull(args) => registry::pull(global, args),
         Command::Login(args) => registry::login(global, args),
         Command::Logout(args) => registry::logout(global, args),
+        Command::Serve(args) => serve::serve(global, args),
         Command::Debug(DebugCommand::Dump(args)) => parse::dump(args),
         Command::Debug(DebugCommand::Run(args)) => sandbox::run(global, args),
     }
