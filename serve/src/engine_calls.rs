@@ -1,42 +1,36 @@
 //! Every call the server makes into the build engine, in one place: the handlers see
 //! only [`Backend`] and the plain types here, so the engine's API can move without the
 //! HTTP code moving with it.
-//!
-//! INTERIM: `kiln-engine` has not landed on main yet. The store operations below use the
-//! libraries under it directly (the same calls the engine makes), and
-//! [`Backend::build`] answers that builds are not wired. When the engine lands this file
-//! becomes thin calls into it (branch h-serve-engine has that version).
-#![allow(dead_code)] // INTERIM: the engine's version uses every variant and field.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
-use kiln_exporter::image::{self, StoredImage};
-use kiln_exporter::registry::{ImageRef, Platform, Registry, RegistryConfig};
+use kiln_engine::{
+    BuildError, BuildRequest, ContextSource, DockerfileSource, Engine, EngineError, RegistryAccess,
+};
+use kiln_exporter::image::StoredImage;
+use kiln_exporter::registry::Platform;
+use kiln_snapshotter::Digest;
 use kiln_snapshotter::layer_out::Compression;
-use kiln_snapshotter::{Digest, Store, StoreError};
 use kiln_solver::cancel::Cancel;
 use kiln_solver::progress::Progress;
+
+pub(crate) use kiln_engine::{DiskUsage, FoundImage, ImageSummary, TempContext};
 
 use crate::build_params::BuildParams;
 use crate::credentials::Given;
 
-fn no_credentials_yet(credentials: &Given) -> Result<(), CallError> {
-    if credentials.is_empty() {
-        Ok(())
-    } else {
-        Err(CallError::Invalid(
-            "registry credentials sent with the request need kiln-engine, which has not landed yet"
-                .to_owned(),
-        ))
+fn access(credentials: Given) -> RegistryAccess {
+    RegistryAccess {
+        credentials,
+        ..RegistryAccess::default()
     }
 }
 
 /// The engine as the server uses it. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Backend {
-    store: Store,
-    registry: RegistryConfig,
+    engine: Engine,
 }
 
 /// Why a call failed, sorted the way an HTTP answer needs.
@@ -63,53 +57,31 @@ impl CallError {
     }
 }
 
-impl From<StoreError> for CallError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::ImageNotFound { name } => {
-                CallError::NotFound(format!("No such image: {name}"))
-            }
-            StoreError::BadName { .. } => CallError::Invalid(e.to_string()),
-            other => CallError::Failed(other.to_string()),
-        }
+impl From<kiln_snapshotter::StoreError> for CallError {
+    fn from(e: kiln_snapshotter::StoreError) -> Self {
+        EngineError::Store(e).into()
     }
 }
 
-/// One tag of the store.
-#[derive(Debug, Clone)]
-pub(crate) struct ImageSummary {
-    pub(crate) name: String,
-    pub(crate) id: Digest,
-    pub(crate) manifest_digest: Digest,
-    pub(crate) created: Option<String>,
-    pub(crate) size: u64,
-}
-
-/// An image and every name it has.
-#[derive(Debug, Clone)]
-pub(crate) struct FoundImage {
-    pub(crate) names: Vec<String>,
-    pub(crate) image: StoredImage,
-}
-
-/// Bytes by kind of store content.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct DiskUsage {
-    pub(crate) blobs: u64,
-    pub(crate) snapshots: u64,
-    pub(crate) cache_index: u64,
-    pub(crate) cache_mounts: u64,
-}
-
-/// A context unpacked for one build; removed when dropped.
-#[derive(Debug)]
-pub(crate) struct TempContext {
-    dir: PathBuf,
-}
-
-impl Drop for TempContext {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+impl From<EngineError> for CallError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::NoSuchImage { name } => {
+                CallError::NotFound(format!("No such image: {name}"))
+            }
+            EngineError::Invalid { message, hint } => CallError::Invalid(match hint {
+                Some(hint) => format!("{message} ({hint})"),
+                None => message,
+            }),
+            EngineError::Busy { .. } => CallError::Busy(e.to_string()),
+            EngineError::Store(kiln_snapshotter::StoreError::BadName { .. }) => {
+                CallError::Invalid(e.to_string())
+            }
+            EngineError::Store(kiln_snapshotter::StoreError::ImageNotFound { name }) => {
+                CallError::NotFound(format!("No such image: {name}"))
+            }
+            other => CallError::Failed(other.to_string()),
+        }
     }
 }
 
@@ -137,89 +109,57 @@ pub(crate) struct BuildFailed {
     pub(crate) rendered: String,
 }
 
+/// Runs an engine future on a blocking thread of its own: the registry transfers'
+/// futures are not `Send` (a higher-ranked lifetime in the exporter's upload stream).
+async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce(tokio::runtime::Handle) -> T + Send + 'static,
+) -> Result<T, CallError> {
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || work(handle))
+        .await
+        .map_err(|e| CallError::Failed(format!("an engine task failed: {e}")))
+}
+
 impl Backend {
-    /// A backend over `store`, with the registry settings the cli read.
-    pub fn new(store: Store, registry: RegistryConfig) -> Backend {
-        Backend { store, registry }
+    /// A backend over `engine`.
+    pub fn new(engine: Engine) -> Backend {
+        Backend { engine }
     }
 
     pub(crate) fn root(&self) -> PathBuf {
-        self.store.root().to_owned()
+        self.engine.store().root().to_owned()
     }
 
     pub(crate) fn snapshotter_name(&self) -> String {
-        format!("{:?}", self.store.snapshots().kind()).to_lowercase()
+        format!("{:?}", self.engine.store().snapshots().kind()).to_lowercase()
     }
 
     pub(crate) fn images(&self) -> Result<Vec<ImageSummary>, CallError> {
-        let mut tags = self.store.tags().list()?;
-        tags.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut out = Vec::new();
-        for (name, descriptor) in tags {
-            let image = image::read_image(&self.store, &descriptor)?;
-            out.push(ImageSummary {
-                name,
-                id: image.id.clone(),
-                manifest_digest: descriptor.digest.clone(),
-                created: image.config.created.clone(),
-                size: image.manifest.layers.iter().map(|l| l.size).sum(),
-            });
-        }
-        Ok(out)
+        Ok(self.engine.images()?)
     }
 
     pub(crate) fn find(&self, reference: &str) -> Result<FoundImage, CallError> {
-        let (names, image) = image::find_image(&self.store, reference)?;
-        Ok(FoundImage { names, image })
+        Ok(self.engine.find(reference)?)
     }
 
     pub(crate) fn tag(&self, source: &str, target: &str) -> Result<String, CallError> {
-        let found = self.find(source)?;
-        let name = kiln_snapshotter::normalize_name(target)?;
-        self.store
-            .tags()
-            .tag(&name, found.image.manifest_descriptor)?;
-        Ok(name)
+        Ok(self.engine.tag(source, target)?)
     }
 
     pub(crate) fn untag(&self, name: &str) -> Result<String, CallError> {
-        let normalized = kiln_snapshotter::normalize_name(name)?;
-        if self.store.tags().untag(&normalized)? {
-            Ok(normalized)
-        } else {
-            Err(CallError::NotFound(format!("No such image: {name}")))
-        }
+        Ok(self.engine.untag(name)?)
     }
 
     /// Pushes `name` to its registry; the manifest digest the registry stored.
     pub(crate) async fn push(&self, name: &str, credentials: Given) -> Result<String, CallError> {
-        no_credentials_yet(&credentials)?;
-        // The transfer's future is not `Send` (a higher-ranked lifetime in the
-        // exporter's upload stream), so it runs on a blocking thread of its own.
-        let backend = self.clone();
+        let engine = self.engine.clone();
         let name = name.to_owned();
-        let handle = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || handle.block_on(backend.push_here(&name)))
-            .await
-            .map_err(|e| CallError::Failed(format!("the push task failed: {e}")))?
-    }
-
-    async fn push_here(&self, name: &str) -> Result<String, CallError> {
-        let found = self.find(name)?;
-        let target = ImageRef::parse(name)
-            .map_err(|e| CallError::Invalid(format!("{name} is not a registry name: {e}")))?;
-        let registry =
-            Registry::new(self.registry.clone()).map_err(|e| CallError::Failed(e.to_string()))?;
-        let report = kiln_exporter::transfer::push(
-            &self.store,
-            &registry,
-            &found.image,
-            std::slice::from_ref(&target),
-            Compression::default_gzip(),
-        )
-        .await
-        .map_err(|e| CallError::Failed(e.to_string()))?;
-        Ok(report.manifest_digest.to_string())
+        let access = access(credentials);
+        let pushed = off_runtime(move |handle| {
+            handle.block_on(engine.push(&name, Compression::default_gzip(), &access))
+        })
+        .await??;
+        Ok(pushed.manifest_digest)
     }
 
     pub(crate) async fn pull(
@@ -228,48 +168,30 @@ impl Backend {
         platform: &Platform,
         credentials: Given,
     ) -> Result<StoredImage, CallError> {
-        no_credentials_yet(&credentials)?;
-        let parsed = ImageRef::parse(reference).map_err(|e| {
-            CallError::Invalid(format!("{reference} is not an image reference: {e}"))
-        })?;
-        let registry =
-            Registry::new(self.registry.clone()).map_err(|e| CallError::Failed(e.to_string()))?;
-        kiln_exporter::transfer::pull(&self.store, &registry, &parsed, platform, reference)
-            .await
-            .map_err(|e| CallError::Failed(e.to_string()))
+        let engine = self.engine.clone();
+        let reference = reference.to_owned();
+        let platform = platform.clone();
+        let access = access(credentials);
+        Ok(
+            off_runtime(move |handle| handle.block_on(engine.pull(&reference, &platform, &access)))
+                .await??,
+        )
     }
 
-    pub(crate) fn prune(&self, _all: bool) -> Result<u64, CallError> {
-        Err(CallError::Failed(
-            "build cache pruning through kiln serve needs kiln-engine, which has not landed yet"
-                .to_owned(),
-        ))
+    pub(crate) fn prune(&self, all: bool) -> Result<u64, CallError> {
+        Ok(self.engine.prune(all)?.reclaimed)
     }
 
     pub(crate) fn disk_usage(&self) -> DiskUsage {
-        DiskUsage::default()
+        self.engine.disk_usage()
     }
 
     pub(crate) fn save(&self, names: &[String], out: &mut dyn Write) -> Result<(), CallError> {
-        let [name] = names else {
-            return Err(CallError::Invalid(format!(
-                "{} images asked for; kiln saves one image per archive",
-                names.len()
-            )));
-        };
-        let found = self.find(name)?;
-        let options = kiln_exporter::archive::ArchiveOptions {
-            oci_mediatypes: false,
-            names: vec![name.clone()],
-            ..kiln_exporter::archive::ArchiveOptions::default()
-        };
-        kiln_exporter::archive::write_docker_archive(&self.store, &found.image, &options, out)
-            .map_err(|e| CallError::Failed(e.to_string()))?;
-        Ok(())
+        Ok(self.engine.save(names, out)?)
     }
 
     pub(crate) fn load(&self, input: &mut dyn Read) -> Result<Vec<String>, CallError> {
-        crate::load::load(&self.store, input)
+        crate::load::load(self.engine.store(), input)
     }
 
     pub(crate) fn context_from_stream(
@@ -277,36 +199,57 @@ impl Backend {
         input: impl Read + 'static,
         max_bytes: u64,
     ) -> Result<TempContext, CallError> {
-        let base = self.store.tmp_dir();
-        std::fs::create_dir_all(&base).map_err(|e| CallError::Failed(e.to_string()))?;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let dir = base.join(format!("serve-context-{nanos:x}"));
-        std::fs::create_dir(&dir).map_err(|e| CallError::Failed(e.to_string()))?;
-        let context = TempContext { dir: dir.clone() };
-        kiln_snapshotter::layer_in::extract_archive(input.take(max_bytes + 1), &dir, None)
-            .map_err(|e| {
-                CallError::Invalid(format!(
-                    "the build context is not a usable tar archive: {e}"
-                ))
-            })?;
-        Ok(context)
+        // A body that is no tar is a lone Dockerfile, as dockerd takes it.
+        Ok(self.engine.context_from_stream(input, max_bytes, true)?)
     }
 
     pub(crate) async fn build(
         &self,
-        _params: &BuildParams,
-        _context: BuildContext,
-        _credentials: Given,
-        _progress: Progress,
-        _cancel: Cancel,
+        params: &BuildParams,
+        context: BuildContext,
+        credentials: Given,
+        progress: Progress,
+        cancel: Cancel,
     ) -> Result<Built, BuildFailed> {
-        Err(BuildFailed {
-            rendered:
-                "error: builds through kiln serve need kiln-engine, which has not landed yet\n"
-                    .to_owned(),
-        })
+        let source = match context {
+            BuildContext::Temp(temp) => ContextSource::Temp(temp),
+            BuildContext::Git(url) => ContextSource::Git(url),
+        };
+        let mut request = BuildRequest::new(source);
+        request.dockerfile = if params.dockerfile == std::path::Path::new("Dockerfile") {
+            DockerfileSource::Default
+        } else {
+            DockerfileSource::InContext(params.dockerfile.to_string_lossy().into_owned())
+        };
+        request.tags = params.tags.clone();
+        request.build_args = params.build_args.clone();
+        request.labels = params.labels.clone();
+        request.target = params.target.clone();
+        request.no_cache = params.no_cache;
+        request.pull = params.pull;
+        request.platform = params.platform.clone();
+        request.network = params.network;
+        request.registry = access(credentials);
+        let engine = self.engine.clone();
+        let built =
+            off_runtime(move |handle| handle.block_on(engine.build(request, progress, cancel)))
+                .await
+                .map_err(|e| BuildFailed {
+                    rendered: format!("error: {}\n", e.message()),
+                })?;
+        match built {
+            Ok(outcome) => Ok(Built {
+                id: outcome.image.id.clone(),
+                tags: outcome.delivered.names.clone(),
+                warnings: outcome.warnings.clone(),
+            }),
+            Err(e) => Err(BuildFailed {
+                rendered: render(&e),
+            }),
+        }
     }
+}
+
+fn render(e: &BuildError) -> String {
+    e.render()
 }

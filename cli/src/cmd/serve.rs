@@ -114,9 +114,7 @@ pub(crate) fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<Exit
     for host in &config.hosts {
         kiln_serve::check_exposure(host, &config.tls)?;
     }
-    let store = crate::cmd::store::open_store(global)?;
-    let registry = crate::cmd::registry::registry_config(&[])?;
-    let backend = Backend::new(store, registry);
+    let backend = Backend::new(crate::cmd::store::open_engine(global)?);
     let runtime = crate::cmd::registry::runtime()?;
     let stopped = runtime.block_on(async {
         let server = Server::bind(backend, config.clone()).await?;
