@@ -224,9 +224,13 @@ pub(crate) fn ignore_for(context: &Path, dockerfile: Option<&Path>) -> anyhow::R
     Ok(Matcher::default())
 }
 
-fn base_image(store: &Store, reference: &str) -> Option<BaseImage> {
-    let (names, image) = find_image(store, reference).ok()?;
-    Some(BaseImage {
+fn base_image(store: &Store, reference: &str) -> Result<Option<BaseImage>, String> {
+    let (names, image) = match find_image(store, reference) {
+        Ok(found) => found,
+        Err(kiln_snapshotter::StoreError::ImageNotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    Ok(Some(BaseImage {
         reference: names
             .first()
             .cloned()
@@ -234,7 +238,7 @@ fn base_image(store: &Store, reference: &str) -> Option<BaseImage> {
         digest: image.manifest_descriptor.digest.to_string(),
         config: image.config,
         layers: image.manifest.layers,
-    })
+    }))
 }
 
 fn pull_base(
@@ -253,7 +257,7 @@ fn pull_base(
             kiln_exporter::transfer::pull(store, &registry, &image_ref, &wanted, reference).await
         })
         .map_err(|e| format!("{reference}: not in the local store, and pulling it failed: {e}"))?;
-    base_image(store, reference)
+    base_image(store, reference)?
         .ok_or_else(|| format!("{reference}: pulled, but not found in the store afterwards"))
 }
 
@@ -443,7 +447,7 @@ pub(crate) fn build(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<Exit
         let local = if pull {
             None
         } else {
-            base_image(&store, reference)
+            base_image(&store, reference)?
         };
         match local {
             Some(image) if image.config.architecture == wanted.architecture => Ok(image),
