@@ -191,7 +191,14 @@ pub(crate) fn deliver(
             }
             "local" => {
                 let dest = PathBuf::from(&spec.attrs["dest"]);
-                archive::write_rootfs_dir(store, image, &dest)?;
+                let options = archive::LocalOptions {
+                    merge: flag(&spec.attrs, "merge", false)?,
+                    ..archive::LocalOptions::default()
+                };
+                let report = archive::write_rootfs_dir(store, image, &dest, &options)?;
+                for changed in &report.changed {
+                    done.lines.push(format!("Not written as in the image: {changed}"));
+                }
                 done.lines
                     .push(format!("Wrote the filesystem to {}", dest.display()));
             }
