@@ -118,48 +118,14 @@ fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
-/// Passes bytes read to a writer too, so a tar can be checked while it is stored.
-struct Tee<R, W> {
-    inner: R,
-    copy: W,
-}
-
-impl<R: Read, W: Write> Read for Tee<R, W> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.copy.write_all(&buf[..n])?;
-        Ok(n)
-    }
-}
-
 /// Stores a rootfs tarball as a plain layer blob, checking that it is a tar on the way.
 fn import_tar(store: &Store, input: Box<dyn Read>, name: &str) -> anyhow::Result<LayerInfo> {
-    let plain = layer_in::decompress(input)?;
-    let mut blob = store.content().writer()?;
-    {
-        let mut tee = Tee {
-            inner: plain,
-            copy: &mut blob,
-        };
-        let mut archive = tar::Archive::new(&mut tee);
-        for entry in archive
-            .entries()
-            .with_context(|| format!("{name} is not a tar archive"))?
-        {
-            let mut entry = entry.with_context(|| format!("{name}: a damaged tar entry"))?;
-            std::io::copy(&mut entry, &mut std::io::sink())
-                .with_context(|| format!("{name}: a damaged tar entry"))?;
-        }
-        // Whatever follows the last entry (end blocks, padding) belongs to the tar too.
-        std::io::copy(&mut tee, &mut std::io::sink()).with_context(|| format!("read {name}"))?;
-    }
-    let (digest, size) = blob.commit(None)?;
-    Ok(LayerInfo {
-        diff_id: digest.clone(),
-        digest,
-        size,
-        media_type: Compression::None.media_type().to_owned(),
-    })
+    Ok(layer_in::import_layer(
+        input,
+        store.content(),
+        layer_in::SizeLimit::default(),
+        name,
+    )?)
 }
 
 /// Applies `kiln import -c` changes, as `docker import --change` does.
@@ -440,7 +406,8 @@ pub(crate) fn prune(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<Exit
             }
         }
     }
-    // Temp files of builds that were killed.
+    // Temp space of builds that were killed (owned dirs whose owner is gone).
+    reclaimed += store.sweep_temp()?.stale_bytes;
     if let Ok(entries) = std::fs::read_dir(store.tmp_dir()) {
         for entry in entries.flatten() {
             if let Ok(meta) = entry.metadata()
@@ -486,11 +453,14 @@ pub(crate) fn du(global: &GlobalArgs, _args: DuArgs) -> anyhow::Result<ExitCode>
     writeln!(out, "{:<12} {:>12}", "blobs", human_size(blobs))?;
     writeln!(out, "{:<12} {:>12}", "snapshots", human_size(snapshots))?;
     writeln!(out, "{:<12} {:>12}", "cache index", human_size(cache))?;
+    let temp = store.temp_usage()?;
+    let temp = temp.live_bytes + temp.stale_bytes;
+    writeln!(out, "{:<12} {:>12}", "temp", human_size(temp))?;
     writeln!(
         out,
         "{:<12} {:>12}",
         "total",
-        human_size(blobs + snapshots + cache)
+        human_size(blobs + snapshots + cache + temp)
     )?;
     Ok(ExitCode::SUCCESS)
 }
