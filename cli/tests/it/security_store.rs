@@ -16,8 +16,16 @@ fn make_tar(path: &Path, script: &str) {
          def node(name, **kw):\n    i = tarfile.TarInfo(name)\n    for k, v in kw.items(): setattr(i, k, v)\n    t.addfile(i)\n{script}\nt.close()\n",
         path.to_str().unwrap()
     );
-    let out = Command::new("python3").arg("-c").arg(&program).output().expect("python3");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(&program)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A context whose Dockerfile ADDs `evil.tar` (made by `script`) onto scratch.
@@ -40,16 +48,23 @@ add('plain', b'hello', mode=0o644)\n";
 
 #[test]
 fn local_export_skips_devices_and_clears_setuid_and_says_so() {
-    if !is_root() {
+    if !is_root("security_store") {
         return eprintln!("skipped: needs root to be able to create devices");
     }
     let k = Kiln::new();
     add_tar_context(&k, DEVICE_AND_SETUID);
     let dest = k.path("out");
     let out = build(&k, &["-o", &format!("type=local,dest={}", dest.display())]);
-    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "{all}");
-    assert!(!dest.join("mem").exists() && dest.join("mem").symlink_metadata().is_err(), "the device was created");
+    assert!(
+        !dest.join("mem").exists() && dest.join("mem").symlink_metadata().is_err(),
+        "the device was created"
+    );
     let su = std::fs::metadata(dest.join("su")).unwrap();
     assert_eq!(su.permissions().mode() & 0o7777, 0o755, "setuid kept");
     assert_eq!(std::fs::read(dest.join("plain")).unwrap(), b"hello");
@@ -64,7 +79,10 @@ fn local_export_refuses_root_and_non_empty_dirs_unless_merging() {
     let out = build(&k, &["-o", "type=local,dest=/"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("refusing dest /") && err.contains("root directory"), "{err}");
+    assert!(
+        err.contains("refusing dest /") && err.contains("root directory"),
+        "{err}"
+    );
 
     let dest = k.path("full");
     std::fs::create_dir_all(&dest).unwrap();
@@ -76,7 +94,11 @@ fn local_export_refuses_root_and_non_empty_dirs_unless_merging() {
     assert!(err.contains("not empty"), "{err}");
     assert!(!dest.join("plain").exists());
     let out = build(&k, &["-o", &format!("{spec},merge=true")]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(std::fs::read(dest.join("plain")).unwrap(), b"hello");
     assert_eq!(std::fs::read(dest.join("mine")).unwrap(), b"keep");
 }
@@ -84,7 +106,10 @@ fn local_export_refuses_root_and_non_empty_dirs_unless_merging() {
 #[test]
 fn local_export_never_writes_through_a_symlink_in_dest() {
     let k = Kiln::new();
-    add_tar_context(&k, "import tarfile as T\nnode('etc', type=T.DIRTYPE, mode=0o755)\nadd('etc/pwned', b'x')\nadd('link', b'y')");
+    add_tar_context(
+        &k,
+        "import tarfile as T\nnode('etc', type=T.DIRTYPE, mode=0o755)\nadd('etc/pwned', b'x')\nadd('link', b'y')",
+    );
     let outside = k.path("outside");
     std::fs::create_dir_all(&outside).unwrap();
     std::fs::write(outside.join("victim"), "safe").unwrap();
@@ -92,13 +117,28 @@ fn local_export_never_writes_through_a_symlink_in_dest() {
     std::fs::create_dir_all(&dest).unwrap();
     std::os::unix::fs::symlink(&outside, dest.join("etc")).unwrap();
     std::os::unix::fs::symlink(outside.join("victim"), dest.join("link")).unwrap();
-    let out = build(&k, &["-o", &format!("type=local,dest={},merge=true", dest.display())]);
+    let out = build(
+        &k,
+        &[
+            "-o",
+            &format!("type=local,dest={},merge=true", dest.display()),
+        ],
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("symlink"), "{err}");
-    assert!(!outside.join("pwned").exists(), "written through dest's symlink");
+    assert!(
+        !outside.join("pwned").exists(),
+        "written through dest's symlink"
+    );
     assert_eq!(std::fs::read(outside.join("victim")).unwrap(), b"safe");
-    assert!(dest.join("link").symlink_metadata().unwrap().file_type().is_symlink());
+    assert!(
+        dest.join("link")
+            .symlink_metadata()
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
 }
 
 #[test]
@@ -109,9 +149,13 @@ fn file_outputs_replace_only_regular_files_and_dash_is_stdout() {
     let link = k.path("link.tar");
     std::os::unix::fs::symlink(&target, &link).unwrap();
     let mut cases: Vec<PathBuf> = vec![link.clone()];
-    if is_root() {
+    if is_root("security_store") {
         let dev = k.path("null");
-        let st = Command::new("mknod").arg(&dev).args(["c", "1", "3"]).status().unwrap();
+        let st = Command::new("mknod")
+            .arg(&dev)
+            .args(["c", "1", "3"])
+            .status()
+            .unwrap();
         assert!(st.success());
         cases.push(dev);
     }
@@ -125,9 +169,13 @@ fn file_outputs_replace_only_regular_files_and_dash_is_stdout() {
     }
     assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
     assert_eq!(std::fs::read(&target).unwrap(), b"precious");
-    if is_root() {
+    if is_root("security_store") {
         let dev = std::fs::symlink_metadata(k.path("null")).unwrap();
-        assert_eq!(dev.mode() & libc_s_ifmt(), 0o020000, "the device is still a device");
+        assert_eq!(
+            dev.mode() & libc_s_ifmt(),
+            0o020000,
+            "the device is still a device"
+        );
     }
     // dest=- writes to stdout, a regular file is replaced.
     let out = build(&k, &["-o", "type=tar,dest=-"]);
@@ -135,7 +183,11 @@ fn file_outputs_replace_only_regular_files_and_dash_is_stdout() {
     assert!(out.stdout.len() >= 1024 && out.stdout.windows(5).any(|w| w == b"hello"));
     let file = k.write("out.tar", "old");
     let out = build(&k, &["-o", &format!("type=tar,dest={}", file.display())]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(std::fs::read(&file).unwrap().len() >= 1024);
 }
 
@@ -149,13 +201,21 @@ fn blobs_with(k: &Kiln, needle: &[u8]) -> Vec<PathBuf> {
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| std::fs::read(p).unwrap().windows(needle.len()).any(|w| w == needle))
+        .filter(|p| {
+            std::fs::read(p)
+                .unwrap()
+                .windows(needle.len())
+                .any(|w| w == needle)
+        })
         .collect()
 }
 
 fn flip(path: &Path, needle: &[u8]) {
     let mut bytes = std::fs::read(path).unwrap();
-    let at = bytes.windows(needle.len()).position(|w| w == needle).unwrap();
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap();
     bytes[at] ^= 0x20;
     std::fs::write(path, bytes).unwrap();
 }
@@ -165,14 +225,24 @@ fn a_flipped_byte_in_a_layer_blob_is_found_by_from_and_by_exports() {
     let k = Kiln::new();
     add_tar_context(&k, "add('data', b'the original content of the layer')");
     let out = build(&k, &["-t", "base"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let layer = blobs_with(&k, b"the original content");
     assert_eq!(layer.len(), 1, "one layer blob holds the file");
     let hex = layer[0].file_name().unwrap().to_str().unwrap().to_owned();
     flip(&layer[0], b"original");
 
     k.write("ctx2/Dockerfile", "FROM base\nCOPY Dockerfile /x\n");
-    let out = crate::support::run(k.cmd().args(["build", "ctx2", "--progress=plain", "-o", &format!("type=local,dest={}", k.path("fs").display())]));
+    let out = crate::support::run(k.cmd().args([
+        "build",
+        "ctx2",
+        "--progress=plain",
+        "-o",
+        &format!("type=local,dest={}", k.path("fs").display()),
+    ]));
     assert!(!out.status.success(), "built on a damaged layer");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&hex) && err.contains("damaged"), "{err}");
@@ -181,10 +251,22 @@ fn a_flipped_byte_in_a_layer_blob_is_found_by_from_and_by_exports() {
         let dest = k.path(&format!("x-{kind}.tar"));
         let mut cmd = k.cmd();
         // An export of the damaged image (rebuilt from cache, so nothing reads it first).
-        let out = crate::support::run(cmd.args(["build", "ctx", "--progress=plain", "-o", &format!("type={kind},dest={}", dest.display())]));
-        assert!(!out.status.success(), "type={kind} exported a damaged layer");
+        let out = crate::support::run(cmd.args([
+            "build",
+            "ctx",
+            "--progress=plain",
+            "-o",
+            &format!("type={kind},dest={}", dest.display()),
+        ]));
+        assert!(
+            !out.status.success(),
+            "type={kind} exported a damaged layer"
+        );
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(&hex) && err.contains("damaged"), "type={kind}: {err}");
+        assert!(
+            err.contains(&hex) && err.contains("damaged"),
+            "type={kind}: {err}"
+        );
         assert!(!dest.exists());
     }
 }
@@ -212,8 +294,16 @@ fn import_refuses_hostile_archives_and_stores_nothing() {
     let cases = [
         ("dotdot", "add('../escape')", "`..`"),
         ("absolute", "add('/etc/evil')", "absolute"),
-        ("symlink", "import tarfile as T\nnode('l', type=T.SYMTYPE, linkname='/etc')\nadd('l/passwd')", "symlink"),
-        ("hardlink", "import tarfile as T\nnode('h', type=T.LNKTYPE, linkname='../../etc/shadow')", "hard-link"),
+        (
+            "symlink",
+            "import tarfile as T\nnode('l', type=T.SYMTYPE, linkname='/etc')\nadd('l/passwd')",
+            "symlink",
+        ),
+        (
+            "hardlink",
+            "import tarfile as T\nnode('h', type=T.LNKTYPE, linkname='../../etc/shadow')",
+            "hard-link",
+        ),
     ];
     for (name, script, says) in cases {
         let k = Kiln::new();
@@ -229,12 +319,14 @@ fn import_refuses_hostile_archives_and_stores_nothing() {
 }
 
 fn blob_count(k: &Kiln) -> usize {
-    std::fs::read_dir(k.root().join("content/blobs/sha256")).map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir(k.root().join("content/blobs/sha256"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 #[test]
 fn a_gzip_bomb_is_refused_before_the_disk_fills() {
-    if !is_root() {
+    if !is_root("security_store") {
         return eprintln!("skipped: needs root to mount a small tmpfs as the store");
     }
     let k = Kiln::new();
@@ -244,15 +336,32 @@ fn a_gzip_bomb_is_refused_before_the_disk_fills() {
          t = tarfile.open({:?}, 'w:gz', compresslevel=1)\ni = tarfile.TarInfo('zeros'); i.size = 256 << 20\nt.addfile(i, Z())\nt.close()\n",
         k.path("ctx/bomb.tar.gz").to_str().unwrap()
     );
-    assert!(Command::new("python3").arg("-c").arg(&program).status().unwrap().success());
+    assert!(
+        Command::new("python3")
+            .arg("-c")
+            .arg(&program)
+            .status()
+            .unwrap()
+            .success()
+    );
     let root = k.root();
     std::fs::create_dir_all(&root).unwrap();
-    assert!(Command::new("mount").args(["-t", "tmpfs", "-o", "size=128m", "tmpfs"]).arg(&root).status().unwrap().success());
+    assert!(
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=128m", "tmpfs"])
+            .arg(&root)
+            .status()
+            .unwrap()
+            .success()
+    );
     let out = build(&k, &[]);
     let _ = Command::new("umount").arg(&root).status();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bomb.tar.gz") && err.contains("decompression bomb") && err.contains("free"), "{err}");
+    assert!(
+        err.contains("bomb.tar.gz") && err.contains("decompression bomb") && err.contains("free"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -267,12 +376,21 @@ fn temp_space_of_a_dead_build_is_counted_by_du_and_swept() {
     std::fs::write(dead.join(".owner"), "").unwrap();
     std::fs::write(dead.join(".tmpABCD"), vec![0u8; 3 << 20]).unwrap();
     let du = k.ok(&["du"]);
-    let line = du.lines().find(|l| l.starts_with("temp")).unwrap_or_else(|| panic!("{du}"));
-    assert!(line.contains("MB") || line.contains("MiB") || line.contains("3."), "{du}");
+    let line = du
+        .lines()
+        .find(|l| l.starts_with("temp"))
+        .unwrap_or_else(|| panic!("{du}"));
+    assert!(
+        line.contains("MB") || line.contains("MiB") || line.contains("3."),
+        "{du}"
+    );
     // The next build sweeps it.
     let out = build(&k, &[]);
     assert!(out.status.success());
-    assert!(!dead.exists(), "the next build left the dead build's temp space");
+    assert!(
+        !dead.exists(),
+        "the next build left the dead build's temp space"
+    );
     // And prune does too.
     std::fs::create_dir_all(&dead).unwrap();
     std::fs::write(dead.join(".owner"), "").unwrap();
