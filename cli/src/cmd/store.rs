@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use kiln_exporter::config::{History, ImageConfig, RootFs, host_architecture, rfc3339};
 use kiln_exporter::image::{self, StoredImage};
-use kiln_snapshotter::layer_out::{Compression, DiffSource, LayerInfo, LayerOptions, write_layer};
+use kiln_snapshotter::layer_out::{DiffSource, LayerInfo, LayerOptions, write_layer};
 use kiln_snapshotter::{SnapshotterKind, Store, layer_in};
 
 use crate::args::GlobalArgs;
