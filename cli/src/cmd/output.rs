@@ -197,7 +197,8 @@ pub(crate) fn deliver(
                 };
                 let report = archive::write_rootfs_dir(store, image, &dest, &options)?;
                 for changed in &report.changed {
-                    done.lines.push(format!("Not written as in the image: {changed}"));
+                    done.lines
+                        .push(format!("Not written as in the image: {changed}"));
                 }
                 done.lines
                     .push(format!("Wrote the filesystem to {}", dest.display()));
