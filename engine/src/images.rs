@@ -305,7 +305,8 @@ impl Engine {
                 }
             }
         }
-        // Temp files of builds that were killed.
+        // Temp space of builds that were killed, in this or another process.
+        reclaimed += store.sweep_temp()?.stale_bytes;
         if let Ok(entries) = std::fs::read_dir(store.tmp_dir()) {
             for entry in entries.flatten() {
                 if let Ok(meta) = entry.metadata()
@@ -374,51 +375,15 @@ fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
-/// Passes bytes read to a writer too, so a tar can be checked while it is stored.
-struct Tee<R, W> {
-    inner: R,
-    copy: W,
-}
-
-impl<R: Read, W: Write> Read for Tee<R, W> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.copy.write_all(&buf[..n])?;
-        Ok(n)
-    }
-}
-
-/// Stores a rootfs tarball as a plain layer blob, checking that it is a tar on the way.
+/// Stores a rootfs tarball as a plain layer blob, validating every entry while it
+/// streams in (no `..`, no absolute names, no links out): a hostile archive stores nothing.
 fn import_tar(engine: &Engine, input: Box<dyn Read>, name: &str) -> Result<LayerInfo, EngineError> {
-    let bad = |what: &str, e: std::io::Error| {
-        EngineError::invalid(
-            format!("{name}: {what}: {e}"),
-            "give a tar archive (plain, gzip or zstd), a directory or -".to_owned(),
-        )
-    };
-    let plain = layer_in::decompress(input)?;
-    let mut blob = engine.store().content().writer()?;
-    {
-        let mut tee = Tee {
-            inner: plain,
-            copy: &mut blob,
-        };
-        let mut archive = tar::Archive::new(&mut tee);
-        for entry in archive.entries().map_err(|e| bad("not a tar archive", e))? {
-            let mut entry = entry.map_err(|e| bad("a damaged tar entry", e))?;
-            std::io::copy(&mut entry, &mut std::io::sink())
-                .map_err(|e| bad("a damaged tar entry", e))?;
-        }
-        // Whatever follows the last entry (end blocks, padding) belongs to the tar too.
-        std::io::copy(&mut tee, &mut std::io::sink()).map_err(|e| bad("read", e))?;
-    }
-    let (digest, size) = blob.commit(None)?;
-    Ok(LayerInfo {
-        diff_id: digest.clone(),
-        digest,
-        size,
-        media_type: Compression::None.media_type().to_owned(),
-    })
+    Ok(layer_in::import_layer(
+        input,
+        engine.store().content(),
+        layer_in::SizeLimit::default(),
+        name,
+    )?)
 }
 
 fn dir_size(path: &Path) -> u64 {

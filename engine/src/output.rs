@@ -106,8 +106,16 @@ fn write_file_output(
             format!("Wrote the docker archive {shown} (docker load -i {shown})")
         }
         (OutputKind::Local, Destination::Path(path)) => {
-            archive::write_rootfs_dir(store, image, path)?;
-            format!("Wrote the filesystem to {}", path.display())
+            let options = archive::LocalOptions {
+                merge: output.merge,
+                ..archive::LocalOptions::default()
+            };
+            let report = archive::write_rootfs_dir(store, image, path, &options)?;
+            let mut line = format!("Wrote the filesystem to {}", path.display());
+            for changed in &report.changed {
+                line.push_str(&format!("\nNot written as in the image: {changed}"));
+            }
+            line
         }
         (OutputKind::Tar, _) => {
             to_dest(dest, |out| archive::write_rootfs_tar(store, image, out))?;

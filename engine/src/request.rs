@@ -249,6 +249,8 @@ pub struct Output {
     pub tar: bool,
     /// `registry.insecure=true`: plain HTTP or an untrusted certificate.
     pub insecure: bool,
+    /// `merge=true` for type=local: write into a directory that is not empty.
+    pub merge: bool,
 }
 
 impl Output {
@@ -265,6 +267,7 @@ impl Output {
             annotations: BTreeMap::new(),
             tar: true,
             insecure: false,
+            merge: false,
         }
     }
 
@@ -325,6 +328,7 @@ impl Output {
                 "oci-mediatypes" => output.oci_mediatypes = Some(flag(key, value)?),
                 "tar" => output.tar = flag(key, value)?,
                 "registry.insecure" => output.insecure = flag(key, value)?,
+                "merge" if kind == OutputKind::Local => output.merge = flag(key, value)?,
                 other if other.starts_with("annotation.") => {
                     let name = &other["annotation.".len()..];
                     output.annotations.insert(name.to_owned(), value.clone());
@@ -335,7 +339,7 @@ impl Output {
                             "-o type={},{other}={value}: kiln does not support {other}",
                             spec.kind
                         ),
-                        "kiln takes dest, name, push, compression, compression-level, force-compression, oci-mediatypes, tar, registry.insecure and annotation.KEY",
+                        "kiln takes dest, name, push, compression, compression-level, force-compression, oci-mediatypes, tar, registry.insecure, merge (type=local) and annotation.KEY",
                     ));
                 }
             }

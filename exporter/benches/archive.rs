@@ -131,7 +131,7 @@ fn main() {
     .unwrap();
     report("type=tar", bytes, start);
     let start = Instant::now();
-    write_rootfs_dir(&store, &image, &out.join("rootfs")).unwrap();
+    write_rootfs_dir(&store, &image, &out.join("rootfs"), &Default::default()).unwrap();
     report("type=local", bytes, start);
 
     if Command::new("skopeo").arg("--version").output().is_ok() {

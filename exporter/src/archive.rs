@@ -49,7 +49,7 @@ use crate::image::{Manifest, OCI_CONFIG, OCI_MANIFEST, StoredImage};
 use crate::registry::{DOCKER_MANIFEST, ImageRef};
 
 pub use layout::{write_docker_archive, write_oci_archive, write_oci_layout};
-pub use rootfs::{write_rootfs_dir, write_rootfs_tar};
+pub use rootfs::{LocalOptions, LocalReport, write_rootfs_dir, write_rootfs_tar};
 
 /// The Docker schema2 image config media type.
 pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
@@ -123,6 +123,14 @@ pub enum ArchiveError {
         /// The underlying error.
         #[source]
         source: io::Error,
+    },
+    /// The destination is refused before anything is written.
+    #[error("refusing dest {path}: {reason}")]
+    DestRefused {
+        /// The destination as given.
+        path: PathBuf,
+        /// Why, and what to do.
+        reason: String,
     },
     /// Writing to the output stream failed.
     #[error(
@@ -226,31 +234,80 @@ fn missing(image: &StoredImage) -> impl Fn(StoreError) -> ArchiveError + '_ {
     }
 }
 
-/// Writes `dest` through `DEST.tmp`: `write` gets a buffered file, and `dest` appears only
-/// when `write` succeeded and the file is complete. On failure nothing is left behind.
+/// Writes the file `dest` through a temp file beside it: `write` gets a buffered file,
+/// and `dest` appears (by rename) only when `write` succeeded and the file is complete.
+/// On failure nothing is left behind.
+///
+/// Only a regular file is ever replaced: a `dest` that exists as anything else (a
+/// symlink, a device such as `/dev/stdout` or `/dev/full`, a directory, a fifo) is
+/// refused before anything is written, so an output can never turn a host device or a
+/// link into a file. Standard output is the caller's: pass its writer to the archive
+/// function (the cli does for `dest=-`).
 pub fn write_to_file<T>(
     dest: &Path,
     write: impl FnOnce(&mut BufWriter<File>) -> Result<T, ArchiveError>,
 ) -> Result<T, ArchiveError> {
-    let mut tmp_name = dest.file_name().unwrap_or(dest.as_os_str()).to_owned();
-    tmp_name.push(".tmp");
-    let tmp = dest.with_file_name(tmp_name);
-    let file = File::create(&tmp).map_err(dest_err(dest))?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
-    let result = write(&mut out).map_err(|e| e.at(dest)).and_then(|value| {
-        let file = out.into_inner().map_err(|e| ArchiveError::Dest {
-            path: dest.to_owned(),
-            source: e.into_error(),
-        })?;
-        drop(file);
-        std::fs::rename(&tmp, dest).map_err(dest_err(dest))?;
-        Ok(value)
-    });
-    if result.is_err() {
-        // Best effort: the error that matters is the one being returned.
-        let _ = std::fs::remove_file(&tmp);
+    let refuse = |reason: &str| ArchiveError::DestRefused {
+        path: dest.to_owned(),
+        reason: reason.to_owned(),
+    };
+    match std::fs::symlink_metadata(dest) {
+        Ok(meta) if meta.file_type().is_file() => {}
+        Ok(meta) if meta.file_type().is_symlink() => {
+            return Err(refuse(
+                "it is a symlink; kiln replaces only regular files (give the real path, or dest=- for standard output)",
+            ));
+        }
+        Ok(meta) if meta.is_dir() => {
+            return Err(refuse("it is a directory; give a file name"));
+        }
+        Ok(_) => {
+            return Err(refuse(
+                "it exists and is not a regular file (a device, fifo or socket); kiln replaces only regular files (dest=- writes to standard output)",
+            ));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(dest_err(dest)(e)),
     }
-    result
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(dest.file_name().unwrap_or(dest.as_os_str()));
+    prefix.push(".");
+    let tmp = tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(dest_err(dest))?;
+    // As File::create would make it (the temp file starts private).
+    std::fs::set_permissions(tmp.path(), perms_644()).map_err(dest_err(dest))?;
+    let file = tmp.reopen().map_err(dest_err(dest))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let value = write(&mut out).map_err(|e| e.at(dest))?;
+    let file = out.into_inner().map_err(|e| ArchiveError::Dest {
+        path: dest.to_owned(),
+        source: e.into_error(),
+    })?;
+    file.sync_all().map_err(dest_err(dest))?;
+    drop(file);
+    // Checked again just before the rename: only a regular file (or nothing) is replaced.
+    match std::fs::symlink_metadata(dest) {
+        Ok(meta) if !meta.file_type().is_file() => {
+            return Err(refuse(
+                "it was replaced by something that is not a regular file while the output was written",
+            ));
+        }
+        _ => {}
+    }
+    // Dropping `tmp` on an error removes it.
+    tmp.persist(dest).map_err(|e| dest_err(dest)(e.error))?;
+    Ok(value)
+}
+
+fn perms_644() -> std::fs::Permissions {
+    std::os::unix::fs::PermissionsExt::from_mode(0o644)
 }
 
 /// How a layer blob is compressed, from its media type.
@@ -324,9 +381,12 @@ impl<R: Read> SourceReader<R> {
     /// The error of a copy out of this reader: the reader's own, or the writer's.
     fn blame(&mut self, source_path: &Path, entry: &str, error: io::Error) -> ArchiveError {
         match self.failed.take() {
-            Some(source) => ArchiveError::Store(StoreError::Io {
-                path: source_path.to_owned(),
-                source,
+            Some(source) => ArchiveError::Store(match kiln_snapshotter::damaged_blob(&source) {
+                Some(digest) => StoreError::Corrupt { digest },
+                None => StoreError::Io {
+                    path: source_path.to_owned(),
+                    source,
+                },
             }),
             None => write_err(entry)(error),
         }
@@ -440,12 +500,17 @@ fn uncompressed_layer(
     let mut reader = SourceReader::new(kiln_snapshotter::layer_in::decompress(file)?, false);
     let mut writer = store.content().writer()?;
     if let Err(e) = io::copy(&mut reader, &mut writer) {
-        return Err(match reader.failed {
-            Some(e) => ArchiveError::BadLayer {
+        let damaged = reader
+            .failed
+            .as_ref()
+            .and_then(kiln_snapshotter::damaged_blob);
+        return Err(match (damaged, reader.failed) {
+            (Some(digest), _) => StoreError::Corrupt { digest }.into(),
+            (None, Some(e)) => ArchiveError::BadLayer {
                 digest: layer.digest.clone(),
                 reason: format!("cannot decompress it ({e}); pull or build the image again"),
             },
-            None => StoreError::Io {
+            (None, None) => StoreError::Io {
                 path: store.tmp_dir(),
                 source: e,
             }

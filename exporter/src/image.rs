@@ -115,6 +115,11 @@ pub fn read_image(store: &Store, descriptor: &Descriptor) -> Result<StoredImage,
 
 /// Finds an image by name (`app`, `app:1`), by id (its config digest, whole or a prefix
 /// of at least 4 hex digits, with or without `sha256:`), or by manifest digest.
+///
+/// Two failures are told apart: [`StoreError::ImageNotFound`] when no image has that
+/// name or id (a caller may pull it), [`StoreError::DamagedImage`] when one does but its
+/// manifest or config is missing, damaged or unreadable (the error names the blob; a
+/// caller must not fetch something else in its place).
 pub fn find_image(
     store: &Store,
     reference: &str,
@@ -122,21 +127,33 @@ pub fn find_image(
     let not_found = || StoreError::ImageNotFound {
         name: reference.to_owned(),
     };
+    let damaged = |source: StoreError| StoreError::DamagedImage {
+        name: reference.to_owned(),
+        source: Box::new(source),
+    };
     let tags = store.tags().list()?;
     if let Ok(name) = kiln_snapshotter::normalize_name(reference)
         && let Some((_, descriptor)) = tags.iter().find(|(n, _)| *n == name)
     {
-        let image = read_image(store, descriptor)?;
+        let image = read_image(store, descriptor).map_err(damaged)?;
         let names = names_of(&tags, &descriptor.digest);
         return Ok((names, image));
     }
     let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
     if hex.len() >= 4 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
         for (_, descriptor) in &tags {
-            let image = read_image(store, descriptor)?;
-            if image.id.hex().starts_with(hex) || descriptor.digest.hex().starts_with(hex) {
-                let names = names_of(&tags, &descriptor.digest);
-                return Ok((names, image));
+            let by_manifest = descriptor.digest.hex().starts_with(hex);
+            match read_image(store, descriptor) {
+                Ok(image) if by_manifest || image.id.hex().starts_with(hex) => {
+                    let names = names_of(&tags, &descriptor.digest);
+                    return Ok((names, image));
+                }
+                Ok(_) => {}
+                Err(e) if by_manifest => return Err(damaged(e)),
+                // Another image's damage is no reason to fail this lookup; if it was the
+                // one asked for by config id, the lookup fails as not found below, and
+                // its tag still names it for kiln rmi.
+                Err(_) => {}
             }
         }
     }

@@ -28,6 +28,29 @@ fn reg_digest(d: &Digest) -> Result<registry::Digest, TransferError> {
     Ok(registry::Digest::parse(d.as_str())?)
 }
 
+/// A blob of the store to push, read through the store's verifying reader: a damaged
+/// blob fails the upload with [`StoreError::Corrupt`]'s message (naming it) instead of
+/// reaching the registry.
+fn store_blob(
+    store: &Store,
+    media_type: &str,
+    digest: &Digest,
+    size: u64,
+) -> Result<BlobSource, TransferError> {
+    let content = store.content().clone();
+    let blob = digest.clone();
+    Ok(BlobSource {
+        digest: reg_digest(digest)?,
+        size,
+        media_type: media_type.to_owned(),
+        mount_from: Vec::new(),
+        open: std::sync::Arc::new(move || {
+            let reader = content.open(&blob).map_err(std::io::Error::other)?;
+            Ok(Box::new(reader) as Box<dyn std::io::Read + Send>)
+        }),
+    })
+}
+
 /// Pushes `image` from the store under every name in `targets`, with its layers
 /// compressed as `compression` asks (the registry gets gzip by default).
 pub async fn push(
@@ -57,12 +80,12 @@ pub async fn push(
                 media_type: layer.media_type.clone(),
             }
         };
-        blobs.push(BlobSource::from_file(
+        blobs.push(store_blob(
+            store,
             &info.media_type,
-            reg_digest(&info.digest)?,
+            &info.digest,
             info.size,
-            store.content().path(&info.digest),
-        ));
+        )?);
         layers.push(Descriptor {
             media_type: info.media_type,
             digest: info.digest,
@@ -71,12 +94,12 @@ pub async fn push(
         });
     }
     let config = &image.manifest.config;
-    blobs.push(BlobSource::from_file(
+    blobs.push(store_blob(
+        store,
         &config.media_type,
-        reg_digest(&config.digest)?,
+        &config.digest,
         config.size,
-        store.content().path(&config.digest),
-    ));
+    )?);
     let manifest = Manifest {
         schema_version: 2,
         media_type: Some(OCI_MANIFEST.to_owned()),

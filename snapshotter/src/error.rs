@@ -25,7 +25,7 @@ pub enum StoreError {
     },
     /// A blob's bytes do not match its digest.
     #[error(
-        "blob {digest} is damaged (its content does not match its digest); run kiln prune and build again"
+        "blob {digest} is damaged: its content does not match its digest; remove the images that use it (kiln rmi, then kiln prune) and build or pull them again (kiln fsck lists damaged blobs)"
     )]
     Corrupt {
         /// The digest.
@@ -67,6 +67,25 @@ pub enum StoreError {
         /// Why it is refused.
         reason: String,
     },
+    /// An archive expands past what an extraction may write.
+    #[error("archive entry {entry:?}: {reason}")]
+    TooLarge {
+        /// The entry that would cross the limit.
+        entry: String,
+        /// The limit and the sizes involved.
+        reason: String,
+    },
+    /// An image is in the store but one of its blobs cannot be used.
+    #[error(
+        "image {name} is in the store but damaged: {source}; remove it (kiln rmi {name}) and build or pull it again"
+    )]
+    DamagedImage {
+        /// The name asked for.
+        name: String,
+        /// What is wrong (names the blob).
+        #[source]
+        source: Box<StoreError>,
+    },
     /// An image name that cannot be used.
     #[error("invalid image name {name:?}: {reason}")]
     BadName {
@@ -77,7 +96,12 @@ pub enum StoreError {
     },
 }
 
+/// Wraps an I/O error with its path; a damaged blob found by a [`crate::BlobReader`]
+/// somewhere down the reader chain stays [`StoreError::Corrupt`].
 pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> StoreError {
     let path = path.into();
-    move |source| StoreError::Io { path, source }
+    move |source| match crate::content::damaged_blob(&source) {
+        Some(digest) => StoreError::Corrupt { digest },
+        None => StoreError::Io { path, source },
+    }
 }

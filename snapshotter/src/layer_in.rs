@@ -8,6 +8,17 @@
 //! entry whose parent path crosses a symlink (a symlink, then a file written through
 //! it). Refusals name the entry. A later entry for the same path replaces an earlier one,
 //! as tar does.
+//!
+//! Hostile archives are bounded too ([`SizeLimit`]): by default an extraction stops
+//! before it would leave less than 5% (at most 1 GiB) of the target's filesystem free,
+//! so a decompression bomb fails with a message instead of filling the disk. An
+//! extraction reads its input to the end even after the tar's end-of-archive blocks, so
+//! a store blob ([`crate::BlobReader`]) is always verified; when an extraction fails on a
+//! damaged blob the error says the blob is damaged, not that its tar is odd.
+//!
+//! [`import_layer`] stores an archive as a layer blob, checking every entry with the same
+//! rules while it streams in ([`Validator`]), so nothing a later extraction would refuse
+//! enters the store.
 
 use std::collections::HashSet;
 use std::fs;
@@ -16,7 +27,9 @@ use std::path::{Component, Path, PathBuf};
 
 use nix::sys::stat::SFlag;
 
+use crate::content::{BlobReader, ContentStore};
 use crate::error::{StoreError, io};
+use crate::layer_out::{Compression, LayerInfo};
 use crate::tree_copy::{self, Meta};
 
 /// How deletions are written.
@@ -37,6 +50,223 @@ pub struct ApplyStats {
     pub entries: u64,
     /// Bytes of file content written.
     pub bytes: u64,
+    /// Entries not written as the archive has them ([`ApplyOptions`] said so), in
+    /// archive order, for the caller to report.
+    pub changed: Vec<Changed>,
+}
+
+/// An entry written differently from the archive, or not at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changed {
+    /// The entry's path in the archive.
+    pub path: String,
+    /// What was done.
+    pub change: Change,
+}
+
+/// What was done to an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Change {
+    /// A character or block device, not created.
+    DeviceSkipped {
+        /// Its major number.
+        major: u32,
+        /// Its minor number.
+        minor: u32,
+    },
+    /// A file with the setuid or setgid bit: written with `mode` instead.
+    SpecialBitsCleared {
+        /// The mode in the archive.
+        from: u32,
+        /// The mode written.
+        to: u32,
+    },
+}
+
+impl std::fmt::Display for Changed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.change {
+            Change::DeviceSkipped { major, minor } => {
+                write!(f, "{}: device node {major}:{minor} not created", self.path)
+            }
+            Change::SpecialBitsCleared { from, to } => write!(
+                f,
+                "{}: setuid/setgid dropped (mode {from:04o} written as {to:04o})",
+                self.path
+            ),
+        }
+    }
+}
+
+/// How much an extraction may write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SizeLimit {
+    /// At most this many bytes of file content in all (`None`: no fixed cap).
+    pub max_bytes: Option<u64>,
+    /// How much of the target's filesystem must stay free.
+    pub keep_free: KeepFree,
+}
+
+impl Default for SizeLimit {
+    /// No fixed cap; stop before the disk is nearly full ([`KeepFree::Auto`]). A fixed
+    /// cap would refuse real images (multi-GB layers exist) while a bomb that fits the
+    /// disk costs only disk space, freed by removing the build's snapshot.
+    fn default() -> Self {
+        SizeLimit {
+            max_bytes: None,
+            keep_free: KeepFree::Auto,
+        }
+    }
+}
+
+/// The free space an extraction must leave on the target's filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepFree {
+    /// 5% of the filesystem's size, at most 1 GiB.
+    Auto,
+    /// This many bytes.
+    Bytes(u64),
+    /// No check (the filesystem's own `ENOSPC` is the limit).
+    Off,
+}
+
+/// How an extraction writes what it reads.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions<'a> {
+    /// How deletions are written.
+    pub style: WhiteoutStyle,
+    /// Owners replaced by this `(uid, gid)` when given.
+    pub owner: Option<(u32, u32)>,
+    /// The bound on what is written.
+    pub limit: SizeLimit,
+    /// Create character and block devices (else skipped and listed in
+    /// [`ApplyStats::changed`]).
+    pub devices: bool,
+    /// Keep setuid and setgid bits on files (else cleared and listed). Directories keep
+    /// their setgid bit, which only decides the group of new files.
+    pub setuid: bool,
+    /// Paths under the target that were symlinks before the extraction started (a
+    /// directory the caller merges into): an entry that would replace one is refused,
+    /// as is one below it.
+    pub protected: Option<&'a HashSet<PathBuf>>,
+}
+
+impl ApplyOptions<'_> {
+    /// A layer, as the store unpacks it: everything kept (the result is a snapshot, seen
+    /// only inside the sandbox), bounded by the default [`SizeLimit`].
+    pub fn layer(style: WhiteoutStyle) -> ApplyOptions<'static> {
+        ApplyOptions {
+            style,
+            owner: None,
+            limit: SizeLimit::default(),
+            devices: true,
+            setuid: true,
+            protected: None,
+        }
+    }
+}
+
+/// Keeps an extraction inside its [`SizeLimit`].
+struct Budget<'a> {
+    limit: SizeLimit,
+    /// The filesystem checked for free space.
+    target: &'a Path,
+    written: u64,
+    /// Free bytes at the last look, and what was written since.
+    free_at_check: Option<u64>,
+    since_check: u64,
+    reserve: u64,
+}
+
+/// How much is written between two looks at the free space, at most.
+const CHECK_EVERY: u64 = 64 << 20;
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+impl<'a> Budget<'a> {
+    fn new(limit: SizeLimit, target: &'a Path) -> Budget<'a> {
+        Budget {
+            limit,
+            target,
+            written: 0,
+            free_at_check: None,
+            since_check: 0,
+            reserve: 0,
+        }
+    }
+
+    fn look(&mut self) -> Result<u64, StoreError> {
+        let stat = nix::sys::statvfs::statvfs(self.target)
+            .map_err(|e| io(self.target)(io::Error::from(e)))?;
+        let block = stat.fragment_size();
+        let free = stat.blocks_available().saturating_mul(block);
+        self.reserve = match self.limit.keep_free {
+            KeepFree::Auto => (stat.blocks().saturating_mul(block) / 20).min(1 << 30),
+            KeepFree::Bytes(n) => n,
+            KeepFree::Off => 0,
+        };
+        self.free_at_check = Some(free);
+        self.since_check = 0;
+        Ok(free)
+    }
+
+    /// Accounts for `size` more bytes for `entry`, or refuses them.
+    fn take(&mut self, entry: &str, size: u64) -> Result<(), StoreError> {
+        let total = self.written.saturating_add(size);
+        if let Some(max) = self.limit.max_bytes
+            && total > max
+        {
+            return Err(StoreError::TooLarge {
+                entry: entry.to_owned(),
+                reason: format!(
+                    "the archive expands to more than the limit of {} ({} with this entry); it may be a decompression bomb",
+                    human(max),
+                    human(total)
+                ),
+            });
+        }
+        if self.limit.keep_free != KeepFree::Off {
+            let estimate = match self.free_at_check {
+                Some(free) if self.since_check.saturating_add(size) < CHECK_EVERY => {
+                    free.saturating_sub(self.since_check)
+                }
+                _ => self.look()?,
+            };
+            if estimate.saturating_sub(size) < self.reserve {
+                // Look again before refusing: others may have freed space.
+                let free = self.look()?;
+                if free.saturating_sub(size) < self.reserve {
+                    return Err(StoreError::TooLarge {
+                        entry: entry.to_owned(),
+                        reason: format!(
+                            "extracting it would leave less than {} free on the filesystem of {} ({} free, {} extracted so far); the archive may be a decompression bomb, or the disk needs space",
+                            human(self.reserve),
+                            self.target.display(),
+                            human(free),
+                            human(self.written)
+                        ),
+                    });
+                }
+            }
+        }
+        self.written = total;
+        self.since_check = self.since_check.saturating_add(size);
+        Ok(())
+    }
 }
 
 /// Opens a layer (or an archive) for reading whatever its compression: gzip, zstd,
@@ -154,30 +384,73 @@ pub fn is_tar_archive(path: &Path) -> bool {
 
 /// Extracts an archive (`ADD app.tar.gz /dest`) into `root` with the same refusals as a
 /// layer (nothing outside `root`), names taken literally, owners replaced by `owner`
-/// when given.
+/// when given, bounded by the default [`SizeLimit`].
 pub fn extract_archive(
     reader: impl Read + 'static,
     root: &Path,
     owner: Option<(u32, u32)>,
 ) -> Result<ApplyStats, StoreError> {
-    apply(reader, root, WhiteoutStyle::Literal, owner)
+    let options = ApplyOptions {
+        owner,
+        ..ApplyOptions::layer(WhiteoutStyle::Literal)
+    };
+    apply_with(reader, root, &options)
 }
 
-/// Extracts the layer read from `reader` into `root`.
+/// Extracts the layer read from `reader` into `root`, bounded by the default
+/// [`SizeLimit`].
 pub fn apply_layer(
     reader: impl Read + 'static,
     root: &Path,
     style: WhiteoutStyle,
 ) -> Result<ApplyStats, StoreError> {
-    apply(reader, root, style, None)
+    apply_with(reader, root, &ApplyOptions::layer(style))
 }
 
-fn apply(
-    reader: impl Read + 'static,
+/// Extracts the archive read from `reader` into `root` as `options` say. The input is
+/// read to its end; a store blob that turns out damaged fails the extraction with
+/// [`StoreError::Corrupt`], whatever else went wrong on the way.
+pub fn apply_with<R: Read + 'static>(
+    reader: R,
     root: &Path,
-    style: WhiteoutStyle,
-    owner: Option<(u32, u32)>,
+    options: &ApplyOptions<'_>,
 ) -> Result<ApplyStats, StoreError> {
+    let is_blob = (&reader as &dyn std::any::Any).is::<BlobReader>();
+    let mut reader = Shared(std::rc::Rc::new(std::cell::RefCell::new(reader)));
+    let result = apply_entries(Shared(std::rc::Rc::clone(&reader.0)), root, options);
+    // Whatever follows the tar's end (end blocks, padding) is part of the blob: reading it
+    // is what lets a BlobReader check the digest. After a failure, only a blob of the
+    // store is read on (to tell damage from a bad archive); other inputs may be long.
+    if result.is_ok() || is_blob {
+        if let Err(e) = io::copy(&mut reader, &mut io::sink()) {
+            let tail = io("<layer>")(e);
+            return match (result, tail) {
+                (_, corrupt @ StoreError::Corrupt { .. }) => Err(corrupt),
+                (Err(first), _) => Err(first),
+                (Ok(_), tail) => Err(tail),
+            };
+        }
+    }
+    result
+}
+
+/// One reader, read by the tar walk and then by the drain that follows it.
+struct Shared<R>(std::rc::Rc<std::cell::RefCell<R>>);
+
+impl<R: Read> Read for Shared<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.borrow_mut().read(buf)
+    }
+}
+
+fn apply_entries<R: Read + 'static>(
+    reader: Shared<R>,
+    root: &Path,
+    options: &ApplyOptions<'_>,
+) -> Result<ApplyStats, StoreError> {
+    let style = options.style;
+    let owner = options.owner;
+    let mut budget = Budget::new(options.limit, root);
     let mut archive = tar::Archive::new(decompress(reader)?);
     let mut stats = ApplyStats::default();
     let mut dirs: Vec<(PathBuf, Meta)> = Vec::new();
@@ -232,6 +505,17 @@ fn apply(
         }
 
         let path = confined(root, &parts, &raw)?;
+        if let Some(protected) = options.protected
+            && path
+                .ancestors()
+                .take_while(|p| p.starts_with(root) && *p != root)
+                .any(|p| protected.contains(p))
+        {
+            return Err(refuse(
+                &raw,
+                "the destination has a symlink there; kiln never replaces or writes through a symlink it did not create",
+            ));
+        }
         let mtime = header.mtime().unwrap_or(0) as i64;
         let mut meta = Meta {
             mode: header.mode().unwrap_or(0o644),
@@ -275,8 +559,25 @@ fn apply(
                 dirs.push((path.clone(), meta));
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
+                budget.take(&raw, header.size().unwrap_or(0))?;
+                if !options.setuid && meta.mode & 0o6000 != 0 {
+                    let to = meta.mode & !0o6000;
+                    stats.changed.push(Changed {
+                        path: raw.clone(),
+                        change: Change::SpecialBitsCleared {
+                            from: meta.mode & 0o7777,
+                            to: to & 0o7777,
+                        },
+                    });
+                    meta.mode = to;
+                }
                 remove_any(&path)?;
-                let mut file = fs::File::create(&path).map_err(io(&path))?;
+                // create_new: never follows a symlink put there after the removal.
+                let mut file = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                    .map_err(io(&path))?;
                 stats.bytes += io::copy(&mut entry, &mut file).map_err(io(&path))?;
                 drop(file);
                 tree_copy::apply_meta(&path, &meta)?;
@@ -315,6 +616,13 @@ fn apply(
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 let major = header.device_major().ok().flatten().unwrap_or(0);
                 let minor = header.device_minor().ok().flatten().unwrap_or(0);
+                if !options.devices && kind != tar::EntryType::Fifo {
+                    stats.changed.push(Changed {
+                        path: raw.clone(),
+                        change: Change::DeviceSkipped { major, minor },
+                    });
+                    continue;
+                }
                 let flag = match kind {
                     tar::EntryType::Char => SFlag::S_IFCHR,
                     tar::EntryType::Block => SFlag::S_IFBLK,
@@ -339,4 +647,140 @@ fn apply(
         tree_copy::apply_meta(dir, meta)?;
     }
     Ok(stats)
+}
+
+/// Checks an archive's entries as they stream past, with the rules extraction applies,
+/// without writing anything: no absolute names, no `..`, nothing below a symlink of
+/// the archive, hard links only to files the archive has before them. Refusals are
+/// [`StoreError::UnsafeEntry`], naming the entry.
+#[derive(Debug, Default)]
+pub struct Validator {
+    symlinks: HashSet<Vec<String>>,
+    files: HashSet<Vec<String>>,
+}
+
+impl Validator {
+    /// Checks one entry (its raw name, type and, for links, raw target).
+    pub fn check(
+        &mut self,
+        raw: &str,
+        kind: tar::EntryType,
+        link: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let parts = clean_parts(raw)?;
+        self.no_symlink_above(&parts, raw)?;
+        match kind {
+            tar::EntryType::Symlink => {
+                if link.is_none_or(str::is_empty) {
+                    return Err(refuse(raw, "a symlink without a target"));
+                }
+                self.files.remove(&parts);
+                self.symlinks.insert(parts);
+            }
+            tar::EntryType::Link => {
+                let target = link.ok_or_else(|| refuse(raw, "a hard link without a target"))?;
+                let target_parts = clean_parts(target)
+                    .map_err(|_| refuse(raw, "its hard-link target leaves the layer's root"))?;
+                if !self.files.contains(&target_parts) {
+                    return Err(refuse(
+                        raw,
+                        "its hard-link target is not a file of this layer",
+                    ));
+                }
+                self.symlinks.remove(&parts);
+                self.files.insert(parts);
+            }
+            tar::EntryType::Directory => {
+                self.symlinks.remove(&parts);
+                self.files.remove(&parts);
+            }
+            tar::EntryType::XGlobalHeader
+            | tar::EntryType::XHeader
+            | tar::EntryType::GNULongName
+            | tar::EntryType::GNULongLink => {}
+            _ => {
+                self.symlinks.remove(&parts);
+                self.files.insert(parts);
+            }
+        }
+        Ok(())
+    }
+
+    fn no_symlink_above(&self, parts: &[String], raw: &str) -> Result<(), StoreError> {
+        for end in 1..parts.len() {
+            if self.symlinks.contains(&parts[..end]) {
+                return Err(refuse(
+                    raw,
+                    "a parent directory is a symlink; writing through it could leave the layer's root",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Stores the archive read from `reader` (plain or compressed) as an uncompressed layer
+/// blob (`kiln import`), checking every entry with [`Validator`] while it streams in and
+/// bounding it by `limit` (free space is that of the store's filesystem). Nothing is
+/// stored unless the whole archive is a tar whose entries extraction would accept.
+/// `name` names the input in errors.
+pub fn import_layer(
+    reader: impl Read + 'static,
+    content: &ContentStore,
+    limit: SizeLimit,
+    name: &str,
+) -> Result<LayerInfo, StoreError> {
+    struct Tee<'a, R> {
+        inner: R,
+        copy: &'a mut crate::BlobWriter,
+    }
+    impl<R: Read> Read for Tee<'_, R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            io::Write::write_all(self.copy, &buf[..n])?;
+            Ok(n)
+        }
+    }
+    let bad = |reason: String| StoreError::Format {
+        path: PathBuf::from(name),
+        reason,
+    };
+    let plain = decompress(reader)?;
+    let mut blob = content.writer()?;
+    let target = content.path(&crate::Digest::of(b""));
+    let store_dir = target.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(store_dir).map_err(io(store_dir))?;
+    let mut budget = Budget::new(limit, store_dir);
+    {
+        let mut tee = Tee {
+            inner: plain,
+            copy: &mut blob,
+        };
+        let mut validator = Validator::default();
+        let mut archive = tar::Archive::new(&mut tee);
+        let entries = archive
+            .entries()
+            .map_err(|e| bad(format!("not a tar archive: {e}")))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| bad(format!("a damaged tar entry: {e}")))?;
+            let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            let link = entry
+                .link_name_bytes()
+                .map(|l| String::from_utf8_lossy(&l).into_owned());
+            let kind = entry.header().entry_type();
+            validator.check(&raw, kind, link.as_deref())?;
+            budget.take(&raw, entry.size())?;
+            io::copy(&mut entry, &mut io::sink())
+                .map_err(|e| bad(format!("entry {raw:?} is cut short: {e}")))?;
+        }
+        // Whatever follows the last entry (end blocks, padding) belongs to the tar too.
+        io::copy(&mut tee, &mut io::sink()).map_err(io(name))?;
+    }
+    let (digest, size) = blob.commit(None)?;
+    Ok(LayerInfo {
+        diff_id: digest.clone(),
+        digest,
+        size,
+        media_type: Compression::None.media_type().to_owned(),
+    })
 }

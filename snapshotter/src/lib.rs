@@ -6,7 +6,7 @@
 //! ```text
 //! content/        an OCI image layout (oci-layout, index.json, blobs/sha256/...)
 //! snapshots/<id>/ fs (the diff dir), work (overlay), meta.json
-//! tmp/            temp files, renamed into place when complete
+//! tmp/            temp space: own-XXXX/ dirs, each held by a live owner (see temp)
 //! locks/          lock files for read-modify-write updates
 //! ```
 //!
@@ -42,15 +42,17 @@ pub mod index;
 pub mod layer_in;
 pub mod layer_out;
 pub mod snapshots;
+pub mod temp;
 mod tree_copy;
 
 use std::path::{Path, PathBuf};
 
-pub use content::{BlobWriter, ContentStore};
+pub use content::{BlobReader, BlobWriter, ContentStore, damaged_blob};
 pub use digest::{Digest, HashingWriter};
 pub use error::StoreError;
 pub use index::{Descriptor, TagIndex, normalize_name};
 pub use snapshots::{Active, Mount, SnapshotId, Snapshots, SnapshotterKind};
+pub use temp::{TempDir, TempUsage};
 
 /// An opened store.
 #[derive(Debug, Clone)]
@@ -79,7 +81,7 @@ impl Store {
         let kind = kind.unwrap_or_else(SnapshotterKind::detect);
         Ok(Store {
             root: root.to_owned(),
-            content: ContentStore::new(&content_dir, &tmp),
+            content: ContentStore::new(&content_dir, temp::TempSpace::new(&tmp)),
             tags: TagIndex::new(&content_dir, &locks, &tmp),
             snapshots: Snapshots::new(&root.join("snapshots"), &tmp, kind),
         })
@@ -105,7 +107,8 @@ impl Store {
         &self.snapshots
     }
 
-    /// A scratch directory inside the store (same filesystem as everything else).
+    /// The store's `tmp/` (same filesystem as everything else). Paths made directly in it
+    /// belong to nobody: prefer [`Store::temp_dir`], whose leftovers are swept.
     pub fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")
     }
@@ -134,6 +137,40 @@ impl Store {
         self.root.join("logs")
     }
 
+    /// A fresh temp directory in the store, owned by the returned guard: removed when
+    /// the guard drops, and by [`Store::sweep_temp`] (any process's) once the process
+    /// holding the guard is gone. The one place temp paths come from: blob writers,
+    /// downloads, contexts, sockets.
+    pub fn temp_dir(&self) -> Result<TempDir, StoreError> {
+        TempDir::new_in(&self.tmp_dir())
+    }
+
+    /// Removes temp space whose owner is gone (a build killed half-way, in this or any
+    /// other kiln process); what live owners hold is left alone. Returns the bytes
+    /// removed ([`TempUsage::stale_bytes`]) and those still in use. Run by
+    /// [`Store::lock_for_build`] and meant for `kiln prune`.
+    pub fn sweep_temp(&self) -> Result<TempUsage, StoreError> {
+        temp::sweep(&self.tmp_dir(), true)
+    }
+
+    /// The bytes in temp space, in use and left by dead owners (for `kiln du`).
+    pub fn temp_usage(&self) -> Result<TempUsage, StoreError> {
+        temp::sweep(&self.tmp_dir(), false)
+    }
+
+    /// Reads every blob and returns those whose bytes do not match their digest.
+    pub fn damaged_blobs(&self) -> Result<Vec<Digest>, StoreError> {
+        let mut damaged = Vec::new();
+        for digest in self.content.list()? {
+            match self.content.verify(&digest) {
+                Ok(()) | Err(StoreError::BlobNotFound { .. }) => {}
+                Err(StoreError::Corrupt { .. }) => damaged.push(digest),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(damaged)
+    }
+
     fn gc_lock_file(&self) -> Result<std::fs::File, StoreError> {
         let dir = self.root.join("locks");
         std::fs::create_dir_all(&dir).map_err(error::io(&dir))?;
@@ -147,11 +184,13 @@ impl Store {
     }
 
     /// Held by a build for as long as it runs: garbage collection waits for every build,
-    /// so it never removes a snapshot a build is still writing. Builds share it.
+    /// so it never removes a snapshot a build is still writing. Builds share it. Taking
+    /// it first sweeps the temp space that dead builds left ([`Store::sweep_temp`]).
     pub fn lock_for_build(&self) -> Result<StoreLock, StoreError> {
         let file = self.gc_lock_file()?;
         file.lock_shared()
             .map_err(error::io(self.root.join("locks/gc.lock")))?;
+        self.sweep_temp()?;
         Ok(StoreLock(file))
     }
 

@@ -8,6 +8,7 @@ mod parse;
 mod registry;
 mod sandbox;
 mod security_sandbox;
+mod security_store;
 mod serve;
 mod snapshots;
 mod store;

@@ -6,7 +6,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use kiln_snapshotter::{Descriptor, Digest, Store, StoreError};
+use kiln_snapshotter::{BlobReader, Descriptor, Digest, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -142,43 +142,37 @@ fn blob_path(digest: &Digest) -> String {
 }
 
 /// Opens a blob of the store to copy it out, checking its size; returns the reader
-/// (which hashes) and the blob's path.
+/// (a [`BlobReader`], which verifies the digest) and the blob's path.
 fn open_blob(
     store: &Store,
     image: &StoredImage,
     digest: &Digest,
     size: u64,
-) -> Result<(SourceReader<io::Take<fs::File>>, PathBuf), ArchiveError> {
-    let file = store.content().open(digest).map_err(missing(image))?;
+) -> Result<(SourceReader<BlobReader>, PathBuf), ArchiveError> {
+    let blob = store.content().open(digest).map_err(missing(image))?;
     let path = store.content().path(digest);
-    let actual = file
-        .metadata()
-        .map_err(|source| StoreError::Io {
-            path: path.clone(),
-            source,
-        })?
-        .len();
-    if actual != size {
+    if blob.len() != size {
         return Err(StoreError::Corrupt {
             digest: digest.clone(),
         }
         .into());
     }
-    Ok((SourceReader::new(io::Read::take(file, size), true), path))
+    Ok((SourceReader::new(blob, false), path))
 }
 
-/// Checks that what was copied out of a blob is the blob.
+/// Checks that what was copied out of a blob is the blob: all of it, and its digest.
 fn check_blob(
-    reader: &SourceReader<io::Take<fs::File>>,
+    reader: SourceReader<BlobReader>,
     digest: &Digest,
     size: u64,
 ) -> Result<(), ArchiveError> {
-    if reader.count != size || reader.digest().as_ref() != Some(digest) {
+    if reader.count != size {
         return Err(StoreError::Corrupt {
             digest: digest.clone(),
         }
         .into());
     }
+    reader.inner.finish()?;
     Ok(())
 }
 
@@ -250,7 +244,7 @@ fn write_tar(
                     &path,
                     &mut buf,
                 )?;
-                check_blob(&reader, digest, *size)?;
+                check_blob(reader, digest, *size)?;
             }
         }
     }
@@ -301,7 +295,7 @@ pub fn write_oci_layout(
         write_to_file(&target, |out| {
             let (mut reader, path) = open_blob(store, image, &digest, size)?;
             io::copy(&mut reader, out).map_err(|e| reader.blame(&path, &entry, e))?;
-            check_blob(&reader, &digest, size)
+            check_blob(reader, &digest, size)
         })?;
     }
     let layout = dir.join("oci-layout");

@@ -18,8 +18,11 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use kiln_snapshotter::layer_in::{WhiteoutStyle, apply_layer};
-use kiln_snapshotter::{Digest, Store};
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use kiln_snapshotter::layer_in::{ApplyOptions, Changed, WhiteoutStyle, apply_with};
+use kiln_snapshotter::{BlobReader, Digest, Store, StoreError};
 
 use super::{
     ArchiveError, LayerKind, SourceReader, append_file, dest_err, layers_with_diff_ids, missing,
@@ -27,23 +30,97 @@ use super::{
 };
 use crate::image::StoredImage;
 
+/// How `type=local` writes onto the host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LocalOptions {
+    /// Write into a directory that is not empty (never `/`). Its symlinks are never
+    /// replaced or written through: an image entry at or below one is an error.
+    pub merge: bool,
+    /// Create the image's character and block devices (else skipped and reported).
+    pub devices: bool,
+    /// Keep setuid/setgid bits on files (else cleared and reported).
+    pub setuid: bool,
+}
+
+/// What `type=local` did not write as the image has it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalReport {
+    /// Entries skipped or changed, per layer in order (a path may repeat when several
+    /// layers have it); print them with `Display`.
+    pub changed: Vec<Changed>,
+}
+
 /// `type=local,dest=DIR`: extracts the image's layers in order into `dir` (created if
 /// needed), deletions applied as deletions.
+///
+/// The host is protected from the image: `/` is refused, so is a directory that is not
+/// empty unless [`LocalOptions::merge`]; device nodes are skipped and setuid/setgid bits
+/// cleared unless the options allow them (the report lists each); nothing is written
+/// through or over a symlink that was in `dir` before (nor, as in any extraction,
+/// through one the image made).
 pub fn write_rootfs_dir(
     store: &Store,
     image: &StoredImage,
     dir: &Path,
-) -> Result<(), ArchiveError> {
+    options: &LocalOptions,
+) -> Result<LocalReport, ArchiveError> {
+    let refuse = |reason: String| ArchiveError::DestRefused {
+        path: dir.to_owned(),
+        reason,
+    };
+    match fs::symlink_metadata(dir) {
+        Ok(_) => {
+            let real = fs::canonicalize(dir).map_err(dest_err(dir))?;
+            if real == Path::new("/") {
+                return Err(refuse(
+                    "it is the host's root directory; type=local writes the image's files there, choose an empty directory".to_owned(),
+                ));
+            }
+            if !real.is_dir() {
+                return Err(refuse("it exists and is not a directory".to_owned()));
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(dest_err(dir)(e)),
+    }
     fs::create_dir_all(dir).map_err(dest_err(dir))?;
+    let root = fs::canonicalize(dir).map_err(dest_err(dir))?;
+    let non_empty = fs::read_dir(&root).map_err(dest_err(dir))?.next().is_some();
+    let mut protected = HashSet::new();
+    if non_empty {
+        if !options.merge {
+            return Err(refuse(
+                "it is not empty; choose an empty or new directory, or ask to merge into it (merge=true)".to_owned(),
+            ));
+        }
+        for entry in walkdir::WalkDir::new(&root)
+            .follow_links(false)
+            .min_depth(1)
+        {
+            let entry = entry.map_err(|e| dest_err(dir)(e.into()))?;
+            if entry.path_is_symlink() {
+                protected.insert(PathBuf::from(entry.path()));
+            }
+        }
+    }
+    let apply = ApplyOptions {
+        devices: options.devices,
+        setuid: options.setuid,
+        protected: Some(&protected),
+        ..ApplyOptions::layer(WhiteoutStyle::Delete)
+    };
+    let mut report = LocalReport::default();
     for layer in &image.manifest.layers {
         LayerKind::of_media_type(&layer.media_type).ok_or_else(|| unsupported(layer))?;
-        let file = store
+        let blob = store
             .content()
             .open(&layer.digest)
             .map_err(missing(image))?;
-        apply_layer(file, dir, WhiteoutStyle::Delete)?;
+        report
+            .changed
+            .extend(apply_with(blob, &root, &apply)?.changed);
     }
-    Ok(())
+    Ok(report)
 }
 
 /// A tree key: the path's components joined by NUL, so that the map's order is a
@@ -248,19 +325,39 @@ fn node_of(entry: &mut tar::Entry<'_, impl Read>, kind: Kind, layer: usize) -> N
 }
 
 /// Reads layer `index` (a plain tar at `blob`) into `tree`.
+/// Reads the headers of one layer into `tree`, reading the blob through (not seeking
+/// over file data) so that its digest is checked; a damaged blob is reported as such
+/// even when the damage made the tar unreadable.
 fn read_layer(
     tree: &mut Tree,
     index: usize,
-    file: File,
+    blob: BlobReader,
+    layer_digest: &Digest,
+) -> Result<(), ArchiveError> {
+    let mut reader = BufReader::with_capacity(1 << 16, blob);
+    let result = read_headers(tree, index, &mut reader, layer_digest);
+    let tail = reader.into_inner().finish();
+    match (result, tail) {
+        (_, Err(corrupt @ StoreError::Corrupt { .. })) => Err(corrupt.into()),
+        (Err(e), _) => Err(e),
+        (Ok(()), Err(e)) => Err(e.into()),
+        (Ok(()), Ok(())) => Ok(()),
+    }
+}
+
+fn read_headers(
+    tree: &mut Tree,
+    index: usize,
+    reader: &mut BufReader<BlobReader>,
     layer_digest: &Digest,
 ) -> Result<(), ArchiveError> {
     let bad = |reason: String| ArchiveError::BadLayer {
         digest: layer_digest.clone(),
         reason,
     };
-    let mut archive = tar::Archive::new(BufReader::with_capacity(1 << 16, file));
+    let mut archive = tar::Archive::new(reader);
     let entries = archive
-        .entries_with_seek()
+        .entries()
         .map_err(|e| bad(format!("cannot read it as a tar: {e}")))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| bad(format!("cannot read it as a tar: {e}")))?;
@@ -357,15 +454,19 @@ pub fn write_rootfs_tar(
     let mut sources = Vec::new();
     for (index, (layer, diff_id)) in layers_with_diff_ids(image)?.into_iter().enumerate() {
         let tar = uncompressed_layer(store, image, layer, &diff_id)?;
-        let file = store.content().open(&tar).map_err(missing(image))?;
-        read_layer(&mut tree, index, file, &layer.digest)?;
+        let blob = store.content().open(&tar).map_err(missing(image))?;
+        read_layer(&mut tree, index, blob, &layer.digest)?;
         sources.push((tar, layer.digest.clone()));
     }
     tree.add_implicit_dirs();
 
+    // Verified by the first pass; the copy seeks, so it reads the files directly.
     let files = sources
         .iter()
-        .map(|(tar, _)| store.content().open(tar).map_err(missing(image)))
+        .map(|(tar, _)| {
+            let path = store.content().path(tar);
+            File::open(&path).map_err(|source| ArchiveError::Store(StoreError::Io { path, source }))
+        })
         .collect::<Result<Vec<File>, _>>()?;
     let mut builder = tar::Builder::new(out);
     let mut buf = Vec::new();

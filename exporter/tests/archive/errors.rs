@@ -45,8 +45,13 @@ fn an_unwritable_dest_is_named_and_nothing_is_left() {
     .expect_err("a layout directory cannot be a file");
     assert!(err.to_string().contains("not-a-dir"), "{err}");
 
-    let err = write_rootfs_dir(&fx.store, &fx.image, &fx.path("not-a-dir"))
-        .expect_err("a rootfs directory cannot be a file");
+    let err = write_rootfs_dir(
+        &fx.store,
+        &fx.image,
+        &fx.path("not-a-dir"),
+        &Default::default(),
+    )
+    .expect_err("a rootfs directory cannot be a file");
     assert!(err.to_string().contains("not-a-dir"), "{err}");
     assert_eq!(files_in(&fx.out), ["not-a-dir"]);
 }

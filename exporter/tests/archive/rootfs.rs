@@ -9,7 +9,7 @@ use crate::support::{Fixture, describe, describe_with_mtimes, expected_tree, hav
 fn local_output_is_the_final_tree() {
     let fx = Fixture::new(Compression::None);
     let dir = fx.path("rootfs");
-    write_rootfs_dir(&fx.store, &fx.image, &dir).unwrap();
+    write_rootfs_dir(&fx.store, &fx.image, &dir, &Default::default()).unwrap();
     assert_eq!(describe(&dir), expected_tree());
 }
 
@@ -50,7 +50,7 @@ fn tar_output_is_the_local_tree_as_one_tar() {
             ],
         );
         let local = fx.path("local");
-        write_rootfs_dir(&fx.store, &fx.image, &local).unwrap();
+        write_rootfs_dir(&fx.store, &fx.image, &local, &Default::default()).unwrap();
         assert_eq!(describe(&extracted), expected_tree(), "{compression:?}");
         assert_eq!(
             describe_with_mtimes(&extracted),
