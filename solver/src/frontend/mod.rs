@@ -67,6 +67,15 @@ impl LowerError {
         }
     }
 
+    /// A failed expansion at `span`; a bound that was hit says what to change.
+    fn expansion(span: Span, err: &kiln_parser::shell::Error) -> LowerError {
+        let lowered = LowerError::at(span, err.to_string());
+        match err.limit {
+            Some(limit) => lowered.hint(limit.hint()),
+            None => lowered,
+        }
+    }
+
     fn hint(mut self, hint: impl Into<String>) -> LowerError {
         self.hint = Some(hint.into());
         self
@@ -427,7 +436,7 @@ impl Lowerer<'_> {
         kiln_parser::shell::Lexer::new(self.escape)
             .expand_word(word, env)
             .map(|e| e.value)
-            .map_err(|e| LowerError::at(span, e.to_string()))
+            .map_err(|e| LowerError::expansion(span, &e))
     }
 
     /// The names stages were given (`AS name`), for did-you-mean hints.

@@ -159,7 +159,7 @@ impl Lowerer<'_> {
     ) -> Result<(), LowerError> {
         let span = instruction.span;
         let expanded = kiln_parser::expand::expand(&instruction.kind, self.escape, &state.env)
-            .map_err(|e| LowerError::at(span, e.to_string()))?;
+            .map_err(|e| LowerError::expansion(span, &e))?;
         let kind = expanded.kind;
         let label = self.label(stage, step, total, &display_text(instruction));
         match &kind {
