@@ -20,6 +20,7 @@ pub mod cancel;
 pub mod context;
 pub mod frontend;
 pub mod graph;
+pub mod input_file;
 pub mod layered_view;
 pub mod meta;
 pub mod ops;
