@@ -197,6 +197,19 @@ pub struct Plan {
     pub source_date_epoch: Option<i64>,
 }
 
+impl StageState {
+    /// Sets a stage variable (ENV, or an ARG's value) in O(1).
+    fn set_env(&mut self, key: &str, value: &str) {
+        crate::meta::set_indexed(
+            &mut self.env,
+            &mut self.env_index,
+            key,
+            |(k, _): &(String, String)| k.as_str(),
+            (key.to_owned(), value.to_owned()),
+        );
+    }
+}
+
 #[derive(Clone)]
 struct StageState {
     index: usize,
@@ -206,6 +219,8 @@ struct StageState {
     image: ImageConfig,
     meta: StageMeta,
     env: Vec<(String, String)>,
+    /// Where each key of `env` is (a hint, see `meta::set_indexed`).
+    env_index: HashMap<String, usize>,
     args: Vec<String>,
     fs: VertexId,
     layers: Vec<LayerSource>,
@@ -372,6 +387,7 @@ impl StageState {
             image,
             meta: StageMeta::default(),
             env: Vec::new(),
+            env_index: HashMap::new(),
             args: Vec::new(),
             fs,
             layers,

@@ -214,7 +214,7 @@ impl Lowerer<'_> {
                         self.global_env.get_value(&name).map(str::to_owned)
                     };
                     if let Some(value) = &value {
-                        state.env.set(&name, value);
+                        state.set_env(&name, value);
                         items.push(format!("{name}={value}"));
                     } else {
                         items.push(name.clone());
@@ -228,7 +228,7 @@ impl Lowerer<'_> {
             }
             Kind::Env(pairs) => {
                 for kv in pairs {
-                    state.env.set(&kv.key, &kv.value);
+                    state.set_env(&kv.key, &kv.value);
                 }
                 self.metadata(state, &kind, instruction)
             }
