@@ -145,11 +145,6 @@ pub fn set_indexed<T>(
     }
 }
 
-/// The key of a `KEY=value` entry.
-pub fn env_key(entry: &String) -> &str {
-    entry.split_once('=').map_or(entry.as_str(), |(k, _)| k)
-}
-
 /// Applies one metadata instruction to `image` and returns its history text, if BuildKit
 /// writes one (ONBUILD writes none). The stage's SHELL wraps shell-form commands.
 pub fn apply(
@@ -167,7 +162,7 @@ pub fn apply(
                     &mut config.env,
                     &mut state.env_index,
                     &kv.key,
-                    env_key,
+                    |entry: &String| entry.split_once('=').map_or(entry.as_str(), |(k, _)| k),
                     format!("{}={}", kv.key, kv.value),
                 );
             }
