@@ -113,6 +113,11 @@ impl Engine {
                 )
             })?;
         }
+        for secret in &request.secrets {
+            secret.check().map_err(|e| {
+                BuildError::invalid(e.to_string(), "give a regular file of at most 500 KiB")
+            })?;
+        }
         let store = self.store().clone();
         let _building = store.lock_for_build()?;
         let prepared = self.prepare(request.context, &request.dockerfile).await?;
@@ -484,12 +489,11 @@ impl From<ResolveError> for BuildError {
 }
 
 fn read_dockerfile(path: &Path, name: &str) -> Result<DockerfileText, BuildError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        BuildError::invalid(
-            format!("read the Dockerfile {}: {e}", path.display()),
-            "give its path with -f FILE",
-        )
-    })?;
+    // Bounded, regular files only, UTF-8 errors placed at their line and column.
+    let text =
+        kiln_solver::input_file::read_dockerfile(path).map_err(|e| BuildError::Dockerfile {
+            rendered: e.render(name),
+        })?;
     Ok(DockerfileText {
         name: name.to_owned(),
         text,

@@ -54,6 +54,15 @@ pub enum ErrorKind {
     /// A quote that never closes.
     #[error("{0}")]
     Quote(String),
+    /// The input is past one of the parser's bounds (file size, nesting, expanded size).
+    #[error("{0}")]
+    Limit(String),
+    /// The file is not UTF-8 text.
+    #[error("{0}")]
+    Encoding(String),
+    /// A NUL byte where the text becomes a process's argument or environment.
+    #[error("{0}")]
+    Nul(String),
 }
 
 /// A parse error: what is wrong and where, with an optional hint.

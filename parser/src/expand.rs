@@ -227,7 +227,8 @@ mod tests {
 /// Expands the variables of a heredoc body (`COPY <<EOF` with an unquoted delimiter), as a
 /// shell expands a here-document: `$NAME` and `${...}` are replaced, an escaped `$` is a
 /// literal `$`, and quotes and every other character stay as written (an apostrophe in
-/// the text is not an unterminated quote).
+/// the text is not an unterminated quote). Expansion may add at most
+/// [`crate::shell::MAX_WORD_SIZE`] bytes to the body.
 pub fn expand_heredoc(body: &str, escape: char, env: &dyn Env) -> Result<String, Error> {
     let lexer = Lexer::new(escape);
     let chars: Vec<char> = body.chars().collect();
@@ -282,6 +283,17 @@ pub fn expand_heredoc(body: &str, escape: char, env: &dyn Env) -> Result<String,
         };
         let token: String = chars[i..end].iter().collect();
         out.push_str(&lexer.expand_word(&token, env)?.value);
+        // The body as written may be large; what variables add to it is bounded.
+        if out.len() > body.len().saturating_add(crate::shell::MAX_WORD_SIZE) {
+            return Err(Error {
+                word: token,
+                message: format!(
+                    "the heredoc's variables add more than {} KiB to it, the most kiln allows",
+                    crate::shell::MAX_WORD_SIZE / 1024
+                ),
+                limit: Some(crate::shell::Limit::Size),
+            });
+        }
         i = end;
     }
     Ok(out)

@@ -226,6 +226,11 @@ pub const RULES: &[Rule] = &[
     INVALID_DEFINITION_DESCRIPTION,
 ];
 
+/// The [`Finding::rule`] of an expansion that hit a bound of [`crate::shell`] (nesting,
+/// expanded size): not a BuildKit rule and not skippable, always an error, since the
+/// build stops at the same word.
+pub const EXPANSION_LIMIT: &str = "ExpansionLimit";
+
 /// What the checks know beyond the Dockerfile.
 #[derive(Debug, Clone, Default)]
 pub struct CheckOptions {
@@ -340,6 +345,21 @@ pub(crate) struct Report<'a> {
 }
 
 impl Report<'_> {
+    /// An expansion that hit one of the expander's bounds: always an error, whatever the
+    /// configuration says (the build would stop there too).
+    pub(crate) fn limit(&mut self, span: Span, err: &crate::shell::Error) {
+        let finding = Finding {
+            rule: EXPANSION_LIMIT,
+            message: format!("{err}; {}", err.limit.map(|l| l.hint()).unwrap_or_default()),
+            span,
+            url: "https://docs.docker.com/reference/dockerfile/#environment-replacement".to_owned(),
+            error: true,
+        };
+        if !self.findings.contains(&finding) {
+            self.findings.push(finding);
+        }
+    }
+
     pub(crate) fn add(&mut self, rule: &Rule, span: Span, message: String) {
         if !self.config.enabled(rule) {
             return;

@@ -64,12 +64,18 @@ impl Node {
 
 /// Builds the node of one logical line.
 pub(crate) fn node(line: &Logical, escape: char) -> Result<Node, Error> {
-    let mut node = node_from_text(&line.text, line.span, escape)?;
+    let mut node = node_from_text(&line.text, line.span, escape, 0)?;
     node.heredocs = line.heredocs.clone();
     Ok(node)
 }
 
-fn node_from_text(text: &str, span: Span, escape: char) -> Result<Node, Error> {
+/// How many `ONBUILD` may stack in one line's node view. The typed pass refuses even two
+/// (BuildKit's "Chaining ONBUILD"); the node view (`kiln debug dump`) shows two as
+/// BuildKit does, and refuses more rather than recursing once per word of a hostile
+/// `ONBUILD ONBUILD ...` line.
+const MAX_ONBUILD_NODES: usize = 2;
+
+fn node_from_text(text: &str, span: Span, escape: char, depth: usize) -> Result<Node, Error> {
     let (keyword, flags, rest) = split_command(text, span)?;
     let name = keyword.to_lowercase();
     let mut node = Node {
@@ -122,7 +128,16 @@ fn node_from_text(text: &str, span: Span, escape: char) -> Result<Node, Error> {
         }
         "onbuild" => {
             if !rest.is_empty() {
-                node.child = Some(Box::new(node_from_text(rest, span, escape)?));
+                if depth + 1 > MAX_ONBUILD_NODES {
+                    return Err(Error::new(
+                        span,
+                        ErrorKind::Arguments(
+                            "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".to_owned(),
+                        ),
+                    )
+                    .with_hint("give one ONBUILD per trigger"));
+                }
+                node.child = Some(Box::new(node_from_text(rest, span, escape, depth + 1)?));
             }
         }
         // Unknown instructions keep their name; the typed pass reports them.
@@ -311,7 +326,7 @@ mod tests {
     use super::*;
 
     fn check(text: &str, expected: &str) {
-        let got = node_from_text(text, Span::default(), '\\').map(|n| n.dump());
+        let got = node_from_text(text, Span::default(), '\\', 0).map(|n| n.dump());
         assert_eq!(got, Ok(expected.to_owned()), "{text}");
     }
 
@@ -352,7 +367,8 @@ mod tests {
             node_from_text(
                 "CMD [ \"echo\", [ \"nested json\" ] ]",
                 Span::default(),
-                '\\'
+                '\\',
+                0
             )
             .is_err()
         );

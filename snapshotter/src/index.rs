@@ -85,18 +85,15 @@ pub fn normalize_name(name: &str) -> Result<String, StoreError> {
         && (parts[0].contains('.') || parts[0].contains(':') || parts[0] == "localhost");
     let repo_ok = !repo.is_empty()
         && parts.iter().enumerate().all(|(i, part)| {
-            let host = i == 0 && has_host;
-            !part.is_empty()
-                && part.chars().all(|c| {
-                    c.is_ascii_lowercase()
-                        || c.is_ascii_digit()
-                        || "._-".contains(c)
-                        || (host && (c == ':' || c.is_ascii_uppercase()))
-                })
+            if i == 0 && has_host {
+                is_domain(part)
+            } else {
+                is_path_component(part)
+            }
         });
     if !repo_ok {
         return Err(bad(
-            "use lowercase letters, digits, '.', '_', '-' and '/' (e.g. app or registry:5000/team/app)",
+            "each part between '/' is lowercase letters and digits, joined by '.', '_', '__' or '-' (e.g. app or registry:5000/team/app); '..' and names starting with '.' are not names",
         ));
     }
     if let Some(tag) = rest {
@@ -115,6 +112,61 @@ pub fn normalize_name(name: &str) -> Result<String, StoreError> {
         return Ok(name.to_owned());
     }
     Ok(format!("{name}:latest"))
+}
+
+/// distribution/reference's path component: `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*`.
+fn is_path_component(part: &str) -> bool {
+    let bytes = part.as_bytes();
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let mut i = 0;
+    loop {
+        // A run of [a-z0-9]+.
+        let start = i;
+        while i < bytes.len() && alnum(bytes[i]) {
+            i += 1;
+        }
+        if i == start {
+            return false;
+        }
+        if i == bytes.len() {
+            return true;
+        }
+        // A separator: '.', '_', '__' or '-'+, then another run.
+        match bytes[i] {
+            b'.' => i += 1,
+            b'_' => {
+                i += if bytes.get(i + 1) == Some(&b'_') {
+                    2
+                } else {
+                    1
+                }
+            }
+            b'-' => {
+                while bytes.get(i) == Some(&b'-') {
+                    i += 1;
+                }
+            }
+            _ => return false,
+        }
+    }
+}
+
+/// distribution/reference's domain: dot-separated `[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?`
+/// labels, then an optional `:PORT` of digits.
+fn is_domain(part: &str) -> bool {
+    let (host, port) = match part.split_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (part, None),
+    };
+    let label_ok = |label: &str| {
+        let b = label.as_bytes();
+        !b.is_empty()
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+            && b[0] != b'-'
+            && b[b.len() - 1] != b'-'
+    };
+    host.split('.').all(label_ok)
+        && port.is_none_or(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()))
 }
 
 impl TagIndex {
@@ -250,6 +302,44 @@ mod tests {
         check("app:-x", Err(()));
         check("", Err(()));
         check("a//b", Err(()));
+    }
+
+    #[test]
+    fn names_follow_the_distribution_reference_grammar() {
+        // Issue 17, item 14: these were accepted as tags.
+        for bad in [
+            "../../x",
+            "..",
+            ".hidden",
+            "x:../../y",
+            "a/../b",
+            "a/.b",
+            "a.",
+            "-a",
+            "a-",
+            "a___b",
+            "reg.io:/a",
+            "reg.io:5x/a",
+            "-reg.io/a",
+        ] {
+            check(bad, Err(()));
+        }
+        for good in [
+            "a.b",
+            "a_b",
+            "a__b",
+            "a--b",
+            "a-b/c.d_e",
+            "Reg.IO:5000/a",
+            "my-reg/a",
+        ] {
+            assert!(normalize_name(good).is_ok(), "{good}");
+        }
+        let err = normalize_name("../../x").expect_err("path");
+        assert!(
+            err.to_string().contains("'..' and names starting with '.'"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod context;
 pub mod frontend;
 pub mod graph;
 pub mod in_flight;
+pub mod input_file;
 pub mod layered_view;
 pub mod meta;
 pub mod ops;

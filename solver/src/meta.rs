@@ -107,6 +107,42 @@ fn ports(spec: &str) -> Result<Vec<String>, MetaError> {
 pub struct StageMeta {
     /// A CMD came earlier in this stage (then ENTRYPOINT keeps it).
     pub cmd_set: bool,
+    /// Where each key of the config's `Env` is (a hint, checked on use).
+    pub env_index: std::collections::HashMap<String, usize>,
+}
+
+/// Sets `key` in `list` (entries in first-set order, the first with the key replaced, as
+/// `ImageConfig::env_set` does) through `index`, a key -> position hint that is checked
+/// on each use and rebuilt when it disagrees with `list`. N distinct keys then cost O(N)
+/// instead of a scan of the list per key (100k ENV lines took 103 s).
+pub fn set_indexed<T>(
+    list: &mut Vec<T>,
+    index: &mut std::collections::HashMap<String, usize>,
+    key: &str,
+    key_of: impl Fn(&T) -> &str,
+    value: T,
+) {
+    let trusted =
+        |list: &Vec<T>, index: &std::collections::HashMap<String, usize>| index.len() == list.len();
+    if !trusted(list, index)
+        || index
+            .get(key)
+            .is_some_and(|&i| list.get(i).map(&key_of) != Some(key))
+    {
+        index.clear();
+        for (i, entry) in list.iter().enumerate() {
+            index.entry(key_of(entry).to_owned()).or_insert(i);
+        }
+    }
+    match index.get(key) {
+        Some(&i) => list[i] = value,
+        None => {
+            // With repeated keys in `list` the index is shorter and rebuilt each time:
+            // still correct, only slower, for a base image with a duplicated variable.
+            index.insert(key.to_owned(), list.len());
+            list.push(value);
+        }
+    }
 }
 
 /// Applies one metadata instruction to `image` and returns its history text, if BuildKit
@@ -122,7 +158,13 @@ pub fn apply(
     Ok(Some(match kind {
         Kind::Env(pairs) => {
             for kv in pairs {
-                config.env_set(&kv.key, &kv.value);
+                set_indexed(
+                    &mut config.env,
+                    &mut state.env_index,
+                    &kv.key,
+                    |entry: &String| entry.split_once('=').map_or(entry.as_str(), |(k, _)| k),
+                    format!("{}={}", kv.key, kv.value),
+                );
             }
             let text: Vec<String> = pairs
                 .iter()

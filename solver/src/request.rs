@@ -130,6 +130,19 @@ pub struct SecretSpec {
 }
 
 impl SecretSpec {
+    /// Checks, before the build, that a file secret is a regular file of at most
+    /// [`crate::input_file::MAX_SECRET_SIZE`] (as buildx stats its sources up front).
+    pub fn check(&self) -> Result<(), crate::input_file::InputFileError> {
+        if let SecretSource::File(path) = &self.source {
+            crate::input_file::read_regular_file(
+                path,
+                &format!("--secret id={}", self.id),
+                crate::input_file::MAX_SECRET_SIZE,
+            )?;
+        }
+        Ok(())
+    }
+
     /// Parses buildx's syntax: `id=X[,src=FILE|,source=FILE|,env=VAR][,type=file|env]`.
     /// With no source, `env=ID` is tried for `type=env` and `src=ID` otherwise, as buildx does.
     pub fn parse(value: &str) -> Result<SecretSpec, RequestError> {
@@ -155,6 +168,13 @@ impl SecretSpec {
         }
         let id =
             id.ok_or_else(|| bad("secret", value, "missing id=...; e.g. id=npmrc,src=.npmrc"))?;
+        if id.is_empty() {
+            return Err(bad(
+                "secret",
+                value,
+                "the id must not be empty; e.g. id=npmrc,src=.npmrc",
+            ));
+        }
         let source = match (src, env, kind.as_deref()) {
             (Some(_), Some(_), _) => {
                 return Err(bad("secret", value, "give either src= or env=, not both"));
@@ -385,6 +405,12 @@ mod tests {
         let s = SecretSpec::parse("id=cert").expect("parse");
         assert_eq!(s.source, SecretSource::File("cert".into()));
         assert!(SecretSpec::parse("src=x").is_err());
+        let err = SecretSpec::parse("id=,src=x").expect_err("empty id");
+        assert!(
+            err.to_string().contains("the id must not be empty"),
+            "{err}"
+        );
+        assert!(SecretSpec::parse("id=").is_err());
         assert!(SecretSpec::parse("id=x,src=a,env=b").is_err());
         assert!(SecretSpec::parse("id=x,color=red").is_err());
     }

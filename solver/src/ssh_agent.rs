@@ -58,7 +58,15 @@ pub fn load_keys(paths: &[PathBuf]) -> Result<Vec<(PrivateKey, String)>, KeyErro
             path: path.clone(),
             reason,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+        let bytes = crate::input_file::read_regular_file(
+            path,
+            "the key file",
+            crate::input_file::MAX_SSH_KEY_SIZE,
+        )
+        .map_err(|e| fail(e.to_string()))?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            fail("the key file is not text; give an OpenSSH private key".to_owned())
+        })?;
         let key = PrivateKey::from_openssh(&text).map_err(|e| {
             fail(format!(
                 "{e}; give an OpenSSH private key (ssh-keygen writes them)"

@@ -2,7 +2,7 @@
 //! this module renders progress, errors and the summary.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -19,9 +19,6 @@ use kiln_solver::request::{
 
 use crate::args::GlobalArgs;
 use crate::progress::{self, BuildLog, Mode, Paint, Tally};
-
-/// The largest Dockerfile `-f -` reads from stdin.
-const MAX_STDIN_DOCKERFILE: u64 = 16 << 20;
 
 /// The most `kiln build -` reads from stdin as a context.
 const MAX_STDIN_CONTEXT: u64 = 64 << 30;
@@ -261,11 +258,8 @@ fn sources(engine: &Engine, args: &BuildArgs) -> anyhow::Result<(ContextSource, 
             if context_text == "-" {
                 bail!("the context and the Dockerfile cannot both come from stdin");
             }
-            let mut text = String::new();
-            std::io::stdin()
-                .take(MAX_STDIN_DOCKERFILE)
-                .read_to_string(&mut text)
-                .context("read the Dockerfile from stdin")?;
+            let text = kiln_solver::input_file::read_dockerfile_from(std::io::stdin().lock())
+                .map_err(|e| anyhow::anyhow!("{}", e.render("-").trim_end()))?;
             DockerfileSource::Inline {
                 name: "Dockerfile".to_owned(),
                 text,

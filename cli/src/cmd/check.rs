@@ -6,7 +6,6 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use kiln_parser::lint::Finding;
 
 use crate::args::GlobalArgs;
@@ -44,13 +43,14 @@ pub(crate) fn check(global: &GlobalArgs, args: CheckArgs) -> anyhow::Result<Exit
         .file
         .clone()
         .unwrap_or_else(|| args.context.join("Dockerfile"));
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "read the Dockerfile {}; give it with -f FILE",
-            path.display()
-        )
-    })?;
     let name = path.display().to_string();
+    let text = match kiln_solver::input_file::read_dockerfile(&path) {
+        Ok(text) => text,
+        Err(err) => {
+            eprint!("{}", err.render(&name));
+            return Ok(ExitCode::FAILURE);
+        }
+    };
     let file = match kiln_parser::parse(&text) {
         Ok(file) => file,
         Err(e) => {

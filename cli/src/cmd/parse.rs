@@ -1,10 +1,8 @@
 //! `kiln parse --json` and `kiln debug dump`: the parser's views of a Dockerfile.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-
-use anyhow::Context;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct ParseArgs {
@@ -21,17 +19,27 @@ pub(crate) struct DumpArgs {
     pub(crate) file: PathBuf,
 }
 
-/// The file's text and the name to show in messages.
-fn read(file: &Path) -> anyhow::Result<(String, String)> {
-    if file == Path::new("-") {
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .context("read the Dockerfile from stdin")?;
-        return Ok(("Dockerfile".to_owned(), text));
+/// The file's text and the name to show in messages; a file that cannot be a
+/// Dockerfile (a device, too large, not UTF-8) is reported and ends the command.
+fn read(file: &Path) -> anyhow::Result<Result<(String, String), ExitCode>> {
+    let (name, read) = if file == Path::new("-") {
+        (
+            "Dockerfile".to_owned(),
+            kiln_solver::input_file::read_dockerfile_from(std::io::stdin().lock()),
+        )
+    } else {
+        (
+            file.display().to_string(),
+            kiln_solver::input_file::read_dockerfile(file),
+        )
+    };
+    match read {
+        Ok(text) => Ok(Ok((name, text))),
+        Err(err) => {
+            eprint!("{}", err.render(&name));
+            Ok(Err(ExitCode::FAILURE))
+        }
     }
-    let text = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
-    Ok((file.display().to_string(), text))
 }
 
 fn print(text: &str) -> anyhow::Result<ExitCode> {
@@ -42,7 +50,10 @@ fn print(text: &str) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) fn parse(args: ParseArgs) -> anyhow::Result<ExitCode> {
-    let (name, text) = read(&args.file)?;
+    let (name, text) = match read(&args.file)? {
+        Ok(read) => read,
+        Err(code) => return Ok(code),
+    };
     match kiln_parser::parse(&text) {
         Ok(dockerfile) => {
             // JSON is the one output format; the flag is there for docker-style scripts.
@@ -59,7 +70,10 @@ pub(crate) fn parse(args: ParseArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) fn dump(args: DumpArgs) -> anyhow::Result<ExitCode> {
-    let (name, text) = read(&args.file)?;
+    let (name, text) = match read(&args.file)? {
+        Ok(read) => read,
+        Err(code) => return Ok(code),
+    };
     match kiln_parser::parse_nodes(&text) {
         Ok(tree) => print(&tree.dump()),
         Err(err) => {

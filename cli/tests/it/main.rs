@@ -7,6 +7,7 @@ mod feedback;
 mod parse;
 mod registry;
 mod sandbox;
+mod security_bounds;
 mod security_sandbox;
 mod security_store;
 mod serve;

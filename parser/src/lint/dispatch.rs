@@ -120,9 +120,22 @@ pub(crate) fn check(
             entrypoint: None,
             healthcheck: None,
             pending: Vec::new(),
+            limit: RefCell::new(None),
+            span: stage.span,
         };
         for instruction in &stage.instructions {
+            walker.span = instruction.span;
             walker.instruction(instruction);
+            if walker.limit.borrow().is_some() {
+                break;
+            }
+        }
+        if let Some((span, err)) = walker.limit.take()
+            && dispatched[i]
+        {
+            // What follows depends on a value that could not be made: stop here.
+            report.limit(span, &err);
+            return;
         }
         if dispatched[i] {
             for p in walker.pending {
@@ -222,6 +235,10 @@ struct Walker<'a> {
     entrypoint: Option<Span>,
     healthcheck: Option<Span>,
     pending: Vec<Pending>,
+    /// The first expansion that hit a bound, and where.
+    limit: RefCell<Option<(Span, crate::shell::Error)>>,
+    /// The instruction being walked.
+    span: Span,
 }
 
 impl Walker<'_> {
@@ -241,7 +258,12 @@ impl Walker<'_> {
                 unmatched.extend(out.unmatched);
                 out.value
             }
-            Err(_) => word.to_owned(),
+            Err(err) => {
+                if err.limit.is_some() && self.limit.borrow().is_none() {
+                    *self.limit.borrow_mut() = Some((self.span, err));
+                }
+                word.to_owned()
+            }
         }
     }
 

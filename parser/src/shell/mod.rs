@@ -13,6 +13,12 @@
 //! `$$` ...) are never set. Refused, with an error: unterminated quotes or `${`, `${}`,
 //! modifiers BuildKit does not know (`${V:=w}`).
 //!
+//! Bounded on hostile input: `${...}` nests at most [`MAX_NESTING`] deep (the expander
+//! recurses once per level, so this bounds its stack), a word expands to at most
+//! [`MAX_WORD_SIZE`] bytes (`ARG a=$a$a` repeated doubles a value per line), and a
+//! pattern in `${V#p}` / `${V/p/r}` is matched only while its work table stays under
+//! [`MAX_PATTERN_CELLS`]. Each limit is an [`Error`] with [`Error::limit`] set.
+//!
 //! ```
 //! use kiln_parser::shell::Lexer;
 //! let env = vec![("NAME".to_owned(), "kiln".to_owned())];
@@ -69,15 +75,79 @@ pub struct Expansion<T> {
     pub unmatched: BTreeSet<String>,
 }
 
+/// How deep `${...}` may nest inside one word. The expander recurses once per level;
+/// 128 (serde_json's default recursion limit) is far beyond what a Dockerfile writes
+/// (two or three levels) and keeps the stack under 100 KiB on any thread.
+pub const MAX_NESTING: usize = 128;
+
+/// The most bytes one word may expand to: 1 MiB. Linux refuses a single argument or
+/// environment string over 128 KiB (`MAX_ARG_STRLEN`), so no value a process could take
+/// is refused; a variable that refers to itself twice per line (`ARG a=$a$a`) reaches it
+/// after twenty lines instead of allocating until the process dies.
+pub const MAX_WORD_SIZE: usize = 1 << 20;
+
+/// The largest work table a `${V#pattern}`, `${V%pattern}` or `${V/pattern/r}` may need
+/// (pattern length times value length, one byte a cell): 16 Mi cells.
+pub const MAX_PATTERN_CELLS: usize = 16 << 20;
+
+/// Which bound an expansion hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Limit {
+    /// `${...}` nested deeper than [`MAX_NESTING`].
+    Nesting,
+    /// The word grew past [`MAX_WORD_SIZE`].
+    Size,
+    /// A pattern times its value is past [`MAX_PATTERN_CELLS`].
+    Pattern,
+}
+
+impl Limit {
+    /// What to do about it.
+    pub fn hint(self) -> &'static str {
+        match self {
+            Limit::Nesting => {
+                "nest ${...} less deeply: give the inner default its own ARG or ENV first"
+            }
+            Limit::Size => {
+                "look for a variable that refers to itself more than once (ARG a=$a$a): each such line doubles it"
+            }
+            Limit::Pattern => "match the pattern against a shorter value, or use a shorter pattern",
+        }
+    }
+}
+
 /// An expansion that failed; `message` says why, in BuildKit's words.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("failed to process \"{word}\": {message}")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
     /// The word being expanded.
     pub word: String,
     /// What is wrong, e.g. `syntax error: bad substitution`.
     pub message: String,
+    /// The bound that was hit, when it was one (not a syntax error).
+    pub limit: Option<Limit>,
 }
+
+/// How much of the word an error message quotes.
+const QUOTED_WORD: usize = 80;
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A hostile word can be megabytes: quote its start only.
+        match self.word.char_indices().nth(QUOTED_WORD) {
+            Some((cut, _)) => write!(
+                f,
+                "failed to process \"{}...\" ({} bytes): {}",
+                &self.word[..cut],
+                self.word.len(),
+                self.message
+            ),
+            None => write!(f, "failed to process \"{}\": {}", self.word, self.message),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
 
 /// The expander, for one escape character.
 #[derive(Debug, Clone, Copy)]
@@ -123,10 +193,13 @@ impl Lexer {
             env,
             matched: BTreeSet::new(),
             unmatched: BTreeSet::new(),
+            depth: 0,
+            limit: None,
         };
         let (value, words) = scan.stop_on(None, false).map_err(|message| Error {
             word: word.to_owned(),
             message,
+            limit: scan.limit,
         })?;
         Ok((value, words, scan))
     }
@@ -181,9 +254,50 @@ struct Scan<'a> {
     env: &'a dyn Env,
     matched: BTreeSet<String>,
     unmatched: BTreeSet<String>,
+    /// How many `${` are open.
+    depth: usize,
+    /// The bound an error came from, if any.
+    limit: Option<Limit>,
 }
 
 impl Scan<'_> {
+    /// Records that `limit` was hit and returns the message for it.
+    fn exceeded(&mut self, limit: Limit, message: String) -> String {
+        self.limit = Some(limit);
+        message
+    }
+
+    /// Fails once `text` is longer than [`MAX_WORD_SIZE`].
+    fn check_size(&mut self, text: &str) -> Result<(), String> {
+        if text.len() > MAX_WORD_SIZE {
+            return Err(self.exceeded(
+                Limit::Size,
+                format!(
+                    "the word expands to more than {} bytes ({} KiB), the most kiln allows",
+                    MAX_WORD_SIZE,
+                    MAX_WORD_SIZE / 1024
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Fails when matching `tokens` against `value` would need too large a table.
+    fn check_pattern(&mut self, tokens: &[pattern::Token], value: &str) -> Result<(), String> {
+        let cells = (tokens.len() + 1).saturating_mul(value.chars().count() + 1);
+        if cells > MAX_PATTERN_CELLS {
+            return Err(self.exceeded(
+                Limit::Pattern,
+                format!(
+                    "a pattern of {} characters against a value of {} bytes is more than kiln matches",
+                    tokens.len(),
+                    value.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn peek(&self) -> Option<char> {
         self.chars.get(self.pos).copied()
     }
@@ -230,16 +344,19 @@ impl Scan<'_> {
                 '\'' => {
                     let text = self.single_quote()?;
                     result.push_str(&text);
+                    self.check_size(&result)?;
                     words.add_raw_string(&text);
                 }
                 '"' => {
                     let text = self.double_quote()?;
                     result.push_str(&text);
+                    self.check_size(&result)?;
                     words.add_raw_string(&text);
                 }
                 '$' => {
                     let text = self.dollar()?;
                     result.push_str(&text);
+                    self.check_size(&result)?;
                     words.add_string(&text);
                 }
                 _ => {
@@ -256,6 +373,9 @@ impl Scan<'_> {
                     } else {
                         words.add_char(c);
                         result.push(c);
+                    }
+                    if result.len() > MAX_WORD_SIZE {
+                        self.check_size(&result)?;
                     }
                 }
             }
@@ -303,7 +423,10 @@ impl Scan<'_> {
                     self.next();
                     return Ok(text);
                 }
-                Some('$') => text.push_str(&self.dollar()?),
+                Some('$') => {
+                    text.push_str(&self.dollar()?);
+                    self.check_size(&text)?;
+                }
                 Some(c) => {
                     self.next();
                     if c == self.escape {
@@ -364,6 +487,20 @@ impl Scan<'_> {
             return Ok(self.lookup(&name).unwrap_or_default());
         }
         self.next();
+        if self.depth >= MAX_NESTING {
+            return Err(self.exceeded(
+                Limit::Nesting,
+                format!("${{...}} is nested more than {MAX_NESTING} deep, the most kiln allows"),
+            ));
+        }
+        self.depth += 1;
+        let out = self.braced();
+        self.depth -= 1;
+        out
+    }
+
+    /// `${...}` after its `${`.
+    fn braced(&mut self) -> Result<String, String> {
         match self.peek() {
             None => return Err("syntax error: missing '}'".to_owned()),
             Some('{' | '}' | ':') => return Err("syntax error: bad substitution".to_owned()),
@@ -432,6 +569,7 @@ impl Scan<'_> {
                     None => (false, word),
                 };
                 let tokens = pattern::compile_shell(&pattern, self.escape);
+                self.check_pattern(&tokens, &value)?;
                 Ok(if op == '#' {
                     trim_prefix(&tokens, &value, greedy)
                 } else {
@@ -456,8 +594,17 @@ impl Scan<'_> {
         let (replacement, _) = self
             .stop_on(Some('}'), true)
             .map_err(|e| self.missing_brace(e))?;
-        let value: Vec<char> = self.lookup(name).unwrap_or_default().chars().collect();
+        let value = self.lookup(name).unwrap_or_default();
         let tokens = pattern::compile_shell(&pattern, self.escape);
+        self.check_pattern(&tokens, &value)?;
+        let value: Vec<char> = value.chars().collect();
+        // A pattern starting with `*` that does not match at `start` matches at no later
+        // position either (the `*` could have taken the characters in between).
+        let leading_star = matches!(
+            tokens.first(),
+            Some(pattern::Token::Star { cross_slash: true })
+        );
+        let mut work = 0usize;
         let mut out = String::new();
         let mut start = 0;
         let mut replaced = false;
@@ -466,15 +613,32 @@ impl Scan<'_> {
                 break;
             }
             // The leftmost match, and the longest one there (greedy `*`).
-            let found = (start..=value.len()).find_map(|from| {
-                (from..=value.len())
-                    .rev()
-                    .find(|&to| pattern::matches(&tokens, &value[from..to]))
-                    .map(|to| (from, to))
-            });
+            let mut found = None;
+            for from in start..=value.len() {
+                let (longest, consumed) = pattern::longest_match(&tokens, &value[from..]);
+                work = work.saturating_add((tokens.len() + 1).saturating_mul(consumed + 1));
+                if work > MAX_PATTERN_CELLS.saturating_mul(16) {
+                    return Err(self.exceeded(
+                        Limit::Pattern,
+                        format!(
+                            "replacing a pattern of {} characters in a value of {} characters takes more work than kiln allows",
+                            tokens.len(),
+                            value.len()
+                        ),
+                    ));
+                }
+                if let Some(len) = longest {
+                    found = Some((from, from + len));
+                    break;
+                }
+                if leading_star {
+                    break;
+                }
+            }
             let Some((from, to)) = found else { break };
             out.extend(&value[start..from]);
             out.push_str(&replacement);
+            self.check_size(&out)?;
             replaced = true;
             if to == from {
                 // An empty match: keep one character and move on, as regexp replace does.
@@ -495,26 +659,32 @@ impl Scan<'_> {
 
 fn trim_prefix(tokens: &[pattern::Token], value: &str, greedy: bool) -> String {
     let chars: Vec<char> = value.chars().collect();
-    let mut ends: Box<dyn Iterator<Item = usize>> = if greedy {
-        Box::new((0..=chars.len()).rev())
+    let ends = pattern::match_ends(tokens, &chars);
+    let end = if greedy {
+        ends.iter().rposition(|&m| m)
     } else {
-        Box::new(0..=chars.len())
+        ends.iter().position(|&m| m)
     };
-    match ends.find(|&end| pattern::matches(tokens, &chars[..end])) {
+    match end {
         Some(end) => chars[end..].iter().collect(),
         None => value.to_owned(),
     }
 }
 
 fn trim_suffix(tokens: &[pattern::Token], value: &str, greedy: bool) -> String {
-    let chars: Vec<char> = value.chars().collect();
-    let mut starts: Box<dyn Iterator<Item = usize>> = if greedy {
-        Box::new(0..=chars.len())
+    // A suffix matches `tokens` when its reverse matches them reversed (shell patterns
+    // hold no `**/`, the one token whose reverse differs).
+    let reversed: Vec<pattern::Token> = tokens.iter().rev().cloned().collect();
+    let chars: Vec<char> = value.chars().rev().collect();
+    let ends = pattern::match_ends(&reversed, &chars);
+    // `ends[k]`: the last k characters match; `%%` removes the longest such suffix.
+    let k = if greedy {
+        ends.iter().rposition(|&m| m)
     } else {
-        Box::new((0..=chars.len()).rev())
+        ends.iter().position(|&m| m)
     };
-    match starts.find(|&start| pattern::matches(tokens, &chars[start..])) {
-        Some(start) => chars[..start].iter().collect(),
+    match k {
+        Some(k) => chars[k..].iter().rev().collect(),
         None => value.to_owned(),
     }
 }

@@ -101,51 +101,129 @@ fn class_char(chars: &[char], i: usize, escape: char) -> Result<(char, usize), C
 
 /// Whether `tokens` match all of `text`.
 pub(crate) fn matches(tokens: &[Token], text: &[char]) -> bool {
-    // Memoised backtracking over (token index, text index): linear in both for the
-    // patterns people write, and never exponential.
-    let mut seen = vec![false; (tokens.len() + 1) * (text.len() + 1)];
-    match_at(tokens, text, 0, 0, &mut seen)
+    let mut nfa = Nfa::new(tokens);
+    for &c in text {
+        if !nfa.step(c) {
+            return false;
+        }
+    }
+    nfa.accepts()
 }
 
-fn match_at(tokens: &[Token], text: &[char], t: usize, s: usize, seen: &mut [bool]) -> bool {
-    let slot = t * (text.len() + 1) + s;
-    if seen[slot] {
-        return false;
+/// For each `end` in `0..=text.len()`, whether `tokens` match `text[..end]`; stops early
+/// (the rest false) once no match can follow. Costs `tokens.len()` per character.
+pub(crate) fn match_ends(tokens: &[Token], text: &[char]) -> Vec<bool> {
+    let mut ends = vec![false; text.len() + 1];
+    let mut nfa = Nfa::new(tokens);
+    ends[0] = nfa.accepts();
+    for (i, &c) in text.iter().enumerate() {
+        if !nfa.step(c) {
+            break;
+        }
+        ends[i + 1] = nfa.accepts();
     }
-    seen[slot] = true;
-    let Some(token) = tokens.get(t) else {
-        return s == text.len();
-    };
-    match token {
-        Token::Literal(c) => text.get(s) == Some(c) && match_at(tokens, text, t + 1, s + 1, seen),
-        Token::One { cross_slash } => {
-            text.get(s).is_some_and(|&c| *cross_slash || c != '/')
-                && match_at(tokens, text, t + 1, s + 1, seen)
+    ends
+}
+
+/// The length of the longest prefix of `text` that `tokens` match, and how many
+/// characters were read to find it (the search stops once no match can follow).
+pub(crate) fn longest_match(tokens: &[Token], text: &[char]) -> (Option<usize>, usize) {
+    let mut nfa = Nfa::new(tokens);
+    let mut longest = nfa.accepts().then_some(0);
+    let mut read = 0;
+    for (i, &c) in text.iter().enumerate() {
+        read = i + 1;
+        if !nfa.step(c) {
+            break;
         }
-        Token::Class(class) => {
-            text.get(s).is_some_and(|&c| class.matches(c))
-                && match_at(tokens, text, t + 1, s + 1, seen)
+        if nfa.accepts() {
+            longest = Some(i + 1);
         }
-        Token::Star { cross_slash } => {
-            let mut end = s;
-            loop {
-                if match_at(tokens, text, t + 1, end, seen) {
-                    return true;
+    }
+    (longest, read)
+}
+
+/// The pattern as a set of positions being matched at once (Thompson's construction
+/// over the token list): no recursion and no backtracking, so time is linear in the text
+/// and memory linear in the pattern, whatever either holds.
+struct Nfa<'a> {
+    tokens: &'a [Token],
+    /// `at[t]`: token `t` is next to match (`at[len]`: the whole pattern matched).
+    at: Vec<bool>,
+    /// `inside[t]`: within the directories of the `Dirs` token `t`.
+    inside: Vec<bool>,
+    next_at: Vec<bool>,
+    next_inside: Vec<bool>,
+}
+
+impl<'a> Nfa<'a> {
+    fn new(tokens: &'a [Token]) -> Nfa<'a> {
+        let mut nfa = Nfa {
+            tokens,
+            at: vec![false; tokens.len() + 1],
+            inside: vec![false; tokens.len()],
+            next_at: vec![false; tokens.len() + 1],
+            next_inside: vec![false; tokens.len()],
+        };
+        nfa.at[0] = true;
+        close(tokens, &mut nfa.at, &mut nfa.inside);
+        nfa
+    }
+
+    fn accepts(&self) -> bool {
+        self.at[self.tokens.len()]
+    }
+
+    /// Consumes `c`; false once nothing can match any more.
+    fn step(&mut self, c: char) -> bool {
+        self.next_at.fill(false);
+        self.next_inside.fill(false);
+        let mut alive = false;
+        for (t, token) in self.tokens.iter().enumerate() {
+            if self.inside[t] {
+                self.next_inside[t] = true;
+                if c == '/' {
+                    self.next_at[t + 1] = true;
                 }
-                match text.get(end) {
-                    Some(&c) if *cross_slash || c != '/' => end += 1,
-                    _ => return false,
-                }
+                alive = true;
+            }
+            if !self.at[t] {
+                continue;
+            }
+            let target = match token {
+                Token::Literal(l) => (*l == c).then_some(t + 1),
+                Token::One { cross_slash } => (*cross_slash || c != '/').then_some(t + 1),
+                Token::Class(class) => class.matches(c).then_some(t + 1),
+                Token::Star { cross_slash } => (*cross_slash || c != '/').then_some(t),
+                // Entered through `inside`, set by `close`.
+                Token::Dirs => None,
+            };
+            if let Some(target) = target {
+                self.next_at[target] = true;
+                alive = true;
             }
         }
-        Token::Dirs => {
-            // Zero directories, or any text ending in `/`.
-            if match_at(tokens, text, t + 1, s, seen) {
-                return true;
+        std::mem::swap(&mut self.at, &mut self.next_at);
+        std::mem::swap(&mut self.inside, &mut self.next_inside);
+        close(self.tokens, &mut self.at, &mut self.inside);
+        alive
+    }
+}
+
+/// Adds what is reachable without consuming a character: past a `*` (it may match
+/// nothing) and past or into a `**/` (zero directories, or some).
+fn close(tokens: &[Token], at: &mut [bool], inside: &mut [bool]) {
+    for (t, token) in tokens.iter().enumerate() {
+        if !at[t] {
+            continue;
+        }
+        match token {
+            Token::Star { .. } => at[t + 1] = true,
+            Token::Dirs => {
+                at[t + 1] = true;
+                inside[t] = true;
             }
-            (s..text.len())
-                .filter(|&i| text[i] == '/')
-                .any(|i| match_at(tokens, text, t + 1, i + 1, seen))
+            _ => {}
         }
     }
 }
@@ -211,6 +289,18 @@ mod tests {
         let pattern = "*a".repeat(30);
         let text = "a".repeat(29) + "b";
         check(&pattern, &text, false);
+    }
+
+    #[test]
+    fn long_patterns_neither_recurse_nor_allocate_a_table() {
+        // 10k literals against 10k characters: the backtracking matcher recursed once
+        // per character and allocated a table of 100 M cells.
+        let text = "a".repeat(10_000);
+        check(&text, &text, true);
+        check(&format!("{text}b"), &text, false);
+        let tokens = compile_shell("a*", '\\');
+        let chars: Vec<char> = "aaa".chars().collect();
+        assert_eq!(match_ends(&tokens, &chars), vec![false, true, true, true]);
     }
 
     #[test]

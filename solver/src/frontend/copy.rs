@@ -67,7 +67,7 @@ impl Lowerer<'_> {
                 }
                 let content = if heredoc.expand {
                     kiln_parser::expand::expand_heredoc(&heredoc.body, self.escape, &state.env)
-                        .map_err(|e| LowerError::at(span, e.to_string()))?
+                        .map_err(|e| LowerError::expansion(span, &e))?
                 } else {
                     heredoc.body.clone()
                 };

@@ -67,6 +67,15 @@ impl LowerError {
         }
     }
 
+    /// A failed expansion at `span`; a bound that was hit says what to change.
+    fn expansion(span: Span, err: &kiln_parser::shell::Error) -> LowerError {
+        let lowered = LowerError::at(span, err.to_string());
+        match err.limit {
+            Some(limit) => lowered.hint(limit.hint()),
+            None => lowered,
+        }
+    }
+
     fn hint(mut self, hint: impl Into<String>) -> LowerError {
         self.hint = Some(hint.into());
         self
@@ -188,6 +197,19 @@ pub struct Plan {
     pub source_date_epoch: Option<i64>,
 }
 
+impl StageState {
+    /// Sets a stage variable (ENV, or an ARG's value) in O(1).
+    fn set_env(&mut self, key: &str, value: &str) {
+        crate::meta::set_indexed(
+            &mut self.env,
+            &mut self.env_index,
+            key,
+            |(k, _): &(String, String)| k.as_str(),
+            (key.to_owned(), value.to_owned()),
+        );
+    }
+}
+
 #[derive(Clone)]
 struct StageState {
     index: usize,
@@ -197,6 +219,8 @@ struct StageState {
     image: ImageConfig,
     meta: StageMeta,
     env: Vec<(String, String)>,
+    /// Where each key of `env` is (a hint, see `meta::set_indexed`).
+    env_index: HashMap<String, usize>,
     args: Vec<String>,
     fs: VertexId,
     layers: Vec<LayerSource>,
@@ -363,6 +387,7 @@ impl StageState {
             image,
             meta: StageMeta::default(),
             env: Vec::new(),
+            env_index: HashMap::new(),
             args: Vec::new(),
             fs,
             layers,
@@ -427,7 +452,7 @@ impl Lowerer<'_> {
         kiln_parser::shell::Lexer::new(self.escape)
             .expand_word(word, env)
             .map(|e| e.value)
-            .map_err(|e| LowerError::at(span, e.to_string()))
+            .map_err(|e| LowerError::expansion(span, &e))
     }
 
     /// The names stages were given (`AS name`), for did-you-mean hints.

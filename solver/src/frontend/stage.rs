@@ -159,7 +159,7 @@ impl Lowerer<'_> {
     ) -> Result<(), LowerError> {
         let span = instruction.span;
         let expanded = kiln_parser::expand::expand(&instruction.kind, self.escape, &state.env)
-            .map_err(|e| LowerError::at(span, e.to_string()))?;
+            .map_err(|e| LowerError::expansion(span, &e))?;
         let kind = expanded.kind;
         let label = self.label(stage, step, total, &display_text(instruction));
         match &kind {
@@ -214,7 +214,7 @@ impl Lowerer<'_> {
                         self.global_env.get_value(&name).map(str::to_owned)
                     };
                     if let Some(value) = &value {
-                        state.env.set(&name, value);
+                        state.set_env(&name, value);
                         items.push(format!("{name}={value}"));
                     } else {
                         items.push(name.clone());
@@ -228,7 +228,7 @@ impl Lowerer<'_> {
             }
             Kind::Env(pairs) => {
                 for kv in pairs {
-                    state.env.set(&kv.key, &kv.value);
+                    state.set_env(&kv.key, &kv.value);
                 }
                 self.metadata(state, &kind, instruction)
             }

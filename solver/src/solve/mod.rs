@@ -110,6 +110,14 @@ pub enum StepError {
         /// The secret's id.
         id: String,
     },
+    /// A secret that was given cannot be used (not a regular file, too large).
+    #[error("secret {id:?}: {reason}")]
+    Secret {
+        /// The secret's id.
+        id: String,
+        /// What is wrong, and what to do.
+        reason: String,
+    },
     /// An ssh agent the step needs was not given.
     #[error(
         "ssh agent {id:?} is needed but not available; pass --ssh {id}=$SSH_AUTH_SOCK (an agent socket)"

@@ -105,15 +105,30 @@ impl Extras {
                         continue;
                     };
                     let value: Vec<u8> = match source {
-                        SecretSource::File(path) => {
-                            std::fs::read(path).map_err(|e| io_err(path, e))?
-                        }
+                        SecretSource::File(path) => crate::input_file::read_regular_file(
+                            path,
+                            &format!("--secret id={id}"),
+                            crate::input_file::MAX_SECRET_SIZE,
+                        )
+                        .map_err(|e| StepError::Secret {
+                            id: id.clone(),
+                            reason: e.to_string(),
+                        })?,
                         SecretSource::Env(var) => std::env::var_os(var)
                             .ok_or_else(|| StepError::MissingSecret {
                                 id: format!("{id} (environment variable {var} is not set)"),
                             })?
                             .into_encoded_bytes(),
                     };
+                    if value.len() as u64 > crate::input_file::MAX_SECRET_SIZE {
+                        return Err(StepError::Secret {
+                            id: id.clone(),
+                            reason: format!(
+                                "the value is larger than {} bytes, the most kiln passes",
+                                crate::input_file::MAX_SECRET_SIZE
+                            ),
+                        });
+                    }
                     if let Some(var) = env {
                         self.env
                             .push(format!("{var}={}", String::from_utf8_lossy(&value)));
