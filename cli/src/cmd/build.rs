@@ -114,7 +114,8 @@ pub(crate) struct BuildArgs {
     /// The target platform, e.g. linux/amd64 (only the host's can run RUN steps)
     #[arg(long, value_name = "PLATFORM", help_heading = "Build environment")]
     pub(crate) platform: Option<String>,
-    /// Network for RUN steps: default or none
+    /// Network for RUN steps: default (own namespace, NAT), none, or host (needs --allow
+    /// network.host)
     #[arg(
         long,
         value_name = "MODE",
