@@ -38,7 +38,7 @@ pub enum EngineError {
         hint: Option<String>,
     },
     /// No image of that name or id.
-    #[error("no image {name} in the store (see kiln images)")]
+    #[error("no image named {name} in the store (see kiln images)")]
     NoSuchImage {
         /// As asked for.
         name: String,
