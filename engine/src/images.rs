@@ -78,12 +78,14 @@ pub struct DiskUsage {
     pub cache_index: u64,
     /// Cache mounts.
     pub cache_mounts: u64,
+    /// Temp space: of running builds, and what dead ones left for the next sweep.
+    pub temp: u64,
 }
 
 impl DiskUsage {
     /// Everything.
     pub fn total(&self) -> u64 {
-        self.blobs + self.snapshots + self.cache_index + self.cache_mounts
+        self.blobs + self.snapshots + self.cache_index + self.cache_mounts + self.temp
     }
 }
 
@@ -336,6 +338,10 @@ impl Engine {
                 .map(|m| m.len())
                 .sum(),
             cache_mounts: dir_size(&store.cache_mounts_dir()),
+            temp: store
+                .temp_usage()
+                .map(|t| t.live_bytes + t.stale_bytes)
+                .unwrap_or(0),
         }
     }
 

@@ -319,6 +319,7 @@ pub(crate) fn du(global: &GlobalArgs, _args: DuArgs) -> anyhow::Result<ExitCode>
         "cache mounts",
         human_size(usage.cache_mounts)
     )?;
+    writeln!(out, "{:<12} {:>12}", "temp", human_size(usage.temp))?;
     writeln!(out, "{:<12} {:>12}", "total", human_size(usage.total()))?;
     Ok(ExitCode::SUCCESS)
 }
