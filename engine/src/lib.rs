@@ -28,7 +28,6 @@ pub mod check;
 mod context;
 mod error;
 mod images;
-mod load;
 mod output;
 mod request;
 
