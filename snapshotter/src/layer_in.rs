@@ -421,15 +421,15 @@ pub fn apply_with<R: Read + 'static>(
     // Whatever follows the tar's end (end blocks, padding) is part of the blob: reading it
     // is what lets a BlobReader check the digest. After a failure, only a blob of the
     // store is read on (to tell damage from a bad archive); other inputs may be long.
-    if result.is_ok() || is_blob {
-        if let Err(e) = io::copy(&mut reader, &mut io::sink()) {
-            let tail = io("<layer>")(e);
-            return match (result, tail) {
-                (_, corrupt @ StoreError::Corrupt { .. }) => Err(corrupt),
-                (Err(first), _) => Err(first),
-                (Ok(_), tail) => Err(tail),
-            };
-        }
+    if (result.is_ok() || is_blob)
+        && let Err(e) = io::copy(&mut reader, &mut io::sink())
+    {
+        let tail = io("<layer>")(e);
+        return match (result, tail) {
+            (_, corrupt @ StoreError::Corrupt { .. }) => Err(corrupt),
+            (Err(first), _) => Err(first),
+            (Ok(_), tail) => Err(tail),
+        };
     }
     result
 }
