@@ -73,6 +73,12 @@ pub(crate) struct DuArgs {}
 /// `$XDG_DATA_HOME/kiln` (`~/.local/share/kiln`).
 pub(crate) fn store_root(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
     if let Some(root) = &global.root {
+        if root.exists() && !root.is_dir() {
+            bail!(
+                "--root {}: not a directory; give the store's directory (it is created if missing)",
+                root.display()
+            );
+        }
         return Ok(root.clone());
     }
     if nix_is_root() {

@@ -104,3 +104,45 @@ fn nul_in_run_is_refused_at_parse_time() {
         "{err}"
     );
 }
+
+#[test]
+fn a_root_that_is_a_file_is_one_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("file");
+    std::fs::write(&file, "x").expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(&file)
+        .arg("images")
+        .output()
+        .expect("run kiln");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not a directory; give the store's directory"),
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("Not a directory").count(),
+        0,
+        "said once: {err}"
+    );
+}
+
+#[test]
+fn tags_that_are_not_references_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").expect("write");
+    for tag in ["../../x", "..", ".hidden", "x:../../y"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("--root")
+            .arg(dir.path().join("store"))
+            .args(["build", "-t", tag])
+            .arg(dir.path())
+            .output()
+            .expect("run kiln");
+        assert!(!out.status.success(), "{tag} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("-t {tag}")), "{tag}: {err}");
+    }
+}
