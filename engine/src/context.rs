@@ -10,11 +10,12 @@ use kiln_snapshotter::Store;
 
 use crate::error::EngineError;
 
-/// A context made in the store's temp dir; removed when dropped (after the build).
+/// A context made in the store's owned temp space ([`Store::temp_dir`]): removed when
+/// dropped (after the build), and swept if its process dies first.
 #[derive(Debug)]
 pub struct TempContext {
     /// Removed (with everything in it) when the context is dropped.
-    _dir: tempfile::TempDir,
+    _dir: kiln_snapshotter::TempDir,
     /// The context directory (the checkout's subdirectory, or `dir`).
     context: PathBuf,
     /// The Dockerfile, when the stream was one rather than a tar.
@@ -42,7 +43,7 @@ impl TempContext {
         max_bytes: u64,
         may_be_dockerfile: bool,
     ) -> Result<TempContext, EngineError> {
-        let dir = temp_dir(store, "context-")?;
+        let dir = store.temp_dir()?;
         let raw = dir.path().join("stream");
         let context = dir.path().join("context");
         let mut file = std::fs::File::create(&raw).map_err(|e| EngineError::io(&raw, e))?;
@@ -99,7 +100,7 @@ impl TempContext {
 
     /// A git repository (`URL#REF:SUBDIR`) checked out over HTTP(S).
     pub(crate) fn git(store: &Store, url: &str) -> Result<TempContext, EngineError> {
-        let dir = temp_dir(store, "git-context-")?;
+        let dir = store.temp_dir()?;
         let checkout = dir.path().join("checkout");
         let source = kiln_solver::ops::git::parse(url);
         kiln_solver::ops::git::checkout(&source, &checkout, false).map_err(|e| {
@@ -123,17 +124,6 @@ impl TempContext {
             dockerfile: None,
         })
     }
-}
-
-/// A fresh directory in the store's temp dir with a random name (never a process id: one
-/// process runs many builds).
-pub(crate) fn temp_dir(store: &Store, prefix: &str) -> Result<tempfile::TempDir, EngineError> {
-    let base = store.tmp_dir();
-    std::fs::create_dir_all(&base).map_err(|e| EngineError::io(&base, e))?;
-    tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir_in(&base)
-        .map_err(|e| EngineError::io(&base, e))
 }
 
 /// Copies the image an OCI layout names (`PATH`, `PATH:TAG` or `PATH@DIGEST`; the only

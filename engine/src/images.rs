@@ -309,18 +309,6 @@ impl Engine {
         }
         // Temp space of builds that were killed, in this or another process.
         reclaimed += store.sweep_temp()?.stale_bytes;
-        if let Ok(entries) = std::fs::read_dir(store.tmp_dir()) {
-            for entry in entries.flatten() {
-                if let Ok(meta) = entry.metadata()
-                    && meta
-                        .modified()
-                        .is_ok_and(|m| m.elapsed().is_ok_and(|e| e.as_secs() > 3600))
-                {
-                    reclaimed += meta.len();
-                    let _ = std::fs::remove_file(entry.path());
-                }
-            }
-        }
         Ok(PruneReport { reclaimed })
     }
 

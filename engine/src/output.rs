@@ -142,6 +142,8 @@ pub(crate) async fn deliver(
     let mut done = Delivered::default();
     for output in outputs {
         let names = output.names.clone().unwrap_or_else(|| tags.to_vec());
+        let pushes = output.kind == OutputKind::Registry
+            || (output.kind == OutputKind::Image && output.push);
         match (output.kind, output.dest.as_ref()) {
             (OutputKind::Image, _) => {
                 for name in &names {
@@ -150,33 +152,11 @@ pub(crate) async fn deliver(
                     done.lines.push(format!("Tagged {name}"));
                     done.names.push(name);
                 }
-                if output.push {
-                    push(
-                        store,
-                        registry,
-                        image,
-                        output,
-                        &names,
-                        annotations,
-                        &mut done,
-                    )
-                    .await?;
-                }
             }
-            (OutputKind::Registry, _) => {
-                push(
-                    store,
-                    registry,
-                    image,
-                    output,
-                    &names,
-                    annotations,
-                    &mut done,
-                )
-                .await?;
-            }
+            (OutputKind::Registry, _) => {}
             (_, Some(_)) => {
                 let (store, image, output) = (store.clone(), image.clone(), output.clone());
+                let names = names.clone();
                 let annotations = annotations.clone();
                 // Archives and trees are blocking I/O: off the async workers.
                 let line = tokio::task::spawn_blocking(move || {
@@ -192,6 +172,19 @@ pub(crate) async fn deliver(
                     "give dest=PATH".to_owned(),
                 ));
             }
+        }
+        // After the local tags: the image is in the store even if the push fails.
+        if pushes {
+            push(
+                store,
+                registry,
+                image,
+                output,
+                &names,
+                annotations,
+                &mut done,
+            )
+            .await?;
         }
     }
     Ok(done)
