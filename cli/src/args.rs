@@ -56,6 +56,8 @@ pub(crate) enum Command {
     Prune(cmd::store::PruneArgs),
     /// Show how much disk the store uses
     Du(cmd::store::DuArgs),
+    /// Check every blob and image of the store; exit 1 if anything is damaged or missing
+    Fsck(cmd::store::FsckArgs),
     /// Push an image from the store to a registry
     Push(cmd::registry::PushArgs),
     /// Pull an image from a registry into the store

@@ -258,6 +258,7 @@ impl Engine {
             &outputs,
             &request.tags,
             &request.annotations,
+            &request.allow,
         )
         .await?;
         Ok(BuildOutcome {

@@ -27,6 +27,7 @@ mod build;
 pub mod check;
 mod context;
 mod error;
+mod fsck;
 mod images;
 mod output;
 mod request;
@@ -40,6 +41,7 @@ use kiln_snapshotter::{SnapshotterKind, Store};
 pub use build::{BuildOutcome, Checked, DockerfileText, ignore_for};
 pub use context::TempContext;
 pub use error::{BuildError, BuildFailure, EngineError};
+pub use fsck::FsckReport;
 pub use images::{
     DiskUsage, FoundImage, ImageSummary, ImportOptions, ImportSource, PruneReport, PushOutcome,
     config_with_changes, image_size,

@@ -8,7 +8,7 @@ use kiln_exporter::image::StoredImage;
 use kiln_exporter::registry::{ImageRef, Registry, RegistryConfig};
 
 use crate::error::EngineError;
-use crate::request::{Destination, Output, OutputKind};
+use crate::request::{Destination, Entitlement, Output, OutputKind};
 
 /// What the outputs did.
 #[derive(Debug, Default, Clone)]
@@ -79,6 +79,7 @@ fn write_file_output(
     output: &Output,
     names: &[String],
     annotations: &BTreeMap<String, String>,
+    allow: &[Entitlement],
 ) -> Result<String, EngineError> {
     let options = archive_options(output, names, annotations);
     let Some(dest) = &output.dest else {
@@ -108,12 +109,30 @@ fn write_file_output(
         (OutputKind::Local, Destination::Path(path)) => {
             let options = archive::LocalOptions {
                 merge: output.merge,
-                ..archive::LocalOptions::default()
+                devices: allow.contains(&Entitlement::ExportDevices),
+                setuid: allow.contains(&Entitlement::ExportSetuid),
             };
             let report = archive::write_rootfs_dir(store, image, path, &options)?;
             let mut line = format!("Wrote the filesystem to {}", path.display());
             for changed in &report.changed {
                 line.push_str(&format!("\nNot written as in the image: {changed}"));
+            }
+            use kiln_snapshotter::layer_in::Change;
+            let kinds = |device| {
+                report
+                    .changed
+                    .iter()
+                    .any(|c| matches!(c.change, Change::DeviceSkipped { .. }) == device)
+            };
+            for (found, name) in [
+                (kinds(true), "export.devices"),
+                (kinds(false), "export.setuid"),
+            ] {
+                if found {
+                    line.push_str(&format!(
+                        "\n(--allow {name} writes them as the image has them)"
+                    ));
+                }
             }
             line
         }
@@ -138,6 +157,7 @@ pub(crate) async fn deliver(
     outputs: &[Output],
     tags: &[String],
     annotations: &BTreeMap<String, String>,
+    allow: &[Entitlement],
 ) -> Result<Delivered, EngineError> {
     let mut done = Delivered::default();
     for output in outputs {
@@ -158,9 +178,10 @@ pub(crate) async fn deliver(
                 let (store, image, output) = (store.clone(), image.clone(), output.clone());
                 let names = names.clone();
                 let annotations = annotations.clone();
+                let allow = allow.to_vec();
                 // Archives and trees are blocking I/O: off the async workers.
                 let line = tokio::task::spawn_blocking(move || {
-                    write_file_output(&store, &image, &output, &names, &annotations)
+                    write_file_output(&store, &image, &output, &names, &annotations, &allow)
                 })
                 .await
                 .map_err(|e| EngineError::io("the export task", std::io::Error::other(e)))??;

@@ -121,6 +121,12 @@ pub enum DockerfileSource {
 pub enum Entitlement {
     /// `network.host`: RUN steps may use the host's network namespace.
     NetworkHost,
+    /// `export.devices` (kiln's own): `type=local` creates the image's device nodes on
+    /// the host instead of skipping them.
+    ExportDevices,
+    /// `export.setuid` (kiln's own): `type=local` keeps setuid/setgid bits instead of
+    /// clearing them.
+    ExportSetuid,
 }
 
 impl Entitlement {
@@ -128,21 +134,28 @@ impl Entitlement {
     pub fn parse(value: &str) -> Result<Entitlement, BuildError> {
         match value {
             "network.host" => Ok(Entitlement::NetworkHost),
+            "export.devices" => Ok(Entitlement::ExportDevices),
+            "export.setuid" => Ok(Entitlement::ExportSetuid),
             "security.insecure" => Err(BuildError::invalid(
                 "--allow security.insecure: privileged RUN steps are not supported by kiln",
-                "remove it; kiln grants only network.host",
+                format!("remove it; kiln grants {}", Entitlement::NAMES),
             )),
             other => Err(BuildError::invalid(
                 format!("--allow {other}: unknown entitlement"),
-                "kiln grants only network.host",
+                format!("kiln grants {}", Entitlement::NAMES),
             )),
         }
     }
 
-    /// buildx's name.
+    /// Every entitlement's name, for messages.
+    pub const NAMES: &'static str = "network.host, export.devices and export.setuid";
+
+    /// buildx's name (kiln's for the `export.` ones).
     pub fn name(self) -> &'static str {
         match self {
             Entitlement::NetworkHost => "network.host",
+            Entitlement::ExportDevices => "export.devices",
+            Entitlement::ExportSetuid => "export.setuid",
         }
     }
 }

@@ -25,7 +25,7 @@ pub enum StoreError {
     },
     /// A blob's bytes do not match its digest.
     #[error(
-        "blob {digest} is damaged: its content does not match its digest; remove the images that use it (kiln rmi, then kiln prune) and build or pull them again (kiln fsck lists damaged blobs)"
+        "blob {digest} is damaged: its content does not match its digest; remove the images that use it (kiln rmi, then kiln prune) and build or pull them again (kiln fsck lists the damaged blobs and the images that use them)"
     )]
     Corrupt {
         /// The digest.

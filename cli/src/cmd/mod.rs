@@ -48,6 +48,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect(args) => store::inspect(global, args),
         Command::Prune(args) => store::prune(global, args),
         Command::Du(args) => store::du(global, args),
+        Command::Fsck(args) => store::fsck(global, args),
         Command::Push(args) => registry::push(global, args),
         Command::Pull(args) => registry::pull(global, args),
         Command::Login(args) => registry::login(global, args),

@@ -69,6 +69,9 @@ pub(crate) struct PruneArgs {
 #[derive(Debug, clap::Args)]
 pub(crate) struct DuArgs {}
 
+#[derive(Debug, clap::Args)]
+pub(crate) struct FsckArgs {}
+
 /// The store directory: `--root`/`KILN_ROOT`, else `/var/lib/kiln` for root, else
 /// `$XDG_DATA_HOME/kiln` (`~/.local/share/kiln`).
 pub(crate) fn store_root(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
@@ -350,4 +353,39 @@ mod tests {
             assert_eq!(parse_rfc3339(&rfc3339(secs)), Some(secs));
         }
     }
+}
+
+/// `kiln fsck`: one line per problem, a summary, and exit 1 unless the store is clean.
+pub(crate) fn fsck(global: &GlobalArgs, _args: FsckArgs) -> anyhow::Result<ExitCode> {
+    let report = open_engine(global)?.fsck()?;
+    let mut out = std::io::stdout().lock();
+    for digest in &report.damaged {
+        writeln!(
+            out,
+            "damaged blob {digest}: its content does not match its digest"
+        )?;
+    }
+    for (name, problems) in &report.broken_tags {
+        for problem in problems {
+            writeln!(out, "{name}: {problem}")?;
+        }
+    }
+    if report.is_clean() {
+        writeln!(
+            out,
+            "{} blobs and {} tags checked: the store is clean",
+            report.blobs, report.tags
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(
+        out,
+        "{} blobs and {} tags checked: damaged blobs {}, broken tags {}; remove the broken \
+         tags (kiln rmi NAME), then kiln prune, and build or pull those images again",
+        report.blobs,
+        report.tags,
+        report.damaged.len(),
+        report.broken_tags.len()
+    )?;
+    Ok(ExitCode::FAILURE)
 }

@@ -70,6 +70,40 @@ fn local_export_skips_devices_and_clears_setuid_and_says_so() {
     assert_eq!(std::fs::read(dest.join("plain")).unwrap(), b"hello");
     assert!(all.contains("mem: device node 1:1 not created"), "{all}");
     assert!(all.contains("su: setuid/setgid dropped"), "{all}");
+    assert!(all.contains("--allow export.devices"), "{all}");
+    assert!(all.contains("--allow export.setuid"), "{all}");
+
+    // Asked for by name, they are written as the image has them.
+    let dest = k.path("out-allowed");
+    let out = build(
+        &k,
+        &[
+            "-o",
+            &format!("type=local,dest={}", dest.display()),
+            "--allow",
+            "export.devices",
+            "--allow",
+            "export.setuid",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mem = std::fs::symlink_metadata(dest.join("mem")).unwrap();
+    assert_eq!(
+        mem.mode() & libc_s_ifmt(),
+        0o020000,
+        "not a character device"
+    );
+    assert_eq!(mem.rdev(), libc_makedev(1, 1));
+    let su = std::fs::metadata(dest.join("su")).unwrap();
+    assert_eq!(su.permissions().mode() & 0o7777, 0o4755);
+}
+
+fn libc_makedev(major: u64, minor: u64) -> u64 {
+    (major << 8) | minor
 }
 
 #[test]
@@ -233,7 +267,20 @@ fn a_flipped_byte_in_a_layer_blob_is_found_by_from_and_by_exports() {
     let layer = blobs_with(&k, b"the original content");
     assert_eq!(layer.len(), 1, "one layer blob holds the file");
     let hex = layer[0].file_name().unwrap().to_str().unwrap().to_owned();
+    let clean = k.ok(&["fsck"]);
+    assert!(clean.contains("the store is clean"), "{clean}");
     flip(&layer[0], b"original");
+    let out = crate::support::run(k.cmd().arg("fsck"));
+    assert_eq!(out.status.code(), Some(1), "fsck of a damaged store");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains(&format!("damaged blob sha256:{hex}")),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("base:latest: its layer sha256:{hex} is damaged")),
+        "{report}"
+    );
 
     k.write("ctx2/Dockerfile", "FROM base\nCOPY Dockerfile /x\n");
     let out = crate::support::run(k.cmd().args([
@@ -269,6 +316,55 @@ fn a_flipped_byte_in_a_layer_blob_is_found_by_from_and_by_exports() {
         );
         assert!(!dest.exists());
     }
+}
+
+#[test]
+fn a_flipped_byte_in_a_layer_blob_is_not_pushed() {
+    use kiln_testkit::registry::{REGISTRY_BIN, RegistryServer, ServerOptions};
+    if !Path::new(REGISTRY_BIN).exists() {
+        eprintln!("skipped: {REGISTRY_BIN} is absent (apt-get install docker-registry)");
+        return;
+    }
+    let server = RegistryServer::start(ServerOptions::default());
+    let k = Kiln::new();
+    let src = k.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("data"), "the original content of the layer").unwrap();
+    k.ok(&["import", src.to_str().unwrap(), "local:1"]);
+    let layer = blobs_with(&k, b"the original content");
+    assert_eq!(layer.len(), 1, "one layer blob holds the file");
+    let hex = layer[0].file_name().unwrap().to_str().unwrap().to_owned();
+    flip(&layer[0], b"original");
+
+    // Both as the store keeps it (the tar, gzipped on the way) and uncompressed.
+    for (tag, compression) in [("gz", None), ("raw", Some("--compression=uncompressed"))] {
+        let target = format!("{}/kiln/damaged:{tag}", server.host());
+        k.ok(&["tag", "local:1", &target]);
+        let mut args = vec!["push", target.as_str()];
+        args.extend(compression);
+        let out = crate::support::run(k.cmd().args(&args));
+        assert!(!out.status.success(), "pushed a damaged layer ({tag})");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&hex) && err.contains("damaged"),
+            "{tag}: {err}"
+        );
+        // The registry has no manifest under the tag, and no blob holds the flipped bytes.
+        let manifest = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!(
+                "http://{}/v2/kiln/damaged/manifests/{tag}",
+                server.host()
+            ))
+            .output()
+            .expect("curl");
+        assert_eq!(String::from_utf8_lossy(&manifest.stdout), "404", "{tag}");
+    }
+    assert!(
+        !server.log().contains("PUT /v2/kiln/damaged/manifests"),
+        "a manifest was uploaded:\n{}",
+        server.log()
+    );
 }
 
 #[test]
