@@ -333,28 +333,6 @@ pub(crate) fn du(global: &GlobalArgs, _args: DuArgs) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use kiln_exporter::config::rfc3339;
-
-    #[test]
-    fn names_split_like_docker() {
-        assert_eq!(split_name("app:latest"), ("app", "latest"));
-        assert_eq!(
-            split_name("127.0.0.1:5000/app:1"),
-            ("127.0.0.1:5000/app", "1")
-        );
-    }
-
-    #[test]
-    fn dates_round_trip() {
-        for secs in [0, 1_485_449_953, 1_764_014_400] {
-            assert_eq!(parse_rfc3339(&rfc3339(secs)), Some(secs));
-        }
-    }
-}
-
 /// `kiln fsck`: one line per problem, a summary, and exit 1 unless the store is clean.
 pub(crate) fn fsck(global: &GlobalArgs, _args: FsckArgs) -> anyhow::Result<ExitCode> {
     let report = open_engine(global)?.fsck()?;
@@ -388,4 +366,26 @@ pub(crate) fn fsck(global: &GlobalArgs, _args: FsckArgs) -> anyhow::Result<ExitC
         report.broken_tags.len()
     )?;
     Ok(ExitCode::FAILURE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_exporter::config::rfc3339;
+
+    #[test]
+    fn names_split_like_docker() {
+        assert_eq!(split_name("app:latest"), ("app", "latest"));
+        assert_eq!(
+            split_name("127.0.0.1:5000/app:1"),
+            ("127.0.0.1:5000/app", "1")
+        );
+    }
+
+    #[test]
+    fn dates_round_trip() {
+        for secs in [0, 1_485_449_953, 1_764_014_400] {
+            assert_eq!(parse_rfc3339(&rfc3339(secs)), Some(secs));
+        }
+    }
 }
