@@ -267,7 +267,15 @@ pub fn resolve(root: &Path, path: &str, create: Option<Create>) -> io::Result<Pa
                         .truncate(false)
                         .open(&next)?;
                 } else {
-                    fs::DirBuilder::new().mode(0o755).create(&next)?;
+                    match fs::DirBuilder::new().mode(0o755).create(&next) {
+                        // Another sandbox on the same rootfs made it meanwhile: look at
+                        // what is there now (it could be a symlink) like any other entry.
+                        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                            pending.push(name);
+                            continue;
+                        }
+                        other => other?,
+                    }
                 }
                 resolved = next;
             }

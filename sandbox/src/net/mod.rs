@@ -13,7 +13,8 @@
 //! `Default` is what `docker build` gives: outbound access, no view of the host's
 //! loopback. Root: a veth pair per sandbox (`kiln-N` on the host, `eth0` inside) with a
 //! /30 from a private pool that overlaps none of the host's routes, masqueraded by an
-//! nftables table kiln owns (`ip kiln`, see [`nft`]), IPv4 forwarding on as Docker sets it.
+//! nftables table kiln owns (`ip kiln`, see [`nft`]), IPv4 forwarding on as Docker sets it,
+//! IPv6 off on both ends (see [`LinkStep::NoIpv6`]).
 //! Rootless: `slirp4netns --disable-host-loopback`, because its `--exit-fd` ties its
 //! life to the run's (it ends when kiln does, even after a `kill -9`), it can be told to
 //! forward nothing to the host's loopback (also not through its DNS proxy:
@@ -199,6 +200,16 @@ pub enum LinkStep {
         /// The sandbox's end.
         peer: String,
     },
+    /// Turn IPv6 off on a link before it goes up (`disable_ipv6`): the sandbox has only
+    /// IPv4, and with IPv6 on, the host's end would take router advertisements from the
+    /// sandbox (whose root has `CAP_NET_RAW`) and let it add a default route and an
+    /// address to the host.
+    NoIpv6 {
+        /// Where.
+        side: Side,
+        /// The interface.
+        ifname: String,
+    },
     /// Add an IPv4 address (`RTM_NEWADDR`).
     Addr {
         /// Where.
@@ -237,6 +248,14 @@ pub fn veth_steps(a: &VethAddrs) -> Vec<LinkStep> {
         LinkStep::CreateVeth {
             host: a.host_if.clone(),
             peer: SANDBOX_IF.to_owned(),
+        },
+        LinkStep::NoIpv6 {
+            side: Side::Host,
+            ifname: a.host_if.clone(),
+        },
+        LinkStep::NoIpv6 {
+            side: Side::Sandbox,
+            ifname: SANDBOX_IF.to_owned(),
         },
         LinkStep::Addr {
             side: Side::Host,
@@ -416,6 +435,20 @@ mod tests {
                 ifname: "eth0".into()
             })
         );
+        // Each end has IPv6 off before it goes up.
+        for (side, name) in [(Side::Host, "kiln-0"), (Side::Sandbox, "eth0")] {
+            let at = |want: &dyn Fn(&LinkStep) -> bool| steps.iter().position(want);
+            let off = at(
+                &|s| matches!(s, LinkStep::NoIpv6 { side: s2, ifname } if *s2 == side && ifname == name),
+            );
+            let up = at(
+                &|s| matches!(s, LinkStep::Up { side: s2, ifname } if *s2 == side && ifname == name),
+            );
+            assert!(
+                matches!((off, up), (Some(off), Some(up)) if off < up),
+                "{steps:?}"
+            );
+        }
     }
 
     #[test]

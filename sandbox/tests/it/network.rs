@@ -2,9 +2,10 @@
 //!
 //! The default network is checked here from the host's side without sending anything
 //! beyond this machine: a listener on the host's 127.0.0.1 must stay out of reach, the
-//! sandbox gets its own `eth0` with a /30 of kiln's pool, and nothing (veth, nftables
-//! table, lease, forwarding setting) is left once no sandbox runs — also after a sandbox
-//! is killed with SIGKILL. Outbound NAT is checked end to end through the `kiln` binary
+//! sandbox gets its own `eth0` with a /30 of kiln's pool, IPv6 is off on both ends of the
+//! pair (no router advertisements from the sandbox to the host), and nothing (veth,
+//! nftables table, lease, forwarding setting) is left once no sandbox runs — also after a
+//! sandbox is killed with SIGKILL. Outbound NAT is checked end to end through the `kiln` binary
 //! in a network namespace the test makes (`cli/tests/it/security_sandbox.rs`).
 
 use std::net::TcpListener;
@@ -24,6 +25,10 @@ pub(crate) const TESTS: &[crate::Test] = &[
     (
         "network_default_has_its_own_namespace_without_host_loopback",
         network_default_has_its_own_namespace_without_host_loopback,
+    ),
+    (
+        "network_default_has_no_ipv6_on_either_end",
+        network_default_has_no_ipv6_on_either_end,
     ),
     (
         "network_lab_default_is_nat_none_is_nothing_host_is_the_hosts",
@@ -128,6 +133,9 @@ fn ip_forward() -> String {
 
 fn network_default_has_its_own_namespace_without_host_loopback() {
     let rootfs = Rootfs::new();
+    // An earlier test's janitor may still be in its grace second, forwarding on until it
+    // puts back what it found: wait for it, so this is the host's own setting.
+    assert_clean("before a default-network run");
     let forward_before = ip_forward();
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
@@ -161,6 +169,53 @@ fn network_default_has_its_own_namespace_without_host_loopback() {
     );
     assert_clean("after a default-network run");
     assert_eq!(ip_forward(), forward_before, "ip_forward not restored");
+}
+
+/// Neither end of the pair has IPv6: with it on, the sandbox's root (which has
+/// `CAP_NET_RAW`) could send the host's end router advertisements and so give the host a
+/// default route and an address through the sandbox.
+fn network_default_has_no_ipv6_on_either_end() {
+    if !std::path::Path::new("/proc/sys/net/ipv6").exists() {
+        eprint!("(skipped: this kernel has no IPv6) ");
+        return;
+    }
+    let rootfs = Rootfs::new();
+    // The sandbox says its gateway (the host end's address) through the rootfs, then
+    // waits, its pair alive, until the test has looked at the host's end.
+    let spec = rootfs.sh(
+        "ip route | awk '/default/ {print $3}' > /gw.tmp && mv /gw.tmp /gw; \
+         cat /proc/sys/net/ipv6/conf/eth0/disable_ipv6; \
+         ip -6 addr show dev eth0 | grep -c inet6 || true; \
+         i=0; while [ -e /gw ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done",
+    );
+    let sandbox = std::thread::spawn(move || ok(&spec));
+    let gw_file = rootfs.path().join("gw");
+    let start = Instant::now();
+    let gw = loop {
+        if let Ok(gw) = std::fs::read_to_string(&gw_file) {
+            break gw.trim().to_owned();
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "no gateway said");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let addrs = Command::new("ip")
+        .args(["-o", "-4", "addr", "show"])
+        .output()
+        .expect("ip addr");
+    let addrs = String::from_utf8_lossy(&addrs.stdout).into_owned();
+    let host_end = addrs
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.get(3).is_some_and(|a| a.starts_with(&format!("{gw}/"))))
+        .and_then(|f| f.get(1).map(|n| (*n).to_owned()))
+        .unwrap_or_else(|| panic!("no host link has {gw}: {addrs}"));
+    let host_off =
+        std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{host_end}/disable_ipv6"));
+    std::fs::remove_file(&gw_file).expect("remove gw");
+    let out = sandbox.join().expect("sandbox thread");
+    assert_eq!(host_off.ok().as_deref(), Some("1\n"), "{host_end}");
+    assert_eq!(out, "1\n0\n", "the sandbox's eth0");
+    assert_clean("after a default-network run");
 }
 
 fn network_default_concurrent_runs_get_distinct_addresses() {
