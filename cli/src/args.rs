@@ -13,6 +13,10 @@ use crate::cmd;
 pub(crate) struct Cli {
     #[command(flatten)]
     pub(crate) global: GlobalArgs,
+    /// Build on a `kiln serve` instead of in this process: unix:///PATH or
+    /// tcp://127.0.0.1:PORT (before the subcommand; `kiln build` only)
+    #[arg(long, value_name = "HOST")]
+    pub(crate) host: Option<String>,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -44,6 +48,10 @@ pub(crate) enum Command {
     Parse(cmd::parse::ParseArgs),
     /// Create an image from a root filesystem tarball or directory
     Import(cmd::store::ImportArgs),
+    /// Load the images of a Docker archive (docker save's) into the store
+    Load(cmd::store::LoadArgs),
+    /// Write an image as a Docker archive (docker load reads it)
+    Save(cmd::store::SaveArgs),
     /// List the images in the store
     Images(cmd::store::ImagesArgs),
     /// Give an image in the store another name

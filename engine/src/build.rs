@@ -81,7 +81,13 @@ struct Prepared {
 impl Engine {
     /// Runs the build checks on the request's Dockerfile, without building.
     pub async fn check(&self, request: BuildRequest) -> Result<Checked, BuildError> {
-        let prepared = self.prepare(request.context, &request.dockerfile).await?;
+        let prepared = self
+            .prepare(
+                request.context,
+                &request.dockerfile,
+                request.dockerignore.as_deref(),
+            )
+            .await?;
         let findings = crate::check::findings(
             &prepared.parsed,
             &prepared.dockerfile.text,
@@ -120,7 +126,13 @@ impl Engine {
         }
         let store = self.store().clone();
         let _building = store.lock_for_build()?;
-        let prepared = self.prepare(request.context, &request.dockerfile).await?;
+        let prepared = self
+            .prepare(
+                request.context,
+                &request.dockerfile,
+                request.dockerignore.as_deref(),
+            )
+            .await?;
         let Prepared {
             context,
             _temp,
@@ -278,6 +290,7 @@ impl Engine {
         &self,
         context: ContextSource,
         dockerfile: &DockerfileSource,
+        dockerignore: Option<&str>,
     ) -> Result<Prepared, BuildError> {
         let store = self.store();
         let (dir, temp) = match context {
@@ -334,7 +347,17 @@ impl Engine {
         let parsed = kiln_parser::parse(&dockerfile.text).map_err(|e| BuildError::Dockerfile {
             rendered: e.render(&dockerfile.name, &dockerfile.text),
         })?;
-        let ignore = ignore_for(&dir, dockerfile.path.as_deref())?;
+        let ignore = match dockerignore {
+            Some(text) => {
+                Matcher::from_lines(&dockerignore::read_ignore_lines(text)).map_err(|e| {
+                    BuildError::invalid(
+                        format!("the .dockerignore sent with the context: {e}"),
+                        "fix the pattern (moby/patternmatcher syntax)",
+                    )
+                })?
+            }
+            None => ignore_for(&dir, dockerfile.path.as_deref())?,
+        };
         Ok(Prepared {
             context: dir,
             _temp: temp,
@@ -505,6 +528,25 @@ fn read_dockerfile(path: &Path, name: &str) -> Result<DockerfileText, BuildError
 /// The `.dockerignore` that applies: `<Dockerfile>.dockerignore` beside the Dockerfile
 /// first, then the context's `.dockerignore`.
 pub fn ignore_for(context: &Path, dockerfile: Option<&Path>) -> Result<Matcher, BuildError> {
+    match ignore_file_for(context, dockerfile)? {
+        Some((path, text)) => {
+            Matcher::from_lines(&dockerignore::read_ignore_lines(&text)).map_err(|e| {
+                BuildError::invalid(
+                    format!("{}: {e}", path.display()),
+                    "fix the pattern (moby/patternmatcher syntax)",
+                )
+            })
+        }
+        None => Ok(Matcher::default()),
+    }
+}
+
+/// The file [`ignore_for`] reads, and its text; `None` when there is none (a thin
+/// client sends the text with the context it filtered).
+pub fn ignore_file_for(
+    context: &Path,
+    dockerfile: Option<&Path>,
+) -> Result<Option<(PathBuf, String)>, BuildError> {
     let mut candidates = Vec::new();
     if let Some(path) = dockerfile
         && let (Some(dir), Some(name)) = (path.parent(), path.file_name())
@@ -516,19 +558,12 @@ pub fn ignore_for(context: &Path, dockerfile: Option<&Path>) -> Result<Matcher, 
     candidates.push(context.join(in_context));
     for candidate in candidates {
         match std::fs::read_to_string(&candidate) {
-            Ok(text) => {
-                return Matcher::from_lines(&dockerignore::read_ignore_lines(&text)).map_err(|e| {
-                    BuildError::invalid(
-                        format!("{}: {e}", candidate.display()),
-                        "fix the pattern (moby/patternmatcher syntax)",
-                    )
-                });
-            }
+            Ok(text) => return Ok(Some((candidate, text))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(EngineError::io(&candidate, e).into()),
         }
     }
-    Ok(Matcher::default())
+    Ok(None)
 }
 
 /// Scans each context the plan reads (`.dockerignore` applied while walking).

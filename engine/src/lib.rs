@@ -29,6 +29,7 @@ mod context;
 mod error;
 mod fsck;
 mod images;
+mod load;
 mod output;
 mod request;
 
@@ -38,7 +39,7 @@ use std::sync::Arc;
 use kiln_exporter::registry::RegistryConfig;
 use kiln_snapshotter::{SnapshotterKind, Store};
 
-pub use build::{BuildOutcome, Checked, DockerfileText, ignore_for};
+pub use build::{BuildOutcome, Checked, DockerfileText, ignore_file_for, ignore_for};
 pub use context::TempContext;
 pub use error::{BuildError, BuildFailure, EngineError};
 pub use fsck::FsckReport;

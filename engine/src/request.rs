@@ -57,6 +57,10 @@ pub struct BuildRequest {
     pub jobs: Option<usize>,
     /// Registry credentials and insecure registries for this build's pulls and pushes.
     pub registry: RegistryAccess,
+    /// The `.dockerignore` text to apply instead of looking for one beside the
+    /// Dockerfile and in the context: a thin client that filtered the context it sent
+    /// names the patterns it used, so hints about ignored files stay right.
+    pub dockerignore: Option<String>,
 }
 
 impl BuildRequest {
@@ -82,6 +86,7 @@ impl BuildRequest {
             named_contexts: BTreeMap::new(),
             jobs: None,
             registry: RegistryAccess::default(),
+            dockerignore: None,
         }
     }
 }

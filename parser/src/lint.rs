@@ -266,6 +266,13 @@ pub struct Finding {
 }
 
 impl Finding {
+    /// [`Finding::render`] after `warning: ` (or `error: ` under `error=true`), as a
+    /// terminal shows it.
+    pub fn render_labelled(&self, file_name: &str, source: &str) -> String {
+        let kind = if self.error { "error" } else { "warning" };
+        format!("{kind}: {}", self.render(file_name, source))
+    }
+
     /// The finding as a person should read it, like a parse error:
     /// `Dockerfile:3:1: StageNameCasing: Stage name 'Build' should be lowercase`, the
     /// line, a caret, and the rule's URL as the hint.

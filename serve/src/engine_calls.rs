@@ -6,7 +6,8 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 
 use kiln_engine::{
-    BuildError, BuildRequest, ContextSource, DockerfileSource, Engine, EngineError, RegistryAccess,
+    BuildError, BuildRequest, ContextSource, Destination, DockerfileSource, Engine, EngineError,
+    Entitlement, Output, OutputKind, RegistryAccess, Sink,
 };
 use kiln_exporter::image::StoredImage;
 use kiln_exporter::registry::Platform;
@@ -14,11 +15,13 @@ use kiln_snapshotter::Digest;
 use kiln_snapshotter::layer_out::Compression;
 use kiln_solver::cancel::Cancel;
 use kiln_solver::progress::Progress;
+use kiln_solver::request::{NamedContext, NetworkMode, SecretSource, SecretSpec, SecretValue};
 
 pub(crate) use kiln_engine::{DiskUsage, FoundImage, ImageSummary, TempContext};
 
 use crate::build_params::BuildParams;
 use crate::credentials::Given;
+use crate::wire;
 
 fn access(credentials: Given) -> RegistryAccess {
     RegistryAccess {
@@ -191,7 +194,7 @@ impl Backend {
     }
 
     pub(crate) fn load(&self, input: &mut dyn Read) -> Result<Vec<String>, CallError> {
-        crate::load::load(self.engine.store(), input)
+        Ok(self.engine.load(input)?)
     }
 
     pub(crate) fn context_from_stream(
@@ -201,6 +204,15 @@ impl Backend {
     ) -> Result<TempContext, CallError> {
         // A body that is no tar is a lone Dockerfile, as dockerd takes it.
         Ok(self.engine.context_from_stream(input, max_bytes, true)?)
+    }
+
+    /// The context of kiln's own API: always a tar (the Dockerfile comes in the spec).
+    pub(crate) fn context_from_tar(
+        &self,
+        input: impl Read + 'static,
+        max_bytes: u64,
+    ) -> Result<TempContext, CallError> {
+        Ok(self.engine.context_from_stream(input, max_bytes, false)?)
     }
 
     pub(crate) async fn build(
@@ -252,4 +264,154 @@ impl Backend {
 
 fn render(e: &BuildError) -> String {
     e.render()
+}
+
+/// A request kiln's own API can carry, checked: the pieces that name the client's
+/// files (ssh agents, directory contexts) or would write on the server's disk are not
+/// part of [`wire::BuildSpec`], and outputs may only stream back (`dest=-`).
+pub(crate) struct SpecRequest(BuildRequest);
+
+fn invalid(e: BuildError) -> CallError {
+    CallError::Invalid(
+        e.render()
+            .trim_start_matches("error: ")
+            .trim_end()
+            .to_owned(),
+    )
+}
+
+impl SpecRequest {
+    /// Checks `spec` and makes the request for `context`; the `dest=-` output writes to
+    /// what `stream` makes.
+    pub(crate) fn new(
+        spec: wire::BuildSpec,
+        context: TempContext,
+        stream: impl FnOnce() -> Sink,
+    ) -> Result<SpecRequest, CallError> {
+        use base64::Engine as _;
+        let mut request = BuildRequest::new(ContextSource::Temp(context));
+        if let Some(file) = spec.dockerfile {
+            request.dockerfile = DockerfileSource::Inline {
+                name: file.name,
+                text: file.text,
+            };
+        }
+        request.dockerignore = spec.dockerignore;
+        request.target = spec.target;
+        request.build_args = spec.build_args;
+        request.labels = spec.labels;
+        request.annotations = spec.annotations;
+        request.tags = spec.tags;
+        let mut stream = Some(stream);
+        for value in &spec.outputs {
+            let output = Output::parse(value, || match stream.take() {
+                Some(make) => make(),
+                None => Sink::new(Box::new(std::io::sink())),
+            })
+            .map_err(invalid)?;
+            if output.kind == OutputKind::Local {
+                return Err(CallError::Invalid(format!(
+                    "-o {value}: a directory cannot be sent to the client; use type=tar,dest=- and unpack it"
+                )));
+            }
+            if let Some(Destination::Path(path)) = &output.dest {
+                return Err(CallError::Invalid(format!(
+                    "-o {value}: dest={} would write on the server; send dest=- and write the file on the client",
+                    path.display()
+                )));
+            }
+            request.outputs.push(output);
+        }
+        if spec.push {
+            request.outputs.push(Output::new(OutputKind::Registry));
+        }
+        request.no_cache = spec.no_cache;
+        request.no_cache_filter = spec.no_cache_filter;
+        request.pull = spec.pull;
+        request.platform = match &spec.platform {
+            Some(text) => Some(kiln_solver::frontend::parse_platform(text).ok_or_else(|| {
+                CallError::Invalid(format!(
+                    "platform {text:?}: write OS/ARCH[/VARIANT], e.g. linux/amd64"
+                ))
+            })?),
+            None => None,
+        };
+        if let Some(network) = &spec.network {
+            request.network =
+                NetworkMode::parse(network).map_err(|e| CallError::Invalid(e.to_string()))?;
+        }
+        for name in &spec.allow {
+            request
+                .allow
+                .push(Entitlement::parse(name).map_err(invalid)?);
+        }
+        for secret in spec.secrets {
+            if secret.id.is_empty() {
+                return Err(CallError::Invalid("a secret with an empty id".to_owned()));
+            }
+            let value = base64::engine::general_purpose::STANDARD
+                .decode(&secret.value)
+                .map_err(|_| {
+                    CallError::Invalid(format!("secret {}: the value is not base64", secret.id))
+                })?;
+            request.secrets.push(SecretSpec {
+                id: secret.id,
+                source: SecretSource::Value(SecretValue(value.into())),
+            });
+        }
+        for (name, value) in spec.named_contexts {
+            let Some(reference) = value.strip_prefix("docker-image://") else {
+                return Err(CallError::Invalid(format!(
+                    "named context {name}={value}: only docker-image://REF can be sent to a server"
+                )));
+            };
+            request
+                .named_contexts
+                .insert(name, NamedContext::Image(reference.to_owned()));
+        }
+        request.jobs = spec.jobs;
+        Ok(SpecRequest(request))
+    }
+}
+
+impl Backend {
+    /// Runs a build of kiln's own API: the result, or the failure as the terminal shows it.
+    pub(crate) async fn build_spec(
+        &self,
+        request: SpecRequest,
+        progress: Progress,
+        cancel: Cancel,
+    ) -> Result<wire::BuildResult, wire::BuildFailure> {
+        let engine = self.engine.clone();
+        let built =
+            off_runtime(move |handle| handle.block_on(engine.build(request.0, progress, cancel)))
+                .await
+                .map_err(|e| wire::BuildFailure {
+                    rendered: format!("error: {}\n", e.message()),
+                })?;
+        match built {
+            Ok(outcome) => {
+                let file = &outcome.dockerfile;
+                Ok(wire::BuildResult {
+                    id: outcome.image.id.to_string(),
+                    layers: outcome.image.manifest.layers.len(),
+                    size: kiln_engine::image_size(&outcome.image),
+                    ran: outcome.ran,
+                    cached: outcome.cached,
+                    lines: outcome.delivered.lines.clone(),
+                    names: outcome.delivered.names.clone(),
+                    warnings: outcome.warnings.clone(),
+                    findings: outcome
+                        .findings
+                        .iter()
+                        .map(|f| f.render_labelled(&file.name, &file.text))
+                        .collect(),
+                    metadata: outcome.metadata.clone(),
+                })
+            }
+            Err(e) => Err(wire::BuildFailure {
+                rendered: render(&e),
+            }),
+        }
+    }
 }

@@ -23,15 +23,16 @@ mod api;
 mod body;
 mod build_params;
 mod builds;
+pub mod client;
 mod credentials;
 mod engine_calls;
 mod host;
 mod listen;
-mod load;
 mod reply;
 mod routes;
 mod server;
 mod tls;
+pub mod wire;
 
 use std::path::PathBuf;
 use std::time::Duration;

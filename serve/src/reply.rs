@@ -91,13 +91,19 @@ impl http_body::Body for ChannelBody {
     }
 }
 
+/// A body fed from a channel (a few chunks in flight), and the sender that feeds it.
+pub(crate) fn body_channel() -> (Body, mpsc::Sender<Result<Bytes, std::io::Error>>) {
+    let (sender, receiver) = mpsc::channel(16);
+    (ChannelBody { receiver }.boxed(), sender)
+}
+
 /// A streamed answer: the response to send now, and the sender its producer writes to.
 pub(crate) fn channel(
     content_type: &'static str,
 ) -> (Response<Body>, mpsc::Sender<Result<Bytes, std::io::Error>>) {
     // A few chunks in flight: a slow client slows the producer instead of filling memory.
-    let (sender, receiver) = mpsc::channel(16);
-    let mut response = Response::new(ChannelBody { receiver }.boxed());
+    let (body, sender) = body_channel();
+    let mut response = Response::new(body);
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

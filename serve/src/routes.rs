@@ -18,6 +18,8 @@ pub(crate) enum Route {
     Version,
     Info,
     Build,
+    /// `POST /kiln/v1/build`: kiln's own build endpoint.
+    KilnBuild,
     BuildPrune,
     ImagesList,
     ImageInspect(String),
@@ -99,6 +101,7 @@ pub(crate) fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
         "/version" if get => Route::Version,
         "/info" if get => Route::Info,
         "/build" if post => Route::Build,
+        crate::wire::BUILD_PATH if post => Route::KilnBuild,
         "/build/prune" if post => Route::BuildPrune,
         "/images/json" if get => Route::ImagesList,
         "/images/create" if post => Route::ImageCreate,
@@ -156,6 +159,7 @@ mod tests {
         check(Method::HEAD, "/v1.41/_ping", Route::Ping);
         check(Method::POST, "/v1.41/build", Route::Build);
         check(Method::POST, "/build/prune", Route::BuildPrune);
+        check(Method::POST, "/kiln/v1/build", Route::KilnBuild);
         check(Method::GET, "/v1.44/images/json", Route::ImagesList);
         check(
             Method::GET,

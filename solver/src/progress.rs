@@ -6,13 +6,13 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::graph::VertexId;
 
 /// Which output stream a log line came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Stream {
     /// The process's standard output.
@@ -22,7 +22,7 @@ pub enum Stream {
 }
 
 /// What happened to a vertex.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum EventKind {
     /// The vertex started running.
@@ -55,7 +55,7 @@ pub enum EventKind {
 }
 
 /// One progress event.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// The vertex, numbered from 1 in the order the build first mentions it.
     pub vertex: u32,

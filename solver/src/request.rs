@@ -1,5 +1,6 @@
-//! What a build is asked to do: the `BuildRequest` the cli hands to the solver, and the
-//! parsers for the `docker buildx build` value syntaxes (`--output`, `--secret`, ...).
+//! The parsers for the `docker buildx build` value syntaxes (`--output`, `--secret`,
+//! `--ssh`, `--build-context`, `--network`) and the plain data they give; the engine's
+//! `BuildRequest` holds their results.
 //!
 //! Everything here is plain data, checked when it is parsed, so that a bad flag is a
 //! usage error before anything runs.
@@ -118,6 +119,19 @@ pub enum SecretSource {
     File(PathBuf),
     /// An environment variable of the kiln process.
     Env(String),
+    /// The value itself, held in memory (a thin client sent it over its connection to
+    /// `kiln serve`: it never touches the server's disk outside the step's private file).
+    Value(SecretValue),
+}
+
+/// A secret's bytes; `Debug` never shows them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretValue(pub std::sync::Arc<[u8]>);
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretValue({} bytes)", self.0.len())
+    }
 }
 
 /// One `--secret id=X,src=FILE` or `--secret id=X,env=VAR`.
@@ -296,58 +310,6 @@ fn csv_pairs(flag: &'static str, value: &str) -> Result<BTreeMap<String, String>
         pairs.insert(key.trim().to_lowercase(), val.to_owned());
     }
     Ok(pairs)
-}
-
-/// Everything one build needs to know, as the cli hands it over.
-#[derive(Debug, Clone, Default)]
-pub struct BuildRequest {
-    /// The context directory.
-    pub context: PathBuf,
-    /// The Dockerfile's text and the name to show in messages.
-    pub dockerfile: DockerfileSource,
-    /// `--build-arg`s.
-    pub build_args: BTreeMap<String, String>,
-    /// `--target`: the stage to build (default: the last).
-    pub target: Option<String>,
-    /// `--platform`s; empty means the host's.
-    pub platforms: Vec<String>,
-    /// `-t` names.
-    pub tags: Vec<String>,
-    /// `-o` outputs; empty means `type=image` into the local store.
-    pub outputs: Vec<OutputSpec>,
-    /// `--no-cache`.
-    pub no_cache: bool,
-    /// `--no-cache-filter`: stages never taken from the cache.
-    pub no_cache_filter: Vec<String>,
-    /// `--pull`: resolve image tags again even when the store has them.
-    pub pull: bool,
-    /// `--secret`s.
-    pub secrets: Vec<SecretSpec>,
-    /// `--ssh` agents and keys.
-    pub ssh: Vec<SshSpec>,
-    /// `--build-context`s by name.
-    pub named_contexts: BTreeMap<String, NamedContext>,
-    /// `--label`s added to the image config.
-    pub labels: BTreeMap<String, String>,
-    /// `--annotation`s added to the manifest.
-    pub annotations: BTreeMap<String, String>,
-    /// `--network` for RUN steps that do not say.
-    pub network: NetworkMode,
-    /// `--allow` entitlements, e.g. `security.insecure`, `network.host`.
-    pub allow: Vec<String>,
-    /// `--jobs`: how many RUN steps may run at once (default: the number of cores).
-    pub jobs: Option<usize>,
-}
-
-/// The Dockerfile: its text and how to name it in messages.
-#[derive(Debug, Clone, Default)]
-pub struct DockerfileSource {
-    /// Shown in messages as `NAME:LINE:COL`.
-    pub name: String,
-    /// The text.
-    pub text: String,
-    /// Where it was read from, when it was a file (for `NAME.dockerignore`).
-    pub path: Option<PathBuf>,
 }
 
 #[cfg(test)]

@@ -298,7 +298,11 @@ fn report(e: &BuildError, log: Option<BuildLog>) -> anyhow::Error {
     Reported.into()
 }
 
-pub(crate) fn build(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn build(
+    global: &GlobalArgs,
+    host: Option<&str>,
+    args: BuildArgs,
+) -> anyhow::Result<ExitCode> {
     let mode = if args.quiet {
         Mode::Quiet
     } else {
@@ -309,6 +313,9 @@ pub(crate) fn build(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<Exit
             )
         })?
     };
+    if let Some(host) = host {
+        return crate::cmd::remote::build(global, host, args, mode);
+    }
     let engine = crate::cmd::store::open_engine(global)?;
     let (context, dockerfile) = sources(&engine, &args)?;
     let mut request = request(&args, context)?;
@@ -359,33 +366,72 @@ pub(crate) fn build(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<Exit
         Ok(outcome) => outcome,
         Err(e) => return Err(report(&e, log)),
     };
-    let image = &outcome.image;
+    let file = &outcome.dockerfile;
+    let finished = Finished {
+        id: outcome.image.id.to_string(),
+        layers: outcome.image.manifest.layers.len(),
+        size: kiln_engine::image_size(&outcome.image),
+        lines: outcome.delivered.lines.clone(),
+        warnings: outcome.warnings.clone(),
+        findings: outcome
+            .findings
+            .iter()
+            .map(|f| f.render_labelled(&file.name, &file.text))
+            .collect(),
+        metadata: outcome.metadata.clone(),
+    };
+    finish(&args, mode, &finished, tally, log, started, stdout_taken)
+}
+
+/// What a finished build shows, built here or by a server.
+pub(crate) struct Finished {
+    pub(crate) id: String,
+    pub(crate) layers: usize,
+    pub(crate) size: u64,
+    /// What the outputs did.
+    pub(crate) lines: Vec<String>,
+    pub(crate) warnings: Vec<String>,
+    /// The build checks' findings, rendered.
+    pub(crate) findings: Vec<String>,
+    pub(crate) metadata: serde_json::Value,
+}
+
+/// The end of a successful build: `--iidfile`, `--metadata-file`, the summary, the
+/// findings and the id on stdout (unless an output owns stdout).
+pub(crate) fn finish(
+    args: &BuildArgs,
+    mode: Mode,
+    finished: &Finished,
+    tally: Tally,
+    log: Option<BuildLog>,
+    started: std::time::Instant,
+    stdout_taken: bool,
+) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.iidfile {
-        std::fs::write(path, image.id.as_str())
+        std::fs::write(path, &finished.id)
             .with_context(|| format!("write --iidfile {}", path.display()))?;
     }
     if let Some(path) = &args.metadata_file {
-        let text = serde_json::to_string_pretty(&outcome.metadata)?;
+        let text = serde_json::to_string_pretty(&finished.metadata)?;
         std::fs::write(path, text)
             .with_context(|| format!("write --metadata-file {}", path.display()))?;
     }
-    let size: u64 = kiln_engine::image_size(image);
     let summary = format!(
         "Built {} in {:.1}s: {} steps run, {} cached; {} layers, {:.1} MB",
-        image.id,
+        finished.id,
         started.elapsed().as_secs_f64(),
         tally.ran,
         tally.cached,
-        image.manifest.layers.len(),
-        size as f64 / 1e6
+        finished.layers,
+        finished.size as f64 / 1e6
     );
-    let lines = &outcome.delivered.lines;
+    let lines = &finished.lines;
     if let Some(log) = log {
         log.finish(&format!("\n{summary}\n{}\n", lines.join("\n")));
     }
     if mode != Mode::Quiet {
         let mut err = std::io::stderr().lock();
-        for warning in &outcome.warnings {
+        for warning in &finished.warnings {
             writeln!(err, "warning: {warning}")?;
         }
         writeln!(err)?;
@@ -393,17 +439,19 @@ pub(crate) fn build(global: &GlobalArgs, args: BuildArgs) -> anyhow::Result<Exit
         for line in lines {
             writeln!(err, "{line}")?;
         }
-    }
-    if !outcome.findings.is_empty() && mode != Mode::Quiet {
-        eprintln!(
-            "\n{} build check warning(s) (kiln check shows them alone):",
-            outcome.findings.len()
-        );
-        let file = &outcome.dockerfile;
-        crate::cmd::check::print(&outcome.findings, &file.name, &file.text);
+        if !finished.findings.is_empty() {
+            writeln!(
+                err,
+                "\n{} build check warning(s) (kiln check shows them alone):",
+                finished.findings.len()
+            )?;
+            for finding in &finished.findings {
+                write!(err, "{finding}")?;
+            }
+        }
     }
     if !stdout_taken {
-        writeln!(std::io::stdout(), "{}", image.id)?;
+        writeln!(std::io::stdout(), "{}", finished.id)?;
     }
     Ok(ExitCode::SUCCESS)
 }

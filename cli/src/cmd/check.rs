@@ -33,8 +33,7 @@ pub(crate) struct CheckArgs {
 pub(crate) fn print(findings: &[Finding], file_name: &str, text: &str) {
     let mut err = std::io::stderr().lock();
     for finding in findings {
-        let kind = if finding.error { "error" } else { "warning" };
-        let _ = write!(err, "{kind}: {}", finding.render(file_name, text));
+        let _ = write!(err, "{}", finding.render_labelled(file_name, text));
     }
 }
 

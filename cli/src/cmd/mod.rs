@@ -4,6 +4,7 @@ pub(crate) mod build;
 pub(crate) mod check;
 pub(crate) mod parse;
 pub(crate) mod registry;
+pub(crate) mod remote;
 pub(crate) mod sandbox;
 pub(crate) mod serve;
 pub(crate) mod store;
@@ -20,8 +21,15 @@ pub(crate) struct CompletionArgs {
 
 pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let global = &cli.global;
+    if let Some(host) = &cli.host
+        && !matches!(cli.command, Command::Build(_))
+    {
+        anyhow::bail!(
+            "--host {host}: only `kiln build` runs through a server so far; run this command without --host on the server's machine (or use the docker CLI with DOCKER_HOST={host})"
+        );
+    }
     match cli.command {
-        Command::Build(args) => build::build(global, *args),
+        Command::Build(args) => build::build(global, cli.host.as_deref(), *args),
         Command::Logs(args) => build::logs(global, args),
         Command::Check(args) => check::check(global, args),
         Command::Version => {
@@ -42,6 +50,8 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Parse(args) => parse::parse(args),
         Command::Import(args) => store::import(global, args),
+        Command::Load(args) => store::load(global, args),
+        Command::Save(args) => store::save(global, args),
         Command::Images(args) => store::images(global, args),
         Command::Tag(args) => store::tag(global, args),
         Command::Rmi(args) => store::rmi(global, args),

@@ -1,6 +1,7 @@
-//! Store commands: `import`, `images`, `tag`, `rmi`, `inspect`, `prune`, `du`.
+//! Store commands: `import`, `load`, `save`, `images`, `tag`, `rmi`, `inspect`, `prune`,
+//! `du`, `fsck`.
 
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -25,6 +26,22 @@ pub(crate) struct ImportArgs {
     /// A comment recorded in the image's history
     #[arg(short = 'm', long = "message")]
     pub(crate) message: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct LoadArgs {
+    /// The archive (what `docker save` writes) [default: stdin]
+    #[arg(short = 'i', long = "input", value_name = "FILE")]
+    pub(crate) input: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct SaveArgs {
+    /// The image (name or id)
+    pub(crate) name: String,
+    /// Where the archive goes [default: stdout, unless it is a terminal]
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -330,6 +347,66 @@ pub(crate) fn du(global: &GlobalArgs, _args: DuArgs) -> anyhow::Result<ExitCode>
     )?;
     writeln!(out, "{:<12} {:>12}", "temp", human_size(usage.temp))?;
     writeln!(out, "{:<12} {:>12}", "total", human_size(usage.total()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kiln load`: the images of a Docker archive into the store, as `docker load`.
+pub(crate) fn load(global: &GlobalArgs, args: LoadArgs) -> anyhow::Result<ExitCode> {
+    let engine = open_engine(global)?;
+    let mut input: Box<dyn Read> = match &args.input {
+        Some(path) => Box::new(
+            std::fs::File::open(path)
+                .with_context(|| format!("open {}; give a docker save archive", path.display()))?,
+        ),
+        None => {
+            if std::io::stdin().is_terminal() {
+                bail!("kiln load reads the archive from stdin: give -i FILE or redirect it");
+            }
+            Box::new(std::io::stdin().lock())
+        }
+    };
+    for line in engine.load(&mut input)? {
+        writeln!(std::io::stdout(), "{line}")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kiln save`: one image as a Docker archive (`docker load` reads it).
+pub(crate) fn save(global: &GlobalArgs, args: SaveArgs) -> anyhow::Result<ExitCode> {
+    let engine = open_engine(global)?;
+    let names = [args.name.clone()];
+    engine.find(&args.name)?;
+    match &args.output {
+        Some(path) => {
+            // Through a temp file and a rename, as every file output: a failed save leaves
+            // nothing at the path.
+            let mut failed = None;
+            let written = kiln_exporter::archive::write_to_file(path, |file| {
+                engine.save(&names, file).map_err(|e| {
+                    let refused = kiln_exporter::archive::ArchiveError::DestRefused {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    };
+                    failed = Some(e);
+                    refused
+                })
+            });
+            if let Some(e) = failed {
+                return Err(e.into());
+            }
+            written?;
+        }
+        None => {
+            if std::io::stdout().is_terminal() {
+                bail!(
+                    "kiln save will not write an archive to a terminal: give -o FILE or redirect stdout"
+                );
+            }
+            let mut out = std::io::stdout().lock();
+            engine.save(&names, &mut out)?;
+            out.flush()?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

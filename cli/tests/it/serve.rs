@@ -19,10 +19,18 @@ struct Served {
 
 impl Served {
     fn start(k: &Kiln, extra: &[&str]) -> Served {
+        Served::start_on(k, &k.root(), extra)
+    }
+
+    /// A server whose store is `root` (not the test's own).
+    fn start_on(k: &Kiln, root: &Path, extra: &[&str]) -> Served {
         let socket = k.path("kiln.sock");
         let log = k.path("serve.log");
-        let child = k
-            .cmd()
+        let child = Command::new(crate::support::kiln_bin())
+            .current_dir(k.dir.path())
+            .env_remove("KILN_ROOT")
+            .arg("--root")
+            .arg(root)
             .arg("serve")
             .arg("--host")
             .arg(format!("unix://{}", socket.display()))
@@ -1050,4 +1058,352 @@ fn serve_docker_push_uses_the_clients_login() {
     );
     let pushed = docker_ok(&served, &k, &["push", &target], &[]);
     assert!(pushed.contains("digest: sha256:"), "{pushed}");
+}
+
+/// `kiln --host SERVER ARGS` in the test's dir, with `envs`.
+fn kiln_remote(served: &Served, k: &Kiln, args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut cmd = k.cmd();
+    cmd.arg("--host").arg(served.docker_host()).args(args);
+    for (key, value) in envs {
+        cmd.env(key, value);
+    }
+    crate::support::run(&mut cmd)
+}
+
+/// The world's store copied (busybox only, no cache), for a server that must build
+/// from nothing what the test's own store builds.
+fn copy_of_store(k: &Kiln) -> PathBuf {
+    let copy = k.path("served-root");
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(k.root())
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    copy
+}
+
+fn blobs_containing(root: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                stack.push(path);
+            } else if meta.is_file()
+                && std::fs::read(&path).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn kiln_host_build_gives_the_local_image_id_with_secrets_and_dockerignore() {
+    let Some(k) = world() else { return };
+    let served_root = copy_of_store(&k);
+    let served = Served::start_on(&k, &served_root, &[]);
+    // The steps check the secret by its hash: the Dockerfile (copied into the image and
+    // its history) must not hold the value the store is searched for.
+    let hash = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(b"s3cr3t-v4lue"))
+    };
+    k.write(
+        "ctx/Dockerfile",
+        format!(
+            "FROM busybox\nCOPY . /app\n\
+             RUN --mount=type=secret,id=tok sha256sum /run/secrets/tok | grep -q ^{hash}\n\
+             RUN --mount=type=secret,id=tok,env=TOK echo -n \"$TOK\" | sha256sum | grep -q ^{hash}\n"
+        ),
+    );
+    k.write("ctx/a.txt", "a\n");
+    k.write("ctx/sub/deep/b.txt", "b\n");
+    k.write("ctx/junk.log", "junk\n");
+    k.write("ctx/keep.log", "keep\n");
+    k.write("ctx/private.key", "not for the server\n");
+    k.write("ctx/.dockerignore", "*.log\n!keep.log\nprivate.key\n");
+    std::os::unix::fs::symlink("a.txt", k.path("ctx/link")).unwrap();
+    let tool = k.write("ctx/tool.sh", "#!/bin/sh\n");
+    std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    k.write("tok.txt", "s3cr3t-v4lue");
+    let args = [
+        "build",
+        "ctx",
+        "-t",
+        "app:1",
+        "--progress",
+        "plain",
+        "--secret",
+        "id=tok,src=tok.txt",
+    ];
+    let epoch = [("SOURCE_DATE_EPOCH", "1700000000")];
+    let mut local = k.cmd();
+    local.args(args).envs(epoch);
+    let local = crate::support::run(&mut local);
+    assert!(local.status.success(), "{}", describe(&args, &local));
+    let remote = kiln_remote(&served, &k, &args, &epoch);
+    assert!(
+        remote.status.success(),
+        "{}\nserver: {}",
+        describe(&args, &remote),
+        served.stderr()
+    );
+    let local_id = String::from_utf8_lossy(&local.stdout).trim().to_owned();
+    let remote_id = String::from_utf8_lossy(&remote.stdout).trim().to_owned();
+    assert!(local_id.starts_with("sha256:"), "{local_id}");
+    assert_eq!(local_id, remote_id, "the server built another image");
+    // The same progress views: plain lines for every step, then the summary.
+    let shown = String::from_utf8_lossy(&remote.stderr);
+    for fragment in [
+        "[1/4] FROM busybox",
+        "RUN --mount=type=secret",
+        "DONE",
+        "Built sha256:",
+        "Tagged app:1",
+    ] {
+        assert!(
+            shown.contains(fragment),
+            "{fragment:?} missing from\n{shown}"
+        );
+    }
+    // Equal ids mean equal layers: the server's image is this one, .dockerignore applied
+    // on the client and nothing more.
+    let tree = crate::support::image_tree(&k, "app:1");
+    for present in [
+        "app/a.txt",
+        "app/sub/deep/b.txt",
+        "app/keep.log",
+        "app/link",
+        "app/tool.sh",
+    ] {
+        assert!(
+            std::fs::symlink_metadata(tree.path().join(present)).is_ok(),
+            "{present} missing"
+        );
+    }
+    for absent in ["app/junk.log", "app/private.key"] {
+        assert!(
+            !tree.path().join(absent).exists(),
+            "{absent} reached the image"
+        );
+    }
+    // The secret reached the RUN steps (they test it) and no file of the server's store.
+    let leaked = blobs_containing(&served_root, b"s3cr3t-v4lue");
+    assert!(
+        leaked.is_empty(),
+        "the secret is on the server's disk: {leaked:?}"
+    );
+    // The server tagged it in its own store.
+    let listed = Command::new(crate::support::kiln_bin())
+        .arg("--root")
+        .arg(&served_root)
+        .arg("images")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("app"),
+        "{listed:?}"
+    );
+}
+
+#[test]
+fn kiln_host_streams_a_file_output_and_refuses_what_it_cannot_carry() {
+    let Some(k) = world() else { return };
+    let served = Served::start(&k, &[]);
+    k.write("ctx/Dockerfile", "FROM busybox\nCOPY hello /hello\n");
+    k.write("ctx/hello", "hello from the context\n");
+    let out = kiln_remote(
+        &served,
+        &k,
+        &[
+            "build",
+            "ctx",
+            "-o",
+            "type=tar,dest=fs.tar",
+            "--progress",
+            "quiet",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", describe(&["build"], &out));
+    let mut archive = tar::Archive::new(std::fs::File::open(k.path("fs.tar")).unwrap());
+    let names: Vec<String> = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.trim_start_matches("./") == "hello"),
+        "{names:?}"
+    );
+    let refusals: [(&[&str], &str); 5] = [
+        (
+            &["build", "ctx", "-o", "type=local,dest=out"],
+            "directory output",
+        ),
+        (
+            &["build", "ctx", "--ssh", "default"],
+            "--ssh through --host",
+        ),
+        (&["build", "-", "-t", "x"], "must be a directory"),
+        (
+            &["build", "ctx", "--build-context", "x=ctx"],
+            "docker-image://",
+        ),
+        (&["images"], "only `kiln build`"),
+    ];
+    for (args, fragment) in refusals {
+        let out = kiln_remote(&served, &k, args, &[]);
+        assert!(!out.status.success(), "{}", describe(args, &out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(fragment),
+            "{args:?}: {fragment:?} missing from {err}"
+        );
+    }
+    // Nothing at the host: a clear message.
+    let mut cmd = k.cmd();
+    cmd.args(["--host", "unix:///nonexistent/kiln.sock", "build", "ctx"]);
+    let out = crate::support::run(&mut cmd);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is `kiln serve` running there?"),
+        "{}",
+        describe(&["--host"], &out)
+    );
+}
+
+#[test]
+fn kiln_api_bad_requests_answer_4xx_and_the_server_keeps_serving() {
+    let k = Kiln::new();
+    let served = Served::start(&k, &[]);
+    let post = |body: &[u8]| {
+        http(
+            &served.socket,
+            "POST /kiln/v1/build HTTP/1.1\r\nContent-Type: application/x-kiln-build",
+            body,
+        )
+    };
+    let tar = tar_of(&[("Dockerfile", "FROM scratch\n")]);
+    let with_spec = |spec: &str| {
+        let mut body = spec.as_bytes().to_vec();
+        body.push(b'\n');
+        body.extend_from_slice(&tar);
+        body
+    };
+    assert_message(&post(b"no newline and no json"), 400, "the build spec");
+    assert_message(
+        &post(&with_spec("{not json")),
+        400,
+        "the build spec is not valid",
+    );
+    assert_message(&post(&with_spec("{\"tagz\": []}")), 400, "unknown field");
+    assert_message(
+        &post(&with_spec("{\"outputs\": [\"type=tar,dest=/etc/x\"]}")),
+        400,
+        "would write on the server",
+    );
+    assert_message(
+        &post(&with_spec("{\"outputs\": [\"type=local,dest=-\"]}")),
+        400,
+        "",
+    );
+    assert_message(
+        &post(&with_spec(
+            "{\"secrets\": [{\"id\": \"a\", \"value\": \"***\"}]}",
+        )),
+        400,
+        "not base64",
+    );
+    assert_message(
+        &post(&with_spec("{\"named_contexts\": {\"x\": \"/etc\"}}")),
+        400,
+        "only docker-image://",
+    );
+    let mut escaping = b"{}\n".to_vec();
+    escaping.extend_from_slice(&tar_with_raw_name("../evil", tar::EntryType::Regular, None));
+    assert_message(&post(&escaping), 400, "not a usable tar");
+    let mut truncated = with_spec("{}");
+    truncated.truncate(truncated.len() - 1500);
+    let answer = post(&truncated);
+    assert!((400..500).contains(&answer.status), "{answer:?}");
+    assert_eq!(get(&served.socket, "/_ping").status, 200);
+}
+
+#[test]
+fn kiln_host_two_clients_share_each_run_and_a_killed_client_stops_its_step() {
+    let Some(k) = world() else { return };
+    let served = Served::start(&k, &[]);
+    k.write(
+        "ctx/Dockerfile",
+        "FROM busybox\nRUN --mount=type=cache,id=counter,target=/count \
+         echo ran >> /count/runs && sleep 2 && echo done > /out\n",
+    );
+    let spawn = |tag: &str| {
+        k.cmd()
+            .arg("--host")
+            .arg(served.docker_host())
+            .args(["build", "ctx", "-t", tag, "--progress", "quiet"])
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (first, second) = (spawn("one:1"), spawn("two:1"));
+    let (first, second) = (
+        first.wait_with_output().unwrap(),
+        second.wait_with_output().unwrap(),
+    );
+    assert!(first.status.success(), "{}", describe(&["one"], &first));
+    assert!(second.status.success(), "{}", describe(&["two"], &second));
+    assert_eq!(
+        String::from_utf8_lossy(&first.stdout),
+        String::from_utf8_lossy(&second.stdout),
+        "both clients get the same image id"
+    );
+    let runs = blobs_containing(&k.root().join("cache-mounts"), b"ran\n");
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let count = std::fs::read_to_string(&runs[0]).unwrap();
+    assert_eq!(count, "ran\n", "the RUN ran more than once");
+
+    // A client killed mid-RUN: its step is gone within a second, the store is intact.
+    k.write("slow/Dockerfile", "FROM busybox\nRUN sleep 3133\n");
+    let mut client = k
+        .cmd()
+        .arg("--host")
+        .arg(served.docker_host())
+        .args(["build", "slow"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || process_running("sleep 3133")),
+        "the RUN step never started: {}",
+        served.stderr()
+    );
+    client.kill().unwrap();
+    client.wait().unwrap();
+    let killed = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(1), || !process_running("sleep 3133")),
+        "the RUN step outlived its client by more than a second"
+    );
+    eprintln!("the step was gone {:?} after the client", killed.elapsed());
+    assert!(
+        wait_until(Duration::from_secs(5), || mounts_under(&k.root())
+            .is_empty()),
+        "{:?}",
+        mounts_under(&k.root())
+    );
+    k.ok(&["fsck"]);
+    let after = kiln_remote(&served, &k, &["build", "ctx", "-t", "three:1"], &[]);
+    assert!(after.status.success(), "{}", describe(&["three"], &after));
 }

@@ -295,3 +295,127 @@ fn two_concurrent_imports_into_one_store_both_land() {
         "{images}"
     );
 }
+
+/// A Docker archive (`docker save`'s classic layout) of images given as (tag, layer tar).
+fn docker_archive(images: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    use sha2::Digest as _;
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut manifest = Vec::new();
+    let add = |builder: &mut tar::Builder<Vec<u8>>, name: &str, bytes: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        builder.append_data(&mut header, name, bytes).unwrap();
+    };
+    for (i, (tag, layer)) in images.iter().enumerate() {
+        let diff_id = format!("sha256:{}", hex::encode(sha2::Sha256::digest(layer)));
+        let config = serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "config": {}, "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        });
+        let config = serde_json::to_vec(&config).unwrap();
+        add(&mut builder, &format!("config{i}.json"), &config);
+        add(&mut builder, &format!("layer{i}/layer.tar"), layer);
+        manifest.push(serde_json::json!({
+            "Config": format!("config{i}.json"),
+            "RepoTags": [tag],
+            "Layers": [format!("layer{i}/layer.tar")],
+        }));
+    }
+    add(
+        &mut builder,
+        "manifest.json",
+        &serde_json::to_vec(&manifest).unwrap(),
+    );
+    builder.into_inner().unwrap()
+}
+
+/// A layer with one regular file whose name is written raw (the tar crate refuses `..`).
+fn layer_with_name(name: &str) -> Vec<u8> {
+    let mut header = tar::Header::new_old();
+    header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_mode(0o644);
+    header.set_size(4);
+    header.set_cksum();
+    let mut out = header.as_bytes().to_vec();
+    let mut block = [0u8; 512];
+    block[..4].copy_from_slice(b"evil");
+    out.extend_from_slice(&block);
+    out.extend_from_slice(&[0u8; 1024]);
+    out
+}
+
+#[test]
+fn save_then_load_round_trips_and_a_hostile_archive_tags_nothing() {
+    let Some(a) = store_with_busybox() else {
+        return;
+    };
+    a.ok(&["save", "busybox:latest", "-o", "bb.tar"]);
+    let id = |k: &Kiln| {
+        let v: serde_json::Value =
+            serde_json::from_str(&k.ok(&["inspect", "busybox:latest"])).unwrap();
+        v[0]["Id"].clone()
+    };
+    let b = Kiln::new();
+    let archive = a.path("bb.tar");
+    let loaded = b.ok(&["load", "-i", archive.to_str().unwrap()]);
+    assert_eq!(loaded.trim(), "Loaded image: busybox:latest");
+    assert_eq!(id(&a), id(&b), "the loaded image is not the saved one");
+    b.ok(&["fsck"]);
+    // Stdin works too, and the archive is what docker save writes: skopeo reads it.
+    let mut child = b
+        .cmd()
+        .arg("load")
+        .stdin(std::fs::File::open(&archive).unwrap())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    if have("skopeo") {
+        let out = Command::new("skopeo")
+            .args(["inspect", &format!("docker-archive:{}", archive.display())])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // A layer escaping with `..`: refused, naming the entry; the good image of the same
+    // archive is not tagged either.
+    let good = layer_with_name("fine.txt");
+    let evil = docker_archive(&[("good:1", good), ("evil:1", layer_with_name("../escape"))]);
+    let c = Kiln::new();
+    let path = c.write("evil.tar", &evil);
+    let err = c.fails(&["load", "-i", path.to_str().unwrap()]);
+    assert!(err.contains("../escape"), "{err}");
+    let images = c.ok(&["images"]);
+    assert!(
+        !images.contains("good") && !images.contains("evil"),
+        "{images}"
+    );
+    // A layer that is not its config's diff_id: refused.
+    let mut lying = docker_archive(&[("liar:1", layer_with_name("a.txt"))]);
+    let at = lying.windows(4).position(|w| w == b"evil").unwrap();
+    lying[at] = b'E';
+    let path = c.write("liar.tar", &lying);
+    let err = c.fails(&["load", "-i", path.to_str().unwrap()]);
+    assert!(err.contains("the config says"), "{err}");
+    // Not an archive at all, and no input on a terminal-less stdin that is empty.
+    let path = c.write("junk.tar", b"junk");
+    let err = c.fails(&["load", "-i", path.to_str().unwrap()]);
+    assert!(err.contains("the archive to load"), "{err}");
+    let err = c.fails(&["save", "nosuch:1", "-o", "x.tar"]);
+    assert!(err.contains("nosuch"), "{err}");
+    assert!(!c.path("x.tar").exists());
+}
+
+fn store_with_busybox() -> Option<Kiln> {
+    let k = Kiln::new();
+    let rootfs = busybox_rootfs(&k.path("rootfs"))?;
+    k.ok(&["import", rootfs.to_str().unwrap(), "busybox:latest"]);
+    Some(k)
+}

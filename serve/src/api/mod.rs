@@ -3,6 +3,7 @@
 
 mod build;
 mod images;
+mod kiln;
 mod system;
 
 use std::convert::Infallible;
@@ -108,6 +109,7 @@ async fn dispatch(
         Route::SystemDf => system::df(state),
         Route::BuildPrune => system::prune(state, &request).await,
         Route::Build => build::build(state, request).await,
+        Route::KilnBuild => kiln::build(state, request).await,
         Route::ImagesList => images::list(state, &request),
         Route::ImageInspect(name) => images::inspect(state, &name),
         Route::ImageTag(name) => images::tag(state, &name, &request),

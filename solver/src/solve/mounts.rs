@@ -119,6 +119,7 @@ impl Extras {
                                 id: format!("{id} (environment variable {var} is not set)"),
                             })?
                             .into_encoded_bytes(),
+                        SecretSource::Value(value) => value.0.to_vec(),
                     };
                     if value.len() as u64 > crate::input_file::MAX_SECRET_SIZE {
                         return Err(StepError::Secret {
@@ -138,7 +139,7 @@ impl Extras {
                         // environment needs a file, private to root, gone after the step.
                         let source_file = match source {
                             SecretSource::File(path) => path.clone(),
-                            SecretSource::Env(_) => {
+                            SecretSource::Env(_) | SecretSource::Value(_) => {
                                 let path = self.temp(shared, "secret")?;
                                 write_private(&path, &value)?;
                                 path
