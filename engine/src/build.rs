@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kiln_exporter::image::StoredImage;
+use kiln_image::image::StoredImage;
 use kiln_parser::Dockerfile;
 use kiln_parser::dockerignore::{self, Matcher};
 use kiln_parser::lint::Finding;
@@ -455,7 +455,7 @@ impl Engine {
     /// The store's image of that name; `None` only when the store has none — a damaged
     /// one is an error, never a reason to pull something else.
     fn stored_base(&self, reference: &str) -> Result<Option<BaseImage>, ResolveError> {
-        match kiln_exporter::image::find_image(self.store(), reference) {
+        match kiln_image::image::find_image(self.store(), reference) {
             Ok((names, image)) => Ok(Some(BaseImage {
                 reference: names
                     .first()

@@ -14,7 +14,7 @@ fn image_env(store: Option<&Store>, file: &Dockerfile) -> BTreeMap<String, Vec<S
     let mut out = BTreeMap::new();
     let Some(store) = store else { return out };
     for stage in &file.stages {
-        if let Ok((_, image)) = kiln_exporter::image::find_image(store, &stage.from.image) {
+        if let Ok((_, image)) = kiln_image::image::find_image(store, &stage.from.image) {
             out.insert(stage.from.image.clone(), image.config.config.env.clone());
         }
     }

@@ -189,7 +189,7 @@ pub(crate) fn import_oci_layout(
     let descriptor = kiln_snapshotter::Descriptor {
         media_type: chosen["mediaType"]
             .as_str()
-            .unwrap_or(kiln_exporter::image::OCI_MANIFEST)
+            .unwrap_or(kiln_image::image::OCI_MANIFEST)
             .to_owned(),
         digest: kiln_snapshotter::Digest::parse(&manifest_digest)
             .ok_or_else(|| bad(format!("bad digest {manifest_digest}")))?,

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use kiln_exporter::image::Manifest;
+use kiln_image::image::Manifest;
 use kiln_snapshotter::{Digest, StoreError};
 
 use crate::Engine;

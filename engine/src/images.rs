@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use kiln_exporter::config::{History, ImageConfig, RootFs, host_architecture, rfc3339};
-use kiln_exporter::image::{self, StoredImage};
 use kiln_exporter::registry::{BlobReport, ImageRef, Platform, Registry};
+use kiln_image::config::{History, ImageConfig, RootFs, host_architecture, rfc3339};
+use kiln_image::image::{self, StoredImage};
 use kiln_snapshotter::layer_out::{Compression, DiffSource, LayerInfo, LayerOptions, write_layer};
 use kiln_snapshotter::{Digest, StoreError, layer_in};
 

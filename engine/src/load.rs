@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 
-use kiln_exporter::image::{Manifest, OCI_CONFIG, OCI_MANIFEST};
+use kiln_image::image::{Manifest, OCI_CONFIG, OCI_MANIFEST};
 use kiln_snapshotter::layer_out::Compression;
 use kiln_snapshotter::{Descriptor, Digest, Store};
 use serde::Deserialize;

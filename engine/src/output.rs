@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use kiln_exporter::archive::{self, ArchiveOptions};
-use kiln_exporter::image::StoredImage;
 use kiln_exporter::registry::{ImageRef, Registry, RegistryConfig};
+use kiln_image::image::StoredImage;
 
 use crate::error::EngineError;
 use crate::request::{Destination, Entitlement, Output, OutputKind};

@@ -15,8 +15,8 @@ use kiln_exporter::archive::{
     ArchiveOptions, write_docker_archive, write_oci_archive, write_oci_layout, write_rootfs_dir,
     write_rootfs_tar, write_to_file,
 };
-use kiln_exporter::config::{ImageConfig, RootFs};
-use kiln_exporter::image::write_image;
+use kiln_image::config::{ImageConfig, RootFs};
+use kiln_image::image::write_image;
 use kiln_snapshotter::Store;
 use kiln_snapshotter::layer_out::{DiffSource, LayerOptions, write_layer};
 

@@ -45,8 +45,8 @@ use kiln_snapshotter::layer_out::{Compression, compress_blob};
 use kiln_snapshotter::{Descriptor, Digest, Store, StoreError};
 use sha2::{Digest as _, Sha256};
 
-use crate::image::{Manifest, OCI_CONFIG, OCI_MANIFEST, StoredImage};
 use crate::registry::{DOCKER_MANIFEST, ImageRef};
+use kiln_image::image::{Manifest, OCI_CONFIG, OCI_MANIFEST, StoredImage};
 
 pub use layout::{write_docker_archive, write_oci_archive, write_oci_layout};
 pub use rootfs::{LocalOptions, LocalReport, write_rootfs_dir, write_rootfs_tar};

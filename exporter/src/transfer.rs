@@ -9,8 +9,8 @@ use std::task::{Context, Poll};
 use kiln_snapshotter::layer_out::Compression;
 use kiln_snapshotter::{BlobWriter, Descriptor, Digest, Store, StoreError};
 
-use crate::image::{Manifest, OCI_MANIFEST, StoredImage, read_image};
 use crate::registry::{self, BlobSource, ImageRef, Platform, PushImage, PushReport, Registry};
+use kiln_image::image::{Manifest, OCI_MANIFEST, StoredImage, read_image};
 
 /// Why a transfer failed.
 #[derive(Debug, thiserror::Error)]

@@ -9,8 +9,8 @@ use kiln_engine::{
     BuildError, BuildRequest, ContextSource, Destination, DockerfileSource, Engine, EngineError,
     Entitlement, Output, OutputKind, RegistryAccess, Sink,
 };
-use kiln_exporter::image::StoredImage;
 use kiln_exporter::registry::Platform;
+use kiln_image::image::StoredImage;
 use kiln_snapshotter::Digest;
 use kiln_snapshotter::layer_out::Compression;
 use kiln_solver::cancel::Cancel;

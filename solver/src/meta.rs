@@ -4,7 +4,7 @@
 //! Callers pass instructions already expanded (`kiln_parser::expand`); RUN, COPY, ADD,
 //! FROM and WORKDIR's directory are the graph's business, not this module's.
 
-use kiln_exporter::config::{ContainerConfig, Empty, HealthConfig, ImageConfig};
+use kiln_image::config::{ContainerConfig, Empty, HealthConfig, ImageConfig};
 use kiln_parser::ast::{Command, Kind};
 
 /// A metadata instruction that cannot be applied.

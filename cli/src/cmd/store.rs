@@ -228,7 +228,7 @@ fn parse_rfc3339(text: &str) -> Option<i64> {
     let time = time.split(['.', '+']).next()?;
     let mut t = time.split(':').map(|p| p.parse::<i64>().ok());
     let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
-    Some(kiln_exporter::config::unix_seconds(y, m, day, hh, mm, ss))
+    Some(kiln_image::config::unix_seconds(y, m, day, hh, mm, ss))
 }
 
 pub(crate) fn images(global: &GlobalArgs, args: ImagesArgs) -> anyhow::Result<ExitCode> {
@@ -448,7 +448,7 @@ pub(crate) fn fsck(global: &GlobalArgs, _args: FsckArgs) -> anyhow::Result<ExitC
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kiln_exporter::config::rfc3339;
+    use kiln_image::config::rfc3339;
 
     #[test]
     fn names_split_like_docker() {

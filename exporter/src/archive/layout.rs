@@ -14,8 +14,8 @@ use super::{
     SourceReader, append_file, archive_names, dest_err, export_image_for_output, missing,
     write_err, write_to_file,
 };
-use crate::image::StoredImage;
 use crate::registry::OCI_INDEX;
+use kiln_image::image::StoredImage;
 
 /// The `oci-layout` file.
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
@@ -374,7 +374,7 @@ mod tests {
 
     fn descriptor(hex: char, name: Option<&ArchiveName>) -> Descriptor {
         let mut d = Descriptor {
-            media_type: crate::image::OCI_MANIFEST.to_owned(),
+            media_type: kiln_image::image::OCI_MANIFEST.to_owned(),
             digest: Digest::parse(&format!("sha256:{}", hex.to_string().repeat(64)))
                 .expect("digest"),
             size: 1,

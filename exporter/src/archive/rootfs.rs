@@ -28,7 +28,7 @@ use super::{
     ArchiveError, LayerKind, SourceReader, append_file, dest_err, layers_with_diff_ids, missing,
     uncompressed_layer, unsupported, write_err,
 };
-use crate::image::StoredImage;
+use kiln_image::image::StoredImage;
 
 /// How `type=local` writes onto the host.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

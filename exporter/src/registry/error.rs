@@ -28,11 +28,8 @@ pub enum Error {
         input: String,
     },
     /// A platform that is not `os/arch[/variant]`.
-    #[error("invalid platform {input:?}: expected os/arch[/variant], e.g. linux/arm64/v8")]
-    InvalidPlatform {
-        /// The text given.
-        input: String,
-    },
+    #[error(transparent)]
+    InvalidPlatform(#[from] kiln_image::platform::PlatformError),
     /// The registry refused the credentials (or asked for some and had none).
     #[error("{registry}: unauthorized: check the user name and password (kiln login {registry})")]
     Unauthorized {

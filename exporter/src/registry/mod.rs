@@ -52,7 +52,6 @@ mod client;
 mod config;
 mod digest;
 mod error;
-mod platform;
 mod pull;
 mod push;
 mod reference;
@@ -63,7 +62,7 @@ pub use client::Registry;
 pub use config::{RegistryConfig, RetryPolicy};
 pub use digest::Digest;
 pub use error::{Error, Result};
-pub use platform::Platform;
+pub use kiln_image::platform::{Platform, PlatformError};
 pub use pull::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, Resolved};
 pub use push::{BlobOpener, BlobOutcome, BlobReport, BlobSource, PushImage, PushReport};
 pub use reference::{

@@ -19,9 +19,9 @@ use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 use super::client::{Endpoint, Registry};
 use super::digest::Digest;
 use super::error::{Error, Result};
-use super::platform::Platform;
 use super::reference::ImageRef;
 use super::retry::{Failure, Op, classify, retry};
+use kiln_image::platform::Platform;
 
 /// OCI image manifest media type.
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";

@@ -19,7 +19,7 @@ fn named(names: &[&str]) -> ArchiveOptions {
     }
 }
 
-fn layer_digests(image: &kiln_exporter::image::StoredImage) -> Vec<String> {
+fn layer_digests(image: &kiln_image::image::StoredImage) -> Vec<String> {
     image
         .manifest
         .layers

@@ -8,8 +8,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use kiln_exporter::config::{ContainerConfig, ImageConfig, RootFs};
-use kiln_exporter::image::{StoredImage, write_image};
+use kiln_image::config::{ContainerConfig, ImageConfig, RootFs};
+use kiln_image::image::{StoredImage, write_image};
 use kiln_snapshotter::Store;
 use kiln_snapshotter::layer_out::{Compression, DiffSource, LayerOptions, write_layer};
 

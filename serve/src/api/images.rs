@@ -21,7 +21,7 @@ fn unix_seconds(text: &str) -> Option<i64> {
     let clock = time.trim_end_matches('Z').split(['.', '+', '-']).next()?;
     let mut t = clock.split(':').map(|p| p.parse::<i64>().ok());
     let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
-    Some(kiln_exporter::config::unix_seconds(y, m, day, hh, mm, ss))
+    Some(kiln_image::config::unix_seconds(y, m, day, hh, mm, ss))
 }
 
 /// `repo:tag` split at the tag's colon (not a registry port's).

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use kiln_exporter::config::{ContainerConfig, History, ImageConfig, RootFs};
+use kiln_image::config::{ContainerConfig, History, ImageConfig, RootFs};
 use kiln_parser::ast::{Command, Copy, Instruction, Kind, Run};
 use kiln_parser::{Dockerfile, Span, did_you_mean};
 use kiln_snapshotter::Descriptor;
@@ -82,7 +82,7 @@ impl LowerError {
     }
 }
 
-pub use kiln_exporter::registry::Platform;
+pub use kiln_image::platform::Platform;
 
 /// Parses `os/arch[/variant]`, or `arch` alone meaning linux, as `--platform` and
 /// `FROM --platform` take it.

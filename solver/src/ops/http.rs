@@ -141,7 +141,7 @@ pub fn parse_http_date(text: &str) -> Option<i64> {
     if !(0..24).contains(h) || !(0..60).contains(m) || !(0..61).contains(s) {
         return None;
     }
-    Some(kiln_exporter::config::unix_seconds(
+    Some(kiln_image::config::unix_seconds(
         year, month, day, *h, *m, *s,
     ))
 }

@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use kiln_exporter::config::{History, RootFs, rfc3339};
-use kiln_exporter::image::{StoredImage, write_image};
+use kiln_image::config::{History, RootFs, rfc3339};
+use kiln_image::image::{StoredImage, write_image};
 use kiln_parser::Span;
 use kiln_snapshotter::layer_in::{WhiteoutStyle, apply_layer};
 use kiln_snapshotter::layer_out::{LayerInfo, LayerOptions};

@@ -3,7 +3,13 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::error::{Error, Result};
+/// A platform that is not `os/arch[/variant]`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid platform {input:?}: expected os/arch[/variant], e.g. linux/arm64/v8")]
+pub struct PlatformError {
+    /// The text given.
+    pub input: String,
+}
 
 /// A target platform as OCI indexes name it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -37,9 +43,9 @@ impl Platform {
     }
 
     /// Parses `os/arch[/variant]`.
-    pub fn parse(text: &str) -> Result<Platform> {
+    pub fn parse(text: &str) -> Result<Platform, PlatformError> {
         let parts: Vec<&str> = text.split('/').collect();
-        let bad = || Error::InvalidPlatform {
+        let bad = || PlatformError {
             input: text.to_owned(),
         };
         if parts.iter().any(|p| p.is_empty()) {
@@ -72,7 +78,7 @@ impl Platform {
 
     /// How well an index entry's platform fits this one: `None` = not at all; higher
     /// is better (an exact variant beats an entry that leaves it out).
-    pub(crate) fn score(&self, candidate: &Platform) -> Option<u8> {
+    pub fn score(&self, candidate: &Platform) -> Option<u8> {
         if candidate.os != self.os || candidate.architecture != self.architecture {
             return None;
         }
@@ -97,8 +103,8 @@ impl fmt::Display for Platform {
 }
 
 impl FromStr for Platform {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Platform> {
+    type Err = PlatformError;
+    fn from_str(s: &str) -> Result<Platform, PlatformError> {
         Platform::parse(s)
     }
 }
