@@ -24,10 +24,6 @@ pub enum TransferError {
     Registry(#[from] registry::Error),
 }
 
-fn reg_digest(d: &Digest) -> Result<registry::Digest, TransferError> {
-    Ok(registry::Digest::parse(d.as_str())?)
-}
-
 /// A blob of the store to push, read through the store's verifying reader: a damaged
 /// blob fails the upload with [`StoreError::Corrupt`]'s message (naming it) instead of
 /// reaching the registry.
@@ -40,7 +36,7 @@ fn store_blob(
     let content = store.content().clone();
     let blob = digest.clone();
     Ok(BlobSource {
-        digest: reg_digest(digest)?,
+        digest: digest.clone(),
         size,
         media_type: media_type.to_owned(),
         mount_from: Vec::new(),
@@ -151,28 +147,21 @@ pub async fn pull(
     name: &str,
 ) -> Result<StoredImage, TransferError> {
     let resolved = registry.resolve(reference, platform).await?;
-    for (digest, _size, _media_type) in resolved.layers() {
-        let local = Digest::parse(digest.as_str()).ok_or_else(|| StoreError::Format {
-            path: reference.to_string().into(),
-            reason: format!("bad layer digest {digest}"),
-        })?;
+    for (local, _size, _media_type) in resolved.layers() {
         if store.content().exists(&local) {
             continue;
         }
         let mut writer = store.content().writer()?;
         registry
-            .pull_blob(reference, &digest, &mut BlockingSink(&mut writer))
+            .pull_blob(reference, &local, &mut BlockingSink(&mut writer))
             .await?;
         writer.commit(Some(&local))?;
     }
     let config_digest = store.content().write_bytes(&resolved.config)?;
     let manifest_digest = store.content().write_bytes(&resolved.manifest_bytes)?;
-    if manifest_digest.as_str() != resolved.manifest_digest.as_str()
-        || config_digest.as_str() != resolved.config_digest.as_str()
-    {
+    if manifest_digest != resolved.manifest_digest || config_digest != resolved.config_digest {
         return Err(StoreError::DigestMismatch {
-            expected: Digest::parse(resolved.manifest_digest.as_str())
-                .unwrap_or(manifest_digest.clone()),
+            expected: resolved.manifest_digest.clone(),
             actual: manifest_digest,
         }
         .into());

@@ -27,6 +27,11 @@ impl Digest {
         Digest(format!("sha256:{}", hex::encode(Sha256::digest(bytes))))
     }
 
+    /// The digest a finished hasher holds.
+    pub fn from_hasher(hasher: Sha256) -> Digest {
+        Digest(format!("sha256:{}", hex::encode(hasher.finalize())))
+    }
+
     /// The 64 hex digits.
     pub fn hex(&self) -> &str {
         &self.0[7..]

@@ -1,67 +1,16 @@
-//! `Digest`: a checked `sha256:<hex>` content address.
+//! The registry's digests are the store's [`Digest`] (one content address for all of
+//! kiln); [`parse`] checks one that comes from a registry or a reference, as the
+//! registry's [`Error`].
 
-use std::fmt;
-use std::str::FromStr;
-
-use sha2::Digest as _;
+pub use kiln_snapshotter::Digest;
 
 use super::error::{Error, Result};
 
-/// A sha256 content digest, `sha256:` and 64 lowercase hex digits, checked on parse.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Digest(String);
-
-impl Digest {
-    /// Parses `sha256:<64 lowercase hex digits>`.
-    pub fn parse(text: &str) -> Result<Digest> {
-        let ok = text.strip_prefix("sha256:").is_some_and(|hex| {
-            hex.len() == 64
-                && hex
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        });
-        if ok {
-            Ok(Digest(text.to_owned()))
-        } else {
-            Err(Error::InvalidDigest {
-                input: text.to_owned(),
-            })
-        }
-    }
-
-    /// The digest of `bytes`.
-    pub fn of(bytes: &[u8]) -> Digest {
-        Digest::from_hasher(sha2::Sha256::new_with_prefix(bytes))
-    }
-
-    /// The digest a finished hasher holds.
-    pub fn from_hasher(hasher: sha2::Sha256) -> Digest {
-        // sha2 0.11 output is a byte array: hex-encode it explicitly.
-        Digest(format!("sha256:{}", hex::encode(hasher.finalize())))
-    }
-
-    /// `sha256:<hex>`.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The 64 hex digits, as used in `blobs/sha256/<hex>` paths.
-    pub fn hex(&self) -> &str {
-        &self.0["sha256:".len()..]
-    }
-}
-
-impl fmt::Display for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl FromStr for Digest {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Digest> {
-        Digest::parse(s)
-    }
+/// Parses `sha256:<64 lowercase hex digits>`, or says what is wrong with it.
+pub(super) fn parse(text: &str) -> Result<Digest> {
+    Digest::parse(text).ok_or_else(|| Error::InvalidDigest {
+        input: text.to_owned(),
+    })
 }
 
 #[cfg(test)]
@@ -69,7 +18,7 @@ mod tests {
     use super::*;
 
     fn check(input: &str, expected: Option<&str>) {
-        let got = Digest::parse(input).ok().map(|d| d.as_str().to_owned());
+        let got = parse(input).ok().map(|d| d.as_str().to_owned());
         assert_eq!(got.as_deref(), expected, "input {input:?}");
     }
 

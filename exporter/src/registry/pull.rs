@@ -73,7 +73,7 @@ impl Resolved {
             .iter()
             .filter_map(|d| {
                 Some((
-                    Digest::parse(d.digest().as_ref()).ok()?,
+                    Digest::parse(d.digest().as_ref())?,
                     d.size(),
                     d.media_type().to_string(),
                 ))
@@ -171,7 +171,7 @@ impl Registry {
                 reference: format!("{reference}@{digest}"),
                 reason: e.to_string(),
             })?;
-        let config_digest = Digest::parse(manifest.config().digest().as_ref())?;
+        let config_digest = super::digest::parse(manifest.config().digest().as_ref())?;
         let mut config = Vec::new();
         if manifest.config().size() > MAX_CONFIG as u64 {
             return Err(Error::InvalidManifest {
@@ -499,7 +499,7 @@ fn choose(reference: &ImageRef, index: &Probe, platform: &Platform) -> Result<Di
         }
     }
     match best {
-        Some((_, entry)) => Digest::parse(&entry.digest),
+        Some((_, entry)) => super::digest::parse(&entry.digest),
         None => Err(Error::NoMatchingPlatform {
             reference: reference.to_string(),
             platform: platform.to_string(),

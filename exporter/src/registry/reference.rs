@@ -42,16 +42,16 @@ impl ImageRef {
         if input.is_empty() {
             return Err(bad("empty name"));
         }
-        let (name_tag, digest) = match input.rsplit_once('@') {
-            Some((left, d)) => (
-                left,
-                Some(
-                    Digest::parse(d)
-                        .map_err(|_| bad("the digest must be sha256:<64 lowercase hex digits>"))?,
+        let (name_tag, digest) =
+            match input.rsplit_once('@') {
+                Some((left, d)) => (
+                    left,
+                    Some(Digest::parse(d).ok_or_else(|| {
+                        bad("the digest must be sha256:<64 lowercase hex digits>")
+                    })?),
                 ),
-            ),
-            None => (input, None),
-        };
+                None => (input, None),
+            };
         // A tag follows the last ':' only if no '/' comes after it (else it is a port).
         let (name, tag) = match name_tag.rfind(':') {
             Some(i) if !name_tag[i..].contains('/') && !name_tag[i..].contains(']') => {

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use kiln_exporter::registry::{Error, ImageRef, Platform, Registry, RegistryConfig, RetryPolicy};
+use kiln_exporter::registry::{
+    Digest, Error, ImageRef, Platform, Registry, RegistryConfig, RetryPolicy,
+};
 
 use crate::support::{
     Direction, FlakyProxy, OCI, RegistryServer, ServerOptions, TestImage, config, skopeo_inspect,
@@ -114,7 +116,7 @@ async fn pull_resumes_after_a_dropped_connection() {
     let layer = &image.layer_digests()[0];
     let mut got = Vec::new();
     let n = registry
-        .pull_blob(&via_proxy, &layer.parse().unwrap(), &mut got)
+        .pull_blob(&via_proxy, &Digest::parse(layer).unwrap(), &mut got)
         .await
         .unwrap();
     assert_eq!(n as usize, image.layers[0].len());
