@@ -125,3 +125,19 @@ impl Engine {
         config
     }
 }
+
+/// A server spawns builds as tasks of a multi-threaded runtime: `Engine::build` (pulls
+/// and pushes included) must stay `Send`. Compiling this is the test.
+#[cfg(test)]
+mod send_check {
+    fn is_send<T: Send>(_: T) {}
+
+    #[allow(dead_code)]
+    fn build_is_send(engine: crate::Engine, request: crate::BuildRequest) {
+        is_send(engine.build(
+            request,
+            kiln_solver::progress::Progress::discard(),
+            kiln_solver::cancel::Cancel::new(),
+        ));
+    }
+}

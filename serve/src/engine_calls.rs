@@ -112,13 +112,12 @@ pub(crate) struct BuildFailed {
     pub(crate) rendered: String,
 }
 
-/// Runs an engine future on a blocking thread of its own: the registry transfers'
-/// futures are not `Send` (a higher-ranked lifetime in the exporter's upload stream).
-async fn off_runtime<T: Send + 'static>(
-    work: impl FnOnce(tokio::runtime::Handle) -> T + Send + 'static,
+/// Runs an engine future as a task of its own: a panic in it fails this call, not the
+/// connection, and the connection's task stays free to notice a client going away.
+async fn spawned<T: Send + 'static>(
+    work: impl std::future::Future<Output = T> + Send + 'static,
 ) -> Result<T, CallError> {
-    let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || work(handle))
+    tokio::spawn(work)
         .await
         .map_err(|e| CallError::Failed(format!("an engine task failed: {e}")))
 }
@@ -158,8 +157,10 @@ impl Backend {
         let engine = self.engine.clone();
         let name = name.to_owned();
         let access = access(credentials);
-        let pushed = off_runtime(move |handle| {
-            handle.block_on(engine.push(&name, Compression::default_gzip(), &access))
+        let pushed = spawned(async move {
+            engine
+                .push(&name, Compression::default_gzip(), &access)
+                .await
         })
         .await??;
         Ok(pushed.manifest_digest)
@@ -175,10 +176,7 @@ impl Backend {
         let reference = reference.to_owned();
         let platform = platform.clone();
         let access = access(credentials);
-        Ok(
-            off_runtime(move |handle| handle.block_on(engine.pull(&reference, &platform, &access)))
-                .await??,
-        )
+        Ok(spawned(async move { engine.pull(&reference, &platform, &access).await }).await??)
     }
 
     pub(crate) fn prune(&self, all: bool) -> Result<u64, CallError> {
@@ -243,12 +241,11 @@ impl Backend {
         request.network = params.network;
         request.registry = access(credentials);
         let engine = self.engine.clone();
-        let built =
-            off_runtime(move |handle| handle.block_on(engine.build(request, progress, cancel)))
-                .await
-                .map_err(|e| BuildFailed {
-                    rendered: format!("error: {}\n", e.message()),
-                })?;
+        let built = spawned(async move { engine.build(request, progress, cancel).await })
+            .await
+            .map_err(|e| BuildFailed {
+                rendered: format!("error: {}\n", e.message()),
+            })?;
         match built {
             Ok(outcome) => Ok(Built {
                 id: outcome.image.id.clone(),
@@ -383,12 +380,11 @@ impl Backend {
         cancel: Cancel,
     ) -> Result<wire::BuildResult, wire::BuildFailure> {
         let engine = self.engine.clone();
-        let built =
-            off_runtime(move |handle| handle.block_on(engine.build(request.0, progress, cancel)))
-                .await
-                .map_err(|e| wire::BuildFailure {
-                    rendered: format!("error: {}\n", e.message()),
-                })?;
+        let built = spawned(async move { engine.build(request.0, progress, cancel).await })
+            .await
+            .map_err(|e| wire::BuildFailure {
+                rendered: format!("error: {}\n", e.message()),
+            })?;
         match built {
             Ok(outcome) => {
                 let file = &outcome.dockerfile;

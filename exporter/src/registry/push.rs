@@ -189,8 +189,15 @@ impl Registry {
             let base = refs[0];
             let earlier = done.get(host).cloned().unwrap_or_default();
             let limit = self.config().max_parallel_uploads.max(1);
-            let results: Vec<BlobReport> = futures_util::stream::iter(image.blobs.iter())
+            // The futures are made first, then streamed: a stream that maps `&BlobSource`
+            // through a closure is not `Send` for every lifetime (rustc's higher-ranked
+            // auto-trait limitation), which would make every push future `!Send`.
+            let pushes: Vec<_> = image
+                .blobs
+                .iter()
                 .map(|blob| self.push_blob(&endpoint, base, blob, &earlier))
+                .collect();
+            let results: Vec<BlobReport> = futures_util::stream::iter(pushes)
                 .buffered(limit)
                 .try_collect()
                 .await?;
