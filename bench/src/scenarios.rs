@@ -52,6 +52,11 @@ pub(crate) const ALL: &[Scenario] = &[
         run: sandbox,
     },
     Scenario {
+        name: "serve",
+        about: "8 concurrent builds through one kiln serve vs 8 processes; no-op through the socket",
+        run: serve,
+    },
+    Scenario {
         name: "push",
         about: "push of the run-100m image to a local docker-registry, kiln vs skopeo",
         run: push,
@@ -533,5 +538,200 @@ fn push(w: &World) -> Vec<Row> {
         "skopeo copy, again",
         w.repeat(|_| Ok(skopeo.clone())),
     ));
+    rows
+}
+
+/// A `kiln serve` on `root` at `socket`, stopped (SIGTERM, then waited for) when dropped.
+struct Served(std::process::Child);
+
+impl Served {
+    fn start(w: &World, root: &Path, socket: &Path) -> anyhow::Result<Served> {
+        let _ = fs::remove_file(socket);
+        let argv = w.kiln(
+            root,
+            &["serve", "--host", &format!("unix://{}", socket.display())],
+        );
+        let child = std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("start kiln serve")?;
+        let served = Served(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::os::unix::net::UnixStream::connect(socket).is_err() {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "kiln serve did not listen"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(served)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(w: &World) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let ctx = w.out.join("empty-context");
+    let _ = fs::create_dir_all(&ctx);
+    let ctx_s = path_str(&ctx);
+    let socket = w.out.join("bench-kiln.sock");
+    let host = format!("unix://{}", socket.display());
+    // Eight distinct small Dockerfiles: nothing to share but the base.
+    let mut files = Vec::new();
+    for i in 0..8 {
+        match w.write_dockerfile(
+            &format!("serve{i}.Dockerfile"),
+            &format!("FROM base\nRUN echo {i} > /n && sleep 0.2\nENV N={i}\n"),
+        ) {
+            Ok(f) => files.push(path_str(&f)),
+            Err(e) => return vec![Row::new("serve", "write Dockerfiles", Err(e.to_string()))],
+        }
+    }
+    let kiln = w.kiln.display().to_string();
+    let eight = |root: &Path, through: Option<&str>| {
+        let mut script = String::new();
+        for (i, file) in files.iter().enumerate() {
+            let host = through
+                .map(|h| format!("--host '{h}' "))
+                .unwrap_or_default();
+            script.push_str(&format!(
+                "'{kiln}' --root '{}' {host}build '{ctx_s}' -f '{file}' -t s{i} --progress=quiet > /dev/null & ",
+                root.display()
+            ));
+        }
+        script.push_str("wait");
+        sh(&script)
+    };
+    rows.push(Row::new(
+        "serve-8",
+        "8 kiln build processes at once, cold",
+        w.repeat(|_| Ok(eight(&w.fresh_store("serve8")?, None))),
+    ));
+    let mut server: Option<Served> = None;
+    rows.push(
+        Row::new(
+            "serve-8",
+            "8 kiln --host clients of one kiln serve, cold",
+            w.repeat(|_| {
+                server = None;
+                let root = w.fresh_store("serve8")?;
+                server = Some(Served::start(w, &root, &socket)?);
+                Ok(eight(&root, Some(&host)))
+            }),
+        )
+        .note("server start not timed"),
+    );
+    drop(server);
+
+    // No-op rebuild of a 1k-file context: in process, through the socket, and with the
+    // docker CLI's classic build (which uploads the whole context every time).
+    let ctx1k = w.out.join("serve-1k-context");
+    if let Err(e) = inputs::copy_context(&ctx1k, 1_000, 10, 0) {
+        rows.push(Row::new(
+            "serve-noop",
+            "generate inputs",
+            Err(e.to_string()),
+        ));
+        return rows;
+    }
+    let ctx1k_s = path_str(&ctx1k);
+    let file = match w.write_dockerfile("serve-noop.Dockerfile", "FROM base\nCOPY . /data\n") {
+        Ok(f) => path_str(&f),
+        Err(e) => {
+            rows.push(Row::new(
+                "serve-noop",
+                "write Dockerfile",
+                Err(e.to_string()),
+            ));
+            return rows;
+        }
+    };
+    let root = match w.fresh_store("serve-noop") {
+        Ok(root) => root,
+        Err(e) => {
+            rows.push(Row::new("serve-noop", "store", Err(format!("{e:#}"))));
+            return rows;
+        }
+    };
+    let local = w.kiln(
+        &root,
+        &[
+            "build",
+            &ctx1k_s,
+            "-f",
+            &file,
+            "-t",
+            "noop",
+            "--progress=quiet",
+        ],
+    );
+    if let Err(e) = measure::time(&local, &w.out, &[]) {
+        rows.push(Row::new("serve-noop", "first build", Err(format!("{e:#}"))));
+        return rows;
+    }
+    rows.push(Row::new(
+        "serve-noop",
+        "kiln build, unchanged (in process)",
+        w.repeat(|_| Ok(local.clone())),
+    ));
+    let served = match Served::start(w, &root, &socket) {
+        Ok(s) => s,
+        Err(e) => {
+            rows.push(Row::new("serve-noop", "kiln serve", Err(format!("{e:#}"))));
+            return rows;
+        }
+    };
+    let remote = w.kiln(
+        &root,
+        &[
+            "--host",
+            &host,
+            "build",
+            &ctx1k_s,
+            "-f",
+            &file,
+            "-t",
+            "noop",
+            "--progress=quiet",
+        ],
+    );
+    rows.push(
+        Row::new(
+            "serve-noop",
+            "kiln --host build, unchanged",
+            w.repeat(|_| Ok(remote.clone())),
+        )
+        .note("goal: < 2x in process"),
+    );
+    if Path::new("/usr/bin/docker").exists() {
+        // The docker CLI wants the Dockerfile inside the context.
+        let _ = fs::copy(&file, ctx1k.join("Dockerfile"));
+        let docker = sh(&format!(
+            "DOCKER_HOST='{host}' DOCKER_BUILDKIT=0 /usr/bin/docker build -q -t noop '{ctx1k_s}' > /dev/null"
+        ));
+        let _ = measure::time(&docker, &w.out, &[]);
+        rows.push(
+            Row::new(
+                "serve-noop",
+                "docker build (classic API) via kiln serve, unchanged",
+                w.repeat(|_| Ok(docker.clone())),
+            )
+            .note("uploads the 1k-file context each time"),
+        );
+        let _ = fs::remove_file(ctx1k.join("Dockerfile"));
+    }
+    drop(served);
     rows
 }
