@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use kiln_snapshotter::layer_out::Compression;
+use kiln_solver::cache_transfer::{CacheExportSpec, CacheImportSpec};
 use kiln_solver::frontend::Platform;
 use kiln_solver::request::{NamedContext, NetworkMode, OutputSpec, SecretSpec, SshSpec};
 
@@ -57,6 +58,10 @@ pub struct BuildRequest {
     pub jobs: Option<usize>,
     /// Registry credentials and insecure registries for this build's pulls and pushes.
     pub registry: RegistryAccess,
+    /// `--cache-from`s, asked in order for steps the store does not have.
+    pub cache_from: Vec<CacheImportSpec>,
+    /// `--cache-to`s, written after the outputs.
+    pub cache_to: Vec<CacheExportSpec>,
 }
 
 impl BuildRequest {
@@ -82,6 +87,8 @@ impl BuildRequest {
             named_contexts: BTreeMap::new(),
             jobs: None,
             registry: RegistryAccess::default(),
+            cache_from: Vec::new(),
+            cache_to: Vec::new(),
         }
     }
 }
