@@ -186,7 +186,9 @@ pub(crate) async fn render(
                     tally.ran += 1;
                 }
             }
-            EventKind::Cached { label } if !label.starts_with("[internal]") => tally.cached += 1,
+            EventKind::Cached { label, .. } if !label.starts_with("[internal]") => {
+                tally.cached += 1
+            }
             _ => {}
         }
         let plain = plain_line(&event, started_at.get(&event.vertex).copied());
@@ -219,7 +221,7 @@ fn plain_line(event: &Event, started: Option<u128>) -> String {
     let n = event.vertex;
     match &event.kind {
         EventKind::Started { label } => format!("\n#{n} {label}\n"),
-        EventKind::Cached { label } => format!("\n#{n} {label}\n#{n} CACHED\n"),
+        EventKind::Cached { label, source } => format!("\n#{n} {label}\n#{n} {}\n", cached(source)),
         EventKind::Log { line, .. } => {
             let since = started
                 .map(|s| event.at_ns.saturating_sub(s) as f64 / 1e9)
@@ -228,6 +230,14 @@ fn plain_line(event: &Event, started: Option<u128>) -> String {
         }
         EventKind::Done { seconds } => format!("#{n} DONE {seconds:.1}s\n"),
         EventKind::Error { message } => format!("#{n} ERROR: {message}\n"),
+    }
+}
+
+/// `CACHED`, or `CACHED (from SRC)` for a step taken from a `--cache-from`.
+fn cached(source: &Option<String>) -> String {
+    match source {
+        Some(source) => format!("CACHED (from {source})"),
+        None => "CACHED".to_owned(),
     }
 }
 
@@ -283,10 +293,10 @@ impl Live {
                     bar.set_message(Live::message(label, tail, paint));
                 }
             }
-            EventKind::Cached { label } => {
+            EventKind::Cached { label, source } => {
                 let _ = self
                     .bars
-                    .println(format!("{} #{n} {label}", paint.blue("CACHED")));
+                    .println(format!("{} #{n} {label}", paint.blue(&cached(source))));
             }
             EventKind::Done { seconds } => {
                 if let Some((bar, label, _)) = self.running.remove(&n) {

@@ -228,6 +228,7 @@ impl Engine {
         }
         let plan = Arc::new(plan);
         let contexts = scan_contexts(&plan, &context_dirs, &ignore)?;
+        let imports = crate::cache::load_imports(&request.cache_from, &mut warnings).await?;
         let solve_options = SolveOptions {
             no_cache: request.no_cache,
             no_cache_stages: request.no_cache_filter.clone(),
@@ -236,6 +237,7 @@ impl Engine {
             secrets: request.secrets.clone(),
             ssh: request.ssh.clone(),
             in_flight: Some(Arc::clone(&self.inner.in_flight)),
+            imports,
         };
         let index_path = store.cache_index_path();
         let solved = solve::solve(
@@ -251,19 +253,21 @@ impl Engine {
         .map_err(|e| failure(&e, &dockerfile))?;
         let cached = solved.results.values().filter(|d| d.cached).count();
         let ran = solved.results.len() - cached;
-        let image = {
+        warnings.extend(solved.warnings.iter().cloned());
+        let (image, solved) = {
             let (store, plan) = (store.clone(), Arc::clone(&plan));
             let annotations = request.annotations.clone();
             // Writing layers is blocking I/O: off the async workers.
-            tokio::task::spawn_blocking(move || {
-                solve::export_image(&store, &index_path, &plan, &solved, annotations)
+            let (image, solved) = tokio::task::spawn_blocking(move || {
+                let image = solve::export_image(&store, &index_path, &plan, &solved, annotations);
+                (image, solved)
             })
             .await
-            .map_err(|e| EngineError::io("the export task", std::io::Error::other(e)))?
-            .map_err(|e| failure(&e, &dockerfile))?
+            .map_err(|e| EngineError::io("the export task", std::io::Error::other(e)))?;
+            (image.map_err(|e| failure(&e, &dockerfile))?, solved)
         };
         let outputs = output::effective(&request.outputs);
-        let delivered = output::deliver(
+        let mut delivered = output::deliver(
             &store,
             &self.registry_config(&request.registry),
             &image,
@@ -273,6 +277,7 @@ impl Engine {
             &request.allow,
         )
         .await?;
+        crate::cache::finish(&store, &plan, solved, &request.cache_to, &mut delivered).await?;
         Ok(BuildOutcome {
             metadata: output::metadata(&image, &delivered),
             ran,

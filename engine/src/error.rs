@@ -21,6 +21,15 @@ pub enum EngineError {
     /// Writing an output failed.
     #[error(transparent)]
     Archive(#[from] kiln_exporter::archive::ArchiveError),
+    /// Writing a `--cache-to` cache failed.
+    #[error("--cache-to {location}: {source}")]
+    CacheExport {
+        /// The cache, as the flag named it.
+        location: String,
+        /// Why.
+        #[source]
+        source: kiln_solver::cache_transfer::TransferError,
+    },
     /// A file the engine reads or writes.
     #[error("{}: {source}", path.display())]
     Io {

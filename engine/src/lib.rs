@@ -24,6 +24,7 @@
 //! ```
 
 mod build;
+mod cache;
 pub mod check;
 mod context;
 mod error;

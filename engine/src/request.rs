@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use kiln_snapshotter::layer_out::Compression;
+use kiln_solver::cache_transfer::{CacheExportSpec, CacheImportSpec};
 use kiln_solver::frontend::Platform;
 use kiln_solver::request::{NamedContext, NetworkMode, OutputSpec, SecretSpec, SshSpec};
 
@@ -61,6 +62,10 @@ pub struct BuildRequest {
     /// Dockerfile and in the context: a thin client that filtered the context it sent
     /// names the patterns it used, so hints about ignored files stay right.
     pub dockerignore: Option<String>,
+    /// `--cache-from`s, asked in order for steps the store does not have.
+    pub cache_from: Vec<CacheImportSpec>,
+    /// `--cache-to`s, written after the outputs.
+    pub cache_to: Vec<CacheExportSpec>,
 }
 
 impl BuildRequest {
@@ -87,6 +92,8 @@ impl BuildRequest {
             jobs: None,
             registry: RegistryAccess::default(),
             dockerignore: None,
+            cache_from: Vec::new(),
+            cache_to: Vec::new(),
         }
     }
 }

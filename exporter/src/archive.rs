@@ -234,80 +234,22 @@ fn missing(image: &StoredImage) -> impl Fn(StoreError) -> ArchiveError + '_ {
     }
 }
 
-/// Writes the file `dest` through a temp file beside it: `write` gets a buffered file,
-/// and `dest` appears (by rename) only when `write` succeeded and the file is complete.
-/// On failure nothing is left behind.
-///
-/// Only a regular file is ever replaced: a `dest` that exists as anything else (a
-/// symlink, a device such as `/dev/stdout` or `/dev/full`, a directory, a fifo) is
-/// refused before anything is written, so an output can never turn a host device or a
-/// link into a file. Standard output is the caller's: pass its writer to the archive
-/// function (the cli does for `dest=-`).
+/// [`kiln_image::file::write_to_file`] with the archive's errors: `dest` is written
+/// through a temp file beside it and appears only when complete; only a regular file is
+/// ever replaced.
 pub fn write_to_file<T>(
     dest: &Path,
     write: impl FnOnce(&mut BufWriter<File>) -> Result<T, ArchiveError>,
 ) -> Result<T, ArchiveError> {
-    let refuse = |reason: &str| ArchiveError::DestRefused {
-        path: dest.to_owned(),
-        reason: reason.to_owned(),
-    };
-    match std::fs::symlink_metadata(dest) {
-        Ok(meta) if meta.file_type().is_file() => {}
-        Ok(meta) if meta.file_type().is_symlink() => {
-            return Err(refuse(
-                "it is a symlink; kiln replaces only regular files (give the real path, or dest=- for standard output)",
-            ));
+    match kiln_image::file::write_to_file(dest, |out| write(out).map_err(|e| e.at(dest))) {
+        Ok(written) => written,
+        Err(kiln_image::file::DestError::Refused { path, reason }) => {
+            Err(ArchiveError::DestRefused { path, reason })
         }
-        Ok(meta) if meta.is_dir() => {
-            return Err(refuse("it is a directory; give a file name"));
+        Err(kiln_image::file::DestError::Io { path, source }) => {
+            Err(ArchiveError::Dest { path, source })
         }
-        Ok(_) => {
-            return Err(refuse(
-                "it exists and is not a regular file (a device, fifo or socket); kiln replaces only regular files (dest=- writes to standard output)",
-            ));
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(dest_err(dest)(e)),
     }
-    let dir = match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut prefix = std::ffi::OsString::from(".");
-    prefix.push(dest.file_name().unwrap_or(dest.as_os_str()));
-    prefix.push(".");
-    let tmp = tempfile::Builder::new()
-        .prefix(&prefix)
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(dest_err(dest))?;
-    // As File::create would make it (the temp file starts private).
-    std::fs::set_permissions(tmp.path(), perms_644()).map_err(dest_err(dest))?;
-    let file = tmp.reopen().map_err(dest_err(dest))?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
-    let value = write(&mut out).map_err(|e| e.at(dest))?;
-    let file = out.into_inner().map_err(|e| ArchiveError::Dest {
-        path: dest.to_owned(),
-        source: e.into_error(),
-    })?;
-    file.sync_all().map_err(dest_err(dest))?;
-    drop(file);
-    // Checked again just before the rename: only a regular file (or nothing) is replaced.
-    match std::fs::symlink_metadata(dest) {
-        Ok(meta) if !meta.file_type().is_file() => {
-            return Err(refuse(
-                "it was replaced by something that is not a regular file while the output was written",
-            ));
-        }
-        _ => {}
-    }
-    // Dropping `tmp` on an error removes it.
-    tmp.persist(dest).map_err(|e| dest_err(dest)(e.error))?;
-    Ok(value)
-}
-
-fn perms_644() -> std::fs::Permissions {
-    std::os::unix::fs::PermissionsExt::from_mode(0o644)
 }
 
 /// How a layer blob is compressed, from its media type.

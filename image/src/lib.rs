@@ -8,11 +8,13 @@
 //! - [`image`]: writing an image (config + manifest blobs) into the store and reading it
 //!   back by name or id.
 //! - [`platform`]: `os/arch[/variant]` and how well an index entry fits one.
+//! - [`file`]: the one way a file the user named is written (temp, fsync, rename).
 //!
 //! Digests and descriptors are the store's (`kiln_snapshotter::{Digest, Descriptor}`):
 //! one content address for the whole of kiln.
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod file;
 pub mod image;
 pub mod platform;

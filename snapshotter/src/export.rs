@@ -73,6 +73,24 @@ impl Store {
             .join(memo_name(options))
     }
 
+    /// Remembers `info` as the layer of snapshot `id` under `options`: for a snapshot
+    /// made by extracting exactly that blob onto its parent (a cache import), so that
+    /// exporting it gives back the same blob instead of a re-written tar. The blob must
+    /// be in the store with its size.
+    pub fn set_layer_for(
+        &self,
+        id: &SnapshotId,
+        options: &LayerOptions,
+        info: &LayerInfo,
+    ) -> Result<(), StoreError> {
+        if self.content().size(&info.digest) != Some(info.size) {
+            return Err(StoreError::BlobNotFound {
+                digest: info.digest.clone(),
+            });
+        }
+        self.write_memo(&self.memo_path(id, options), info)
+    }
+
     /// The layer of a committed snapshot (its changes from its parent), written once per
     /// set of options and remembered beside the snapshot.
     pub fn layer_for(

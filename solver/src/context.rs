@@ -1,9 +1,12 @@
 //! The build context, read in place: a scan of its files (minus `.dockerignore`d ones)
 //! and content digests of the parts a step reads.
 //!
-//! A file's digest covers its path (relative to what is copied), type, mode, uid, gid,
-//! symlink target and bytes — never its times — so a fresh clone of the same tree, or a
-//! `touch` of every file, still hits the cache. Hashing bytes is the only expensive part;
+//! A file's digest covers its path (relative to what is copied), type, mode, symlink
+//! target and bytes — never its times, and never its owner: a COPY from the context makes
+//! every file `0:0` (or `--chown`'s owner, which is in the op), so the owner changes no
+//! result, and it is the most machine-specific of all (the CI runner's user). A fresh
+//! clone of the same tree, by any user, in any directory, or a `touch` of every file,
+//! still hits the cache, on this machine or another. Hashing bytes is the only expensive part;
 //! it is memoised by the file's stat identity (dev, inode, size, mtime, ctime) in the
 //! cache index, so an unchanged 100k-file context is stat'ed, not read.
 
@@ -245,8 +248,6 @@ fn hash_header(hasher: &mut blake3::Hasher, source: &str, name: &str, entry: &En
     };
     hasher.update(&[kind]);
     hasher.update(&entry.mode.to_le_bytes());
-    hasher.update(&entry.uid.to_le_bytes());
-    hasher.update(&entry.gid.to_le_bytes());
     if let EntryKind::Symlink(target) = &entry.kind {
         let target = target.as_os_str().as_encoded_bytes();
         hasher.update(&(target.len() as u64).to_le_bytes());
@@ -437,6 +438,22 @@ mod tests {
         fs::write(dir.path().join("b"), "other").expect("write");
         fs::write(dir.path().join("a.txt"), "other").expect("write");
         assert_eq!(digest(dir.path(), &["a"]), a);
+    }
+
+    #[test]
+    fn digest_does_not_depend_on_the_owner() {
+        // The CI runner's user owns its checkout; a COPY makes every file 0:0 anyway.
+        if !fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0) {
+            eprintln!("skipped: chown needs root");
+            return;
+        }
+        let dir = tree(&[("src/a", "1")]);
+        let before = digest(dir.path(), &["src"]);
+        for path in ["src", "src/a"] {
+            std::os::unix::fs::lchown(dir.path().join(path), Some(1234), Some(5678))
+                .expect("chown");
+        }
+        assert_eq!(digest(dir.path(), &["src"]), before);
     }
 
     #[test]

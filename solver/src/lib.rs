@@ -7,6 +7,8 @@
 //!   keys and the content it reads; the parts are kept to explain a cache miss.
 //! - [`cache_index`]: the persistent map from keys to results, and the stat memo that
 //!   spares re-reading unchanged context files.
+//! - [`cache_transfer`]: `--cache-to` / `--cache-from`: steps' results as a cache another
+//!   store can take them from (kiln's cache record in an OCI layout).
 //! - [`scheduler`]: runs the vertices a target needs, in parallel, cancelling on failure.
 //! - [`in_flight`]: the keys being solved now, so concurrent builds of one engine run a
 //!   shared vertex once.
@@ -18,6 +20,7 @@
 
 pub mod cache_index;
 pub mod cache_key;
+pub mod cache_transfer;
 pub mod cancel;
 pub mod context;
 pub mod frontend;

@@ -41,6 +41,9 @@ pub enum EventKind {
     Cached {
         /// The step as the user wrote it.
         label: String,
+        /// The `--cache-from` it came from; none: the local store.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        source: Option<String>,
     },
     /// The vertex finished.
     Done {

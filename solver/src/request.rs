@@ -24,7 +24,7 @@ pub enum RequestError {
     },
 }
 
-fn bad(flag: &'static str, value: &str, reason: impl Into<String>) -> RequestError {
+pub(crate) fn bad(flag: &'static str, value: &str, reason: impl Into<String>) -> RequestError {
     RequestError::BadValue {
         flag,
         value: value.to_owned(),
@@ -298,7 +298,10 @@ pub fn parse_key_value(
 }
 
 /// Splits `a=1,"b=x,y"` into pairs, as buildx's CSV values: fields may be quoted.
-fn csv_pairs(flag: &'static str, value: &str) -> Result<BTreeMap<String, String>, RequestError> {
+pub(crate) fn csv_pairs(
+    flag: &'static str,
+    value: &str,
+) -> Result<BTreeMap<String, String>, RequestError> {
     if value.chars().filter(|&c| c == '"').count() % 2 == 1 {
         return Err(bad(flag, value, "a quote is not closed"));
     }

@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use kiln_engine::{
     BuildError, BuildRequest, ContextSource, DockerfileSource, Engine, Entitlement, Output, Sink,
 };
+use kiln_solver::cache_transfer::{CacheExportSpec, CacheImportSpec};
 use kiln_solver::cancel::Cancel;
 use kiln_solver::frontend;
 use kiln_solver::progress::Progress;
@@ -104,10 +105,12 @@ pub(crate) struct BuildArgs {
     /// Resolve FROM images in the registry even when the store has them
     #[arg(long, help_heading = "Cache")]
     pub(crate) pull: bool,
-    /// External cache sources (not supported yet: refused with an error)
+    /// Take steps from a cache another build exported: type=local,src=DIR[,tag=TAG]
+    /// (repeatable, tried in order)
     #[arg(long, value_name = "SPEC", help_heading = "Cache")]
     pub(crate) cache_from: Vec<String>,
-    /// External cache destinations (not supported yet: refused with an error)
+    /// Export the build's steps as a cache: type=local,dest=DIR[,mode=min|max][,tag=TAG]
+    /// (an OCI layout; mode=max includes every stage)
     #[arg(long, value_name = "SPEC", help_heading = "Cache")]
     pub(crate) cache_to: Vec<String>,
 
@@ -171,12 +174,13 @@ fn pairs(flag: &str, values: &[String]) -> anyhow::Result<BTreeMap<String, Strin
 
 /// The flags as a request (the context is set by the caller).
 fn request(args: &BuildArgs, context: ContextSource) -> anyhow::Result<BuildRequest> {
-    if let Some(spec) = args.cache_from.iter().chain(&args.cache_to).next() {
-        bail!(
-            "--cache-from/--cache-to {spec}: external caches are not supported by kiln yet; remove the flag (kiln's cache is its local store)"
-        );
-    }
     let mut request = BuildRequest::new(context);
+    for spec in &args.cache_from {
+        request.cache_from.push(CacheImportSpec::parse(spec)?);
+    }
+    for spec in &args.cache_to {
+        request.cache_to.push(CacheExportSpec::parse(spec)?);
+    }
     let env = |k: &str| std::env::var(k).ok();
     // As buildx does: SOURCE_DATE_EPOCH in the environment is a build arg unless given.
     if let Ok(epoch) = std::env::var("SOURCE_DATE_EPOCH") {

@@ -228,7 +228,7 @@ fn spec(args: &BuildArgs) -> anyhow::Result<(BuildSpec, OutputTarget, Option<Pat
     }
     if let Some(spec) = args.cache_from.iter().chain(&args.cache_to).next() {
         bail!(
-            "--cache-from/--cache-to {spec}: external caches are not supported by kiln yet; remove the flag (kiln's cache is its local store)"
+            "--cache-from/--cache-to {spec}: not supported through --host yet (the cache directory is on this machine, the build on the server); build without --host"
         );
     }
     let context = args.context.to_string_lossy();

@@ -1242,10 +1242,14 @@ fn kiln_host_streams_a_file_output_and_refuses_what_it_cannot_carry() {
         names.iter().any(|n| n.trim_start_matches("./") == "hello"),
         "{names:?}"
     );
-    let refusals: [(&[&str], &str); 5] = [
+    let refusals: [(&[&str], &str); 6] = [
         (
             &["build", "ctx", "-o", "type=local,dest=out"],
             "directory output",
+        ),
+        (
+            &["build", "ctx", "--cache-to", "type=local,dest=c"],
+            "through --host",
         ),
         (
             &["build", "ctx", "--ssh", "default"],

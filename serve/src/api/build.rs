@@ -86,7 +86,7 @@ pub(super) async fn build(
                     }
                     let text = match event.kind {
                         EventKind::Started { label } => format!("#{} {label}\n", event.vertex),
-                        EventKind::Cached { label } => {
+                        EventKind::Cached { label, .. } => {
                             format!("#{} {label}\n#{} CACHED\n", event.vertex, event.vertex)
                         }
                         EventKind::Log { line, .. } => format!("{line}\n"),

@@ -116,7 +116,12 @@ pub(super) fn key_for(
         Op::Git(_) => "git",
     };
     let mut builder = KeyBuilder::new(kind);
-    builder.json("op", op);
+    match op {
+        // An image is its content: the name it was found by (the store's first tag for
+        // it, which differs between stores) changes nothing.
+        Op::Image { digest, .. } => builder.part("digest", digest.as_bytes()),
+        _ => builder.json("op", op),
+    };
     for (i, input) in inputs.iter().enumerate() {
         // A context's key says nothing of its content: the COPY adds the digest of what
         // it reads instead, so changes elsewhere in the context do not invalidate it.

@@ -25,6 +25,7 @@ use tokio::sync::Semaphore;
 
 use crate::cache_index::{CacheIndex, CacheRecord, IndexError};
 use crate::cache_key::{CacheKey, KeyBuilder};
+use crate::cache_transfer::ImportedCache;
 use crate::cancel::Cancel;
 use crate::context::{ContentMemo, ContextError, ContextTree, EntryKind};
 use crate::frontend::{LayerSource, Plan};
@@ -40,6 +41,7 @@ use crate::scheduler::{self, ScheduleError};
 mod exec;
 mod export;
 mod fileops;
+mod imported;
 mod keys;
 mod mounts;
 mod remote;
@@ -47,6 +49,7 @@ mod remote;
 use exec::*;
 pub use export::export_image;
 use fileops::*;
+use imported::*;
 use keys::*;
 use mounts::*;
 use remote::*;
@@ -202,6 +205,8 @@ pub struct SolveOptions {
     /// The keys other builds of the same engine are solving right now; `None`: this
     /// build shares nothing.
     pub in_flight: Option<Arc<InFlight>>,
+    /// `--cache-from`s, asked in order for the keys the store does not have.
+    pub imports: Vec<Arc<ImportedCache>>,
 }
 
 /// One vertex's result.
@@ -259,6 +264,12 @@ struct Shared {
     ssh: HashMap<String, Option<PathBuf>>,
     /// Keys being solved by other builds of the engine.
     in_flight: Option<Arc<InFlight>>,
+    /// `--cache-from`s, in order.
+    imports: Vec<Arc<ImportedCache>>,
+    /// Warnings for the build's end (imported steps refused).
+    warnings: std::sync::Mutex<Vec<String>>,
+    /// Steps taken from each of `imports`.
+    hits: std::sync::Mutex<Vec<usize>>,
 }
 
 /// The results of a solved plan, ready to export.
@@ -268,6 +279,10 @@ pub struct Solved {
     pub results: HashMap<VertexId, Done>,
     /// How many context files had to be read (not found in the stat memo).
     pub context_files_read: usize,
+    /// Steps taken from each `--cache-from` (by its name), in order of the sources.
+    pub imported: Vec<(String, usize)>,
+    /// What the build should warn about (cached steps refused, with the reason).
+    pub warnings: Vec<String>,
 }
 
 /// Runs the plan's target and everything it needs.
@@ -361,6 +376,9 @@ pub async fn solve(
             .collect(),
         ssh: ssh_sockets,
         in_flight: options.in_flight.clone(),
+        imports: options.imports.clone(),
+        warnings: std::sync::Mutex::new(Vec::new()),
+        hits: std::sync::Mutex::new(vec![0; options.imports.len()]),
     });
     let graph = Arc::new(plan.graph.clone());
     let runner = Arc::clone(&shared);
@@ -370,10 +388,18 @@ pub async fn solve(
     })
     .await;
     drop(leftovers);
+    let warnings = std::mem::take(
+        &mut *shared
+            .warnings
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()),
+    );
     match outcome {
         Ok(results) => Ok(Solved {
+            imported: imported_counts(&shared),
             results,
             context_files_read: files_read,
+            warnings,
         }),
         Err(ScheduleError::Vertex { vertex, error }) => Err(SolveError::at(&plan, vertex, error)),
         Err(ScheduleError::Cancelled) => Err(SolveError::bare(StepError::Cancelled)),
@@ -474,7 +500,13 @@ async fn run_vertex(
     if (use_cache || matches!(op, Op::Image { .. }))
         && let Some(done) = lookup(&shared, &key)?
     {
-        shared.progress.send(id, EventKind::Cached { label });
+        shared.progress.send(
+            id,
+            EventKind::Cached {
+                label,
+                source: None,
+            },
+        );
         return Ok(done);
     }
     if shared.cancel.is_cancelled() {
@@ -491,13 +523,33 @@ async fn run_vertex(
             if slot.waited
                 && let Some(done) = lookup(&shared, &key)?
             {
-                shared.progress.send(id, EventKind::Cached { label });
+                shared.progress.send(
+                    id,
+                    EventKind::Cached {
+                        label,
+                        source: None,
+                    },
+                );
                 return Ok(done);
             }
             Some(slot)
         }
         _ => None,
     };
+    // Not in the store: the --cache-from caches, in order.
+    if use_cache
+        && !matches!(op, Op::Image { .. })
+        && let Some((done, source)) = from_imports(&shared, &key, &parts, &inputs, &label).await?
+    {
+        shared.progress.send(
+            id,
+            EventKind::Cached {
+                label,
+                source: Some(source),
+            },
+        );
+        return Ok(done);
+    }
     // A RUN waits for a --jobs slot before it counts as started.
     let permit = match op {
         Op::Exec(_) => Some(
