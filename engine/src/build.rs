@@ -57,6 +57,18 @@ pub struct BuildOutcome {
     pub dockerfile: DockerfileText,
 }
 
+impl BuildOutcome {
+    /// The findings as a terminal shows them (`warning: Dockerfile:3:1: ...` and the
+    /// excerpt), one string each.
+    pub fn rendered_findings(&self) -> Vec<String> {
+        let file = &self.dockerfile;
+        self.findings
+            .iter()
+            .map(|f| f.render_labelled(&file.name, &file.text))
+            .collect()
+    }
+}
+
 /// What `--check` found, without building.
 #[derive(Debug)]
 pub struct Checked {

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 
-use kiln_image::image::{Manifest, OCI_CONFIG, OCI_MANIFEST};
+use kiln_image::image::{Manifest, OCI_MANIFEST};
 use kiln_snapshotter::layer_out::Compression;
 use kiln_snapshotter::{Descriptor, Digest, Store};
 use serde::Deserialize;
@@ -205,18 +205,11 @@ fn load(store: &Store, input: &mut dyn Read) -> Result<Vec<String>, EngineError>
         }
         // The manifest is kiln's own; the config is the archive's bytes, so the image id
         // is the one docker showed.
-        let manifest = Manifest {
-            schema_version: 2,
-            media_type: Some(OCI_MANIFEST.to_owned()),
-            config: Descriptor {
-                media_type: OCI_CONFIG.to_owned(),
-                digest: config_digest.clone(),
-                size: config_size,
-                annotations: BTreeMap::new(),
-            },
+        let manifest = Manifest::oci(
+            (config_digest.clone(), config_size),
             layers,
-            annotations: BTreeMap::new(),
-        };
+            BTreeMap::new(),
+        );
         let bytes = serde_json::to_vec(&manifest)
             .map_err(|e| EngineError::io("the image manifest", std::io::Error::other(e)))?;
         let digest = store.content().write_bytes(&bytes)?;

@@ -32,6 +32,29 @@ pub struct Manifest {
     pub annotations: BTreeMap<String, String>,
 }
 
+impl Manifest {
+    /// An OCI image manifest for the config blob `config` (its digest and size) and
+    /// `layers`, with `annotations`.
+    pub fn oci(
+        config: (Digest, u64),
+        layers: Vec<Descriptor>,
+        annotations: BTreeMap<String, String>,
+    ) -> Manifest {
+        Manifest {
+            schema_version: 2,
+            media_type: Some(OCI_MANIFEST.to_owned()),
+            config: Descriptor {
+                media_type: OCI_CONFIG.to_owned(),
+                digest: config.0,
+                size: config.1,
+                annotations: BTreeMap::new(),
+            },
+            layers,
+            annotations,
+        }
+    }
+}
+
 /// An image in the store.
 #[derive(Debug, Clone)]
 pub struct StoredImage {
@@ -62,26 +85,20 @@ pub fn write_image(
 ) -> Result<StoredImage, StoreError> {
     let config_bytes = serde_json::to_vec(config).map_err(|e| format_err("image config", e))?;
     let config_digest = store.content().write_bytes(&config_bytes)?;
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(OCI_MANIFEST.to_owned()),
-        config: Descriptor {
-            media_type: OCI_CONFIG.to_owned(),
-            digest: config_digest.clone(),
-            size: config_bytes.len() as u64,
+    let layers = layers
+        .iter()
+        .map(|l| Descriptor {
+            media_type: l.media_type.clone(),
+            digest: l.digest.clone(),
+            size: l.size,
             annotations: BTreeMap::new(),
-        },
-        layers: layers
-            .iter()
-            .map(|l| Descriptor {
-                media_type: l.media_type.clone(),
-                digest: l.digest.clone(),
-                size: l.size,
-                annotations: BTreeMap::new(),
-            })
-            .collect(),
+        })
+        .collect();
+    let manifest = Manifest::oci(
+        (config_digest.clone(), config_bytes.len() as u64),
+        layers,
         annotations,
-    };
+    );
     let manifest_bytes = serde_json::to_vec(&manifest).map_err(|e| format_err("manifest", e))?;
     let manifest_digest = store.content().write_bytes(&manifest_bytes)?;
     Ok(StoredImage {

@@ -16,7 +16,7 @@ use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 
 use crate::Host;
-use crate::reply::body_channel;
+use crate::reply::{ChannelWriter, body_channel};
 use crate::wire::{BUILD_PATH, BuildSpec, Message};
 
 /// Why a remote build could not be run or followed (a failed build is a
@@ -51,23 +51,6 @@ pub enum ClientError {
     Context(std::io::Error),
 }
 
-/// Bytes written on a blocking thread, sent as the request body.
-struct BodyWriter(tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>);
-
-impl Write for BodyWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the server stopped reading")
-            })?;
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Runs one build on the server at `host`: sends `spec`, then what `context` writes (a
 /// tar of the context), and hands every message of the answer to `on_message`, the
 /// last being [`Message::Result`] or [`Message::Error`].
@@ -86,7 +69,7 @@ pub async fn build(
         .await
         .map_err(|_| ClientError::Transport("the request body closed".to_owned()))?;
     let writer = tokio::task::spawn_blocking(move || {
-        let mut out = BodyWriter(chunks);
+        let mut out = ChannelWriter(chunks);
         let written = context(&mut out);
         if let Err(e) = &written {
             // End the body with an error: the server must see a broken upload, not a

@@ -195,22 +195,17 @@ impl Backend {
         Ok(self.engine.load(input)?)
     }
 
+    /// A context from a request body: a tar (plain or compressed), or — for docker's
+    /// `/build`, when `may_be_dockerfile` — a lone Dockerfile, as dockerd takes it.
     pub(crate) fn context_from_stream(
         &self,
         input: impl Read + 'static,
         max_bytes: u64,
+        may_be_dockerfile: bool,
     ) -> Result<TempContext, CallError> {
-        // A body that is no tar is a lone Dockerfile, as dockerd takes it.
-        Ok(self.engine.context_from_stream(input, max_bytes, true)?)
-    }
-
-    /// The context of kiln's own API: always a tar (the Dockerfile comes in the spec).
-    pub(crate) fn context_from_tar(
-        &self,
-        input: impl Read + 'static,
-        max_bytes: u64,
-    ) -> Result<TempContext, CallError> {
-        Ok(self.engine.context_from_stream(input, max_bytes, false)?)
+        Ok(self
+            .engine
+            .context_from_stream(input, max_bytes, may_be_dockerfile)?)
     }
 
     pub(crate) async fn build(
@@ -386,25 +381,18 @@ impl Backend {
                 rendered: format!("error: {}\n", e.message()),
             })?;
         match built {
-            Ok(outcome) => {
-                let file = &outcome.dockerfile;
-                Ok(wire::BuildResult {
-                    id: outcome.image.id.to_string(),
-                    layers: outcome.image.manifest.layers.len(),
-                    size: kiln_engine::image_size(&outcome.image),
-                    ran: outcome.ran,
-                    cached: outcome.cached,
-                    lines: outcome.delivered.lines.clone(),
-                    names: outcome.delivered.names.clone(),
-                    warnings: outcome.warnings.clone(),
-                    findings: outcome
-                        .findings
-                        .iter()
-                        .map(|f| f.render_labelled(&file.name, &file.text))
-                        .collect(),
-                    metadata: outcome.metadata.clone(),
-                })
-            }
+            Ok(outcome) => Ok(wire::BuildResult {
+                id: outcome.image.id.to_string(),
+                layers: outcome.image.manifest.layers.len(),
+                size: kiln_engine::image_size(&outcome.image),
+                ran: outcome.ran,
+                cached: outcome.cached,
+                lines: outcome.delivered.lines.clone(),
+                names: outcome.delivered.names.clone(),
+                warnings: outcome.warnings.clone(),
+                findings: outcome.rendered_findings(),
+                metadata: outcome.metadata.clone(),
+            }),
             Err(e) => Err(wire::BuildFailure {
                 rendered: render(&e),
             }),

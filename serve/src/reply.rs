@@ -91,6 +91,24 @@ impl http_body::Body for ChannelBody {
     }
 }
 
+/// Bytes written by blocking code (an archive writer, a context tar), sent into a body
+/// channel; the write fails once the other side has gone.
+pub(crate) struct ChannelWriter(pub(crate) mpsc::Sender<Result<Bytes, std::io::Error>>);
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the other side went away")
+            })?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A body fed from a channel (a few chunks in flight), and the sender that feeds it.
 pub(crate) fn body_channel() -> (Body, mpsc::Sender<Result<Bytes, std::io::Error>>) {
     let (sender, receiver) = mpsc::channel(16);

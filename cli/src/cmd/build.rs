@@ -370,18 +370,13 @@ pub(crate) fn build(
         Ok(outcome) => outcome,
         Err(e) => return Err(report(&e, log)),
     };
-    let file = &outcome.dockerfile;
     let finished = Finished {
         id: outcome.image.id.to_string(),
         layers: outcome.image.manifest.layers.len(),
         size: kiln_engine::image_size(&outcome.image),
         lines: outcome.delivered.lines.clone(),
         warnings: outcome.warnings.clone(),
-        findings: outcome
-            .findings
-            .iter()
-            .map(|f| f.render_labelled(&file.name, &file.text))
-            .collect(),
+        findings: outcome.rendered_findings(),
         metadata: outcome.metadata.clone(),
     };
     finish(&args, mode, &finished, tally, log, started, stdout_taken)

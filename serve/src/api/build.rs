@@ -51,10 +51,11 @@ pub(super) async fn build(
         None => {
             let (reader, body_state) = crate::body::reader(request.into_body(), limit);
             let backend = state.backend.clone();
-            let unpacked =
-                tokio::task::spawn_blocking(move || backend.context_from_stream(reader, limit))
-                    .await
-                    .map_err(|e| ApiError::internal(format!("the context task failed: {e}")))?;
+            let unpacked = tokio::task::spawn_blocking(move || {
+                backend.context_from_stream(reader, limit, true)
+            })
+            .await
+            .map_err(|e| ApiError::internal(format!("the context task failed: {e}")))?;
             match unpacked {
                 Ok(context) => BuildContext::Temp(context),
                 Err(_) if body_state.too_large() => return Err(too_large(limit)),

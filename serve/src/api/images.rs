@@ -4,14 +4,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{Value, json as j};
 
 use super::{State, only_params, param, query_pairs};
 use crate::engine_calls::{FoundImage, ImageSummary};
-use crate::reply::{ApiError, Body, JsonStream, channel, empty, json};
+use crate::reply::{ApiError, Body, ChannelWriter, JsonStream, channel, empty, json};
 
 /// RFC 3339 (`2026-12-03T15:04:05Z`, fractions and offsets allowed) to Unix seconds.
 fn unix_seconds(text: &str) -> Option<i64> {
@@ -395,25 +394,6 @@ pub(super) async fn pull(
     Ok(response)
 }
 
-/// Bytes written by blocking code, sent to a response body.
-struct ChannelWriter {
-    sender: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
-}
-
-impl std::io::Write for ChannelWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.sender
-            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
-            })?;
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 pub(super) fn save(
     state: &State,
     names: Vec<String>,
@@ -434,9 +414,7 @@ pub(super) fn save(
     let (response, sender) = channel("application/x-tar");
     let backend = state.backend.clone();
     tokio::task::spawn_blocking(move || {
-        let mut writer = ChannelWriter {
-            sender: sender.clone(),
-        };
+        let mut writer = ChannelWriter(sender.clone());
         if let Err(e) = backend.save(&names, &mut writer) {
             // The status is sent already: end the body with an error so the client sees
             // a broken transfer, not a short archive.

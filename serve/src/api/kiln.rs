@@ -122,7 +122,7 @@ pub(super) async fn build(
         let mut input = BufReader::new(reader);
         let spec = read_spec(&mut input)?;
         let context = backend
-            .context_from_tar(input, limit)
+            .context_from_stream(input, limit, false)
             .map_err(|e| match e {
                 CallError::Failed(message) => ApiError::internal(message),
                 other => ApiError::bad_request(other.message().to_owned()),
