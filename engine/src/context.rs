@@ -16,6 +16,8 @@ use crate::error::EngineError;
 pub struct TempContext {
     /// Removed (with everything in it) when the context is dropped.
     _dir: kiln_snapshotter::TempDir,
+    /// For a kept context: its lock, held until the build ends.
+    _kept: Option<std::fs::File>,
     /// The context directory (the checkout's subdirectory, or `dir`).
     context: PathBuf,
     /// The Dockerfile, when the stream was one rather than a tar.
@@ -43,23 +45,67 @@ impl TempContext {
         max_bytes: u64,
         may_be_dockerfile: bool,
     ) -> Result<TempContext, EngineError> {
-        let dir = store.temp_dir()?;
-        let raw = dir.path().join("stream");
-        let context = dir.path().join("context");
-        let mut file = std::fs::File::create(&raw).map_err(|e| EngineError::io(&raw, e))?;
-        let mut limited = input.take(max_bytes + 1);
-        let copied = std::io::copy(&mut limited, &mut file).map_err(|e| EngineError::Io {
-            path: "the context stream".into(),
-            source: e,
-        })?;
-        if copied > max_bytes {
+        let (dir, raw) = receive(store, input, max_bytes)?;
+        TempContext::unpack(dir, raw, may_be_dockerfile)
+    }
+
+    /// A context a client sends again and again (kiln's own API, `context_key`): kept
+    /// in the store between builds under `key` (64 hex digits, the client's name for it)
+    /// and synced to the tar stream, so only files that changed are written — and the
+    /// content memo still knows the others. When another build holds that key's
+    /// directory, this build gets a fresh one instead.
+    pub fn kept(
+        store: &Store,
+        key: &str,
+        input: impl Read,
+        max_bytes: u64,
+    ) -> Result<TempContext, EngineError> {
+        if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(EngineError::invalid(
-                format!("the build context is larger than the limit of {max_bytes} bytes"),
-                "leave big files out with .dockerignore, or raise the limit (kiln serve --max-context-size)".to_owned(),
+                format!("context key {key:?}: not 64 hex digits"),
+                "send a blake3 or sha256 hex digest naming the client's context".to_owned(),
             ));
         }
-        file.flush().map_err(|e| EngineError::io(&raw, e))?;
-        drop(file);
+        let (dir, raw) = receive(store, input, max_bytes)?;
+        if !kiln_snapshotter::layer_in::is_tar_archive(&raw) {
+            return Err(EngineError::invalid(
+                "the build context is not a tar archive",
+                "send a tar of the context directory".to_owned(),
+            ));
+        }
+        let kept = store.kept_contexts_dir();
+        std::fs::create_dir_all(&kept).map_err(|e| EngineError::io(&kept, e))?;
+        let lock_path = kept.join(format!("{key}.lock"));
+        let lock = std::fs::File::create(&lock_path).map_err(|e| EngineError::io(&lock_path, e))?;
+        if lock.try_lock().is_err() {
+            return TempContext::unpack(dir, raw, false);
+        }
+        let context = kept.join(key);
+        let scratch = dir.path().join("changed.tar");
+        if let Err(e) = kiln_snapshotter::layer_in::sync_archive(&raw, &context, &scratch) {
+            // Half synced is no state to keep: the next build starts from nothing.
+            let _ = std::fs::remove_dir_all(&context);
+            return Err(EngineError::invalid(
+                format!("the build context is not a usable tar archive: {e}"),
+                "send a tar of the context directory, with paths relative to it".to_owned(),
+            ));
+        }
+        let _ = std::fs::remove_file(&raw);
+        Ok(TempContext {
+            _dir: dir,
+            _kept: Some(lock),
+            context,
+            dockerfile: None,
+        })
+    }
+
+    /// Unpacks a received stream into a context directory beside it.
+    fn unpack(
+        dir: kiln_snapshotter::TempDir,
+        raw: PathBuf,
+        may_be_dockerfile: bool,
+    ) -> Result<TempContext, EngineError> {
+        let context = dir.path().join("context");
         std::fs::create_dir(&context).map_err(|e| EngineError::io(&context, e))?;
         if kiln_snapshotter::layer_in::is_tar_archive(&raw) {
             let input = std::fs::File::open(&raw).map_err(|e| EngineError::io(&raw, e))?;
@@ -72,6 +118,7 @@ impl TempContext {
             let _ = std::fs::remove_file(&raw);
             return Ok(TempContext {
                 _dir: dir,
+                _kept: None,
                 context,
                 dockerfile: None,
             });
@@ -93,6 +140,7 @@ impl TempContext {
         let _ = std::fs::remove_file(&raw);
         Ok(TempContext {
             _dir: dir,
+            _kept: None,
             context,
             dockerfile: Some(text),
         })
@@ -120,10 +168,35 @@ impl TempContext {
         };
         Ok(TempContext {
             _dir: dir,
+            _kept: None,
             context,
             dockerfile: None,
         })
     }
+}
+
+/// Copies a client's stream (at most `max_bytes`) into a file of a fresh store temp dir.
+fn receive(
+    store: &Store,
+    input: impl Read,
+    max_bytes: u64,
+) -> Result<(kiln_snapshotter::TempDir, PathBuf), EngineError> {
+    let dir = store.temp_dir()?;
+    let raw = dir.path().join("stream");
+    let mut file = std::fs::File::create(&raw).map_err(|e| EngineError::io(&raw, e))?;
+    let mut limited = input.take(max_bytes + 1);
+    let copied = std::io::copy(&mut limited, &mut file).map_err(|e| EngineError::Io {
+        path: "the context stream".into(),
+        source: e,
+    })?;
+    if copied > max_bytes {
+        return Err(EngineError::invalid(
+            format!("the build context is larger than the limit of {max_bytes} bytes"),
+            "leave big files out with .dockerignore, or raise the limit (kiln serve --max-context-size)".to_owned(),
+        ));
+    }
+    file.flush().map_err(|e| EngineError::io(&raw, e))?;
+    Ok((dir, raw))
 }
 
 /// Copies the image an OCI layout names (`PATH`, `PATH:TAG` or `PATH@DIGEST`; the only

@@ -306,13 +306,14 @@ impl Engine {
                     std::fs::remove_file(&path).map_err(|e| EngineError::io(&path, e))?;
                 }
             }
+            reclaimed += remove_kept_contexts(&store.kept_contexts_dir())?;
         }
         // Temp space of builds that were killed, in this or another process.
         reclaimed += store.sweep_temp()?.stale_bytes;
         Ok(PruneReport { reclaimed })
     }
 
-    /// Bytes by kind.
+    /// Bytes by kind (kept contexts count as temp).
     pub fn disk_usage(&self) -> DiskUsage {
         let store = self.store();
         let root = store.root();
@@ -326,10 +327,11 @@ impl Engine {
                 .map(|m| m.len())
                 .sum(),
             cache_mounts: dir_size(&store.cache_mounts_dir()),
-            temp: store
-                .temp_usage()
-                .map(|t| t.live_bytes + t.stale_bytes)
-                .unwrap_or(0),
+            temp: dir_size(&store.kept_contexts_dir())
+                + store
+                    .temp_usage()
+                    .map(|t| t.live_bytes + t.stale_bytes)
+                    .unwrap_or(0),
         }
     }
 
@@ -434,4 +436,30 @@ pub fn config_with_changes(changes: &[String]) -> Result<ImageConfig, EngineErro
         }
     }
     Ok(config)
+}
+
+/// Removes the kept contexts no build holds (their `.lock` can be taken); returns the
+/// bytes freed.
+fn remove_kept_contexts(dir: &std::path::Path) -> Result<u64, EngineError> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(0);
+    };
+    let mut freed = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "lock") || !path.is_dir() {
+            continue;
+        }
+        let lock_path = path.with_extension("lock");
+        let Ok(lock) = std::fs::File::create(&lock_path) else {
+            continue;
+        };
+        if lock.try_lock().is_err() {
+            continue;
+        }
+        freed += dir_size(&path);
+        // The lock file stays: removing it could let two builds lock two files of one name.
+        std::fs::remove_dir_all(&path).map_err(|e| EngineError::io(&path, e))?;
+    }
+    Ok(freed)
 }

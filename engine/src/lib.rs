@@ -116,6 +116,17 @@ impl Engine {
         TempContext::from_stream(self.store(), input, max_bytes, may_be_dockerfile)
     }
 
+    /// A context a client sends again under `key`, kept in the store and synced to the
+    /// stream (see [`TempContext::kept`]).
+    pub fn kept_context(
+        &self,
+        key: &str,
+        input: impl std::io::Read,
+        max_bytes: u64,
+    ) -> Result<TempContext, EngineError> {
+        TempContext::kept(self.store(), key, input, max_bytes)
+    }
+
     /// The engine's registry settings with what one request adds.
     pub(crate) fn registry_config(&self, access: &RegistryAccess) -> RegistryConfig {
         let mut config = self.inner.config.registry.clone();

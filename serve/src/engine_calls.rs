@@ -208,6 +208,16 @@ impl Backend {
             .context_from_stream(input, max_bytes, may_be_dockerfile)?)
     }
 
+    /// A context kept between builds under the client's `key`.
+    pub(crate) fn kept_context(
+        &self,
+        key: &str,
+        input: impl Read + 'static,
+        max_bytes: u64,
+    ) -> Result<TempContext, CallError> {
+        Ok(self.engine.kept_context(key, input, max_bytes)?)
+    }
+
     pub(crate) async fn build(
         &self,
         params: &BuildParams,

@@ -30,6 +30,10 @@ pub struct BuildSpec {
     /// The `.dockerignore` text the client filtered the context with; the server applies
     /// the same patterns (for its hints) and looks for no file of its own.
     pub dockerignore: Option<String>,
+    /// The client's name for this context (64 hex digits; `kiln --host` hashes its host
+    /// name and the context's path): the server keeps the context under it between
+    /// builds and rewrites only the files that changed. `None`: a fresh directory.
+    pub context_key: Option<String>,
     /// `--target`.
     pub target: Option<String>,
     /// `--build-arg`s, resolved on the client.

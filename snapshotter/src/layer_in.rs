@@ -784,3 +784,294 @@ pub fn import_layer(
         media_type: Compression::None.media_type().to_owned(),
     })
 }
+
+/// What [`sync_archive`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    /// Entries the directory already held exactly (left untouched).
+    pub kept: usize,
+    /// Entries written.
+    pub written: usize,
+    /// Paths removed because the archive no longer has them (or has another kind).
+    pub removed: usize,
+}
+
+/// What kind an archive entry is, for comparing it with what a directory holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SyncKind {
+    Dir,
+    File,
+    Symlink,
+    Other,
+}
+
+impl SyncKind {
+    fn of_entry(kind: tar::EntryType) -> Option<SyncKind> {
+        match kind {
+            tar::EntryType::Directory => Some(SyncKind::Dir),
+            tar::EntryType::Regular | tar::EntryType::Continuous => Some(SyncKind::File),
+            tar::EntryType::Symlink => Some(SyncKind::Symlink),
+            tar::EntryType::XGlobalHeader
+            | tar::EntryType::XHeader
+            | tar::EntryType::GNULongName
+            | tar::EntryType::GNULongLink => None,
+            _ => Some(SyncKind::Other),
+        }
+    }
+
+    fn of_meta(meta: &fs::Metadata) -> SyncKind {
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            SyncKind::Dir
+        } else if ft.is_file() {
+            SyncKind::File
+        } else if ft.is_symlink() {
+            SyncKind::Symlink
+        } else {
+            SyncKind::Other
+        }
+    }
+}
+
+/// `root/parts`, only if every parent below `root` is a real directory (nothing is
+/// created, no symlink is followed).
+fn existing_below(root: &Path, parts: &[String]) -> Option<PathBuf> {
+    let mut path = root.to_owned();
+    for (i, part) in parts.iter().enumerate() {
+        path.push(part);
+        if i + 1 < parts.len() && !path.symlink_metadata().ok()?.is_dir() {
+            return None;
+        }
+    }
+    Some(path)
+}
+
+/// Whether the regular file at `path` is exactly the entry: kind, size, permission bits,
+/// owner, mtime as extraction sets it (whole seconds) and every byte. Reads the entry
+/// to its end either way.
+fn file_matches(path: &Path, entry: &mut tar::Entry<'_, impl Read>) -> io::Result<bool> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let header = entry.header();
+    let (size, mode, uid, gid, mtime) = (
+        header.size()?,
+        header.mode()? & 0o7777,
+        header.uid()?,
+        header.gid()?,
+        header.mtime()?,
+    );
+    let Ok(meta) = path.symlink_metadata() else {
+        return Ok(false);
+    };
+    if !meta.file_type().is_file()
+        || meta.len() != size
+        || meta.mode() & 0o7777 != mode
+        || u64::from(meta.uid()) != uid
+        || u64::from(meta.gid()) != gid
+        || meta.mtime() != mtime as i64
+        || meta.mtime_nsec() != 0
+    {
+        return Ok(false);
+    }
+    let mut file = fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    let mut want = vec![0u8; 64 << 10];
+    let mut have = vec![0u8; 64 << 10];
+    loop {
+        let n = entry.read(&mut want)?;
+        if n == 0 {
+            // The file must end here too.
+            return Ok(file.read(&mut have[..1])? == 0);
+        }
+        if file.read_exact(&mut have[..n]).is_err() || want[..n] != have[..n] {
+            return Ok(false);
+        }
+    }
+}
+
+/// Makes `root` hold exactly the entries of the archive at `archive` (plain or
+/// compressed), writing only what differs: a kept build context that a client sends
+/// again. Files whose bytes and metadata already match are not touched, so their inode,
+/// times and the content memo keyed by them stay valid; what the archive no longer names
+/// is removed. Every write goes through [`extract_archive`] (its refusals included),
+/// from a copy of the changed entries at `scratch`; an archive with hard links or PAX
+/// records is extracted whole after the removals.
+pub fn sync_archive(archive: &Path, root: &Path, scratch: &Path) -> Result<SyncStats, StoreError> {
+    use std::collections::BTreeMap;
+    let bad = |reason: String| StoreError::Format {
+        path: archive.to_owned(),
+        reason,
+    };
+    let open = || -> Result<Box<dyn Read>, StoreError> {
+        decompress(fs::File::open(archive).map_err(io(archive))?)
+    };
+    fs::create_dir_all(root).map_err(io(root))?;
+    // Pass 1: what the archive names (checked), and whether entries can be copied as is.
+    let mut names: BTreeMap<Vec<String>, SyncKind> = BTreeMap::new();
+    let mut whole = false;
+    {
+        let mut validator = Validator::default();
+        let mut tar = tar::Archive::new(open()?);
+        for entry in tar
+            .entries()
+            .map_err(|e| bad(format!("not a tar archive: {e}")))?
+        {
+            let mut entry = entry.map_err(|e| bad(format!("a damaged tar entry: {e}")))?;
+            let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            let link = entry
+                .link_name_bytes()
+                .map(|l| String::from_utf8_lossy(&l).into_owned());
+            let kind = entry.header().entry_type();
+            validator.check(&raw, kind, link.as_deref())?;
+            let Some(sync_kind) = SyncKind::of_entry(kind) else {
+                continue;
+            };
+            let parts = clean_parts(&raw)?;
+            if parts.is_empty() {
+                continue;
+            }
+            whole |= kind == tar::EntryType::Link
+                || sync_kind == SyncKind::Other
+                || entry.pax_extensions().ok().flatten().is_some();
+            names.insert(parts, sync_kind);
+        }
+    }
+    // Remove what the archive does not name, or names as another kind (so no stale
+    // symlink stands where the archive has a directory), deepest first.
+    let mut stats = SyncStats::default();
+    let mut extra = Vec::new();
+    for item in walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .follow_links(false)
+        .contents_first(true)
+    {
+        let item = item.map_err(|e| bad(format!("read {}: {e}", root.display())))?;
+        let Ok(rel) = item.path().strip_prefix(root) else {
+            continue;
+        };
+        let parts: Vec<String> = rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        let on_disk = item
+            .path()
+            .symlink_metadata()
+            .map(|m| SyncKind::of_meta(&m))
+            .map_err(io(item.path()))?;
+        if names.get(&parts) != Some(&on_disk) {
+            extra.push((item.path().to_owned(), on_disk));
+        }
+    }
+    for (path, kind) in extra {
+        let removed = match kind {
+            SyncKind::Dir => fs::remove_dir_all(&path),
+            _ => fs::remove_file(&path),
+        };
+        match removed {
+            Ok(()) => stats.removed += 1,
+            // Inside a directory removed before it (contents-first order lists children
+            // of a directory that is itself extra).
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&path)(e)),
+        }
+    }
+    if whole {
+        let applied = extract_archive(fs::File::open(archive).map_err(io(archive))?, root, None)?;
+        stats.written = applied.entries as usize;
+        return Ok(stats);
+    }
+    // Pass 2: which files and symlinks differ from what `root` holds (reading a file's
+    // bytes to compare consumes them, so copying waits for pass 3).
+    let mut differ: HashSet<Vec<String>> = HashSet::new();
+    {
+        let mut tar = tar::Archive::new(open()?);
+        for entry in tar
+            .entries()
+            .map_err(|e| bad(format!("not a tar archive: {e}")))?
+        {
+            let mut entry = entry.map_err(|e| bad(format!("a damaged tar entry: {e}")))?;
+            let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            let Some(kind) = SyncKind::of_entry(entry.header().entry_type()) else {
+                continue;
+            };
+            let parts = clean_parts(&raw)?;
+            if parts.is_empty() || !matches!(kind, SyncKind::File | SyncKind::Symlink) {
+                continue;
+            }
+            let target = existing_below(root, &parts);
+            let same = match (kind, &target) {
+                (SyncKind::File, Some(path)) => file_matches(path, &mut entry).map_err(io(path))?,
+                (SyncKind::Symlink, Some(path)) => {
+                    use std::os::unix::fs::MetadataExt;
+                    let header = entry.header();
+                    let owner = (header.uid().ok(), header.gid().ok());
+                    let link = entry.link_name().ok().flatten().map(|l| l.into_owned());
+                    fs::read_link(path).ok() == link
+                        && path.symlink_metadata().is_ok_and(|m| {
+                            owner == (Some(u64::from(m.uid())), Some(u64::from(m.gid())))
+                        })
+                }
+                _ => false,
+            };
+            if same {
+                stats.kept += 1;
+            } else {
+                differ.insert(parts);
+            }
+        }
+    }
+    // Pass 3: the entries that differ, and every directory (their mode, owner and time
+    // are cheap to set and are what a fresh extraction gives), into `scratch`.
+    {
+        let out = fs::File::create(scratch).map_err(io(scratch))?;
+        let mut changed = tar::Builder::new(io::BufWriter::new(out));
+        let write = |e: io::Error| io(scratch)(e);
+        let mut tar = tar::Archive::new(open()?);
+        for entry in tar
+            .entries()
+            .map_err(|e| bad(format!("not a tar archive: {e}")))?
+        {
+            let mut entry = entry.map_err(|e| bad(format!("a damaged tar entry: {e}")))?;
+            let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            let Some(kind) = SyncKind::of_entry(entry.header().entry_type()) else {
+                continue;
+            };
+            let parts = clean_parts(&raw)?;
+            if parts.is_empty() {
+                continue;
+            }
+            let name = parts.join("/");
+            let mut header = entry.header().clone();
+            match kind {
+                SyncKind::Dir => changed
+                    .append_data(&mut header, &name, io::empty())
+                    .map_err(write)?,
+                SyncKind::File if differ.contains(&parts) => {
+                    stats.written += 1;
+                    changed
+                        .append_data(&mut header, &name, &mut entry)
+                        .map_err(write)?;
+                }
+                SyncKind::Symlink if differ.contains(&parts) => {
+                    stats.written += 1;
+                    let link = entry
+                        .link_name()
+                        .map_err(|e| bad(format!("{raw}: {e}")))?
+                        .map(|l| l.into_owned())
+                        .unwrap_or_default();
+                    changed
+                        .append_link(&mut header, &name, &link)
+                        .map_err(write)?;
+                }
+                _ => {}
+            }
+        }
+        changed
+            .into_inner()
+            .and_then(|mut w| io::Write::flush(&mut w))
+            .map_err(io(scratch))?;
+    }
+    extract_archive(fs::File::open(scratch).map_err(io(scratch))?, root, None)?;
+    Ok(stats)
+}

@@ -132,6 +132,14 @@ impl Store {
         self.root.join("cache-mounts")
     }
 
+    /// Where `kiln serve` keeps the build contexts clients send again and again (one
+    /// directory per client context key, with a `.lock` beside it held while a build
+    /// uses it): a rebuild rewrites only the files that changed. `prune --all` removes
+    /// them.
+    pub fn kept_contexts_dir(&self) -> PathBuf {
+        self.root.join("contexts")
+    }
+
     /// Where the full log of each build is kept.
     pub fn logs_dir(&self) -> PathBuf {
         self.root.join("logs")

@@ -294,6 +294,21 @@ fn spec(args: &BuildArgs) -> anyhow::Result<(BuildSpec, OutputTarget, Option<Pat
     Ok((spec, target, path))
 }
 
+/// This machine's name for the context directory, so the server can keep it between
+/// builds: the host name and the directory's canonical path, hashed (nothing of either
+/// reaches the server).
+fn context_key(dir: &Path) -> anyhow::Result<String> {
+    let path = std::fs::canonicalize(dir)
+        .with_context(|| format!("resolve the build context {}", dir.display()))?;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"kiln context key v1\0");
+    hasher.update(host.trim().as_bytes());
+    hasher.update(b"\0");
+    hasher.update(path.as_os_str().as_encoded_bytes());
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
 /// Parses `--host` for the client: a UNIX socket, or a TCP port on loopback (the
 /// client speaks no TLS yet).
 pub(crate) fn parse_host(text: &str) -> anyhow::Result<Host> {
@@ -327,6 +342,7 @@ pub(crate) fn build(
         None => kiln_parser::dockerignore::Matcher::default(),
     };
     spec.dockerignore = ignore.map(|(_, text)| text);
+    spec.context_key = Some(context_key(&args.context)?);
     let tree = ContextTree::scan(&args.context, &matcher)
         .with_context(|| format!("read the build context {}", args.context.display()))?;
     let stdout_taken = matches!(target, OutputTarget::Stdout);

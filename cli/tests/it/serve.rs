@@ -1411,3 +1411,82 @@ fn kiln_host_two_clients_share_each_run_and_a_killed_client_stops_its_step() {
     let after = kiln_remote(&served, &k, &["build", "ctx", "-t", "three:1"], &[]);
     assert!(after.status.success(), "{}", describe(&["three"], &after));
 }
+
+/// The only directory under the store's kept contexts.
+fn kept_context(root: &Path) -> PathBuf {
+    let dirs: Vec<PathBuf> = std::fs::read_dir(root.join("contexts"))
+        .expect("the server kept the context")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs[0].clone()
+}
+
+#[test]
+fn kiln_host_rebuilds_from_a_kept_context_and_sees_every_change() {
+    use std::os::unix::fs::MetadataExt;
+    let Some(k) = world() else { return };
+    let served = Served::start(&k, &[]);
+    k.write(
+        "ctx/Dockerfile",
+        "FROM busybox\nCOPY . /app\nRUN cat /app/a.txt /app/b.txt > /both; ls /app > /listing\n",
+    );
+    k.write("ctx/a.txt", "aaaa\n");
+    k.write("ctx/b.txt", "bbbb\n");
+    k.write("ctx/gone.txt", "soon gone\n");
+    let build = |tag: &str| {
+        let out = kiln_remote(
+            &served,
+            &k,
+            &["build", "ctx", "-t", tag, "--progress", "plain"],
+            &[],
+        );
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            describe(&[tag], &out),
+            served.stderr()
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    build("v:1");
+    let kept = kept_context(&k.root());
+    let a_inode = std::fs::metadata(kept.join("a.txt")).unwrap().ino();
+    // An unchanged rebuild is all cached and rewrites nothing.
+    let again = build("v:2");
+    assert!(again.contains("0 steps run"), "{again}");
+    assert_eq!(
+        std::fs::metadata(kept.join("a.txt")).unwrap().ino(),
+        a_inode
+    );
+    // b changes in content only (same size, same second), gone.txt goes, new.txt comes.
+    let b = k.path("ctx/b.txt");
+    let mtime = std::fs::metadata(&b).unwrap().modified().unwrap();
+    std::fs::write(&b, "BBBB\n").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&b)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    std::fs::remove_file(k.path("ctx/gone.txt")).unwrap();
+    k.write("ctx/new.txt", "new\n");
+    let changed = build("v:3");
+    assert!(changed.contains("2 steps run"), "{changed}");
+    let tree = crate::support::image_tree(&k, "v:3");
+    assert_eq!(
+        std::fs::read_to_string(tree.path().join("both")).unwrap(),
+        "aaaa\nBBBB\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(tree.path().join("listing")).unwrap(),
+        "Dockerfile\na.txt\nb.txt\nnew.txt\n"
+    );
+    assert_eq!(kept_context(&k.root()), kept);
+    assert!(!kept.join("gone.txt").exists());
+    // prune --all (no build running) removes the kept context.
+    k.ok(&["prune", "--all"]);
+    assert!(!kept.exists());
+}

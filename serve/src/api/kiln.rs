@@ -121,12 +121,14 @@ pub(super) async fn build(
     let prepared = tokio::task::spawn_blocking(move || {
         let mut input = BufReader::new(reader);
         let spec = read_spec(&mut input)?;
-        let context = backend
-            .context_from_stream(input, limit, false)
-            .map_err(|e| match e {
-                CallError::Failed(message) => ApiError::internal(message),
-                other => ApiError::bad_request(other.message().to_owned()),
-            })?;
+        let context = match spec.context_key.as_deref() {
+            Some(key) => backend.kept_context(key, input, limit),
+            None => backend.context_from_stream(input, limit, false),
+        }
+        .map_err(|e| match e {
+            CallError::Failed(message) => ApiError::internal(message),
+            other => ApiError::bad_request(other.message().to_owned()),
+        })?;
         SpecRequest::new(spec, context, move || {
             Sink::new(Box::new(OutputLines {
                 chunks: output_chunks,

@@ -2,5 +2,6 @@
 //! snapshotter everywhere, hostile archives.
 
 mod hostile;
+mod kept_context;
 mod layers;
 mod support;
