@@ -183,7 +183,8 @@ fn receive(
 ) -> Result<(kiln_snapshotter::TempDir, PathBuf), EngineError> {
     let dir = store.temp_dir()?;
     let raw = dir.path().join("stream");
-    let mut file = std::fs::File::create(&raw).map_err(|e| EngineError::io(&raw, e))?;
+    let file = std::fs::File::create(&raw).map_err(|e| EngineError::io(&raw, e))?;
+    let mut file = std::io::BufWriter::with_capacity(1 << 20, file);
     let mut limited = input.take(max_bytes + 1);
     let copied = std::io::copy(&mut limited, &mut file).map_err(|e| EngineError::Io {
         path: "the context stream".into(),

@@ -69,14 +69,15 @@ pub async fn build(
         .await
         .map_err(|_| ClientError::Transport("the request body closed".to_owned()))?;
     let writer = tokio::task::spawn_blocking(move || {
-        let mut out = ChannelWriter(chunks);
-        let written = context(&mut out);
+        let errors = chunks.clone();
+        // Big chunks: a tar writer writes 512-byte headers one by one, and every chunk is
+        // a message on the channel and a frame of the body.
+        let mut out = std::io::BufWriter::with_capacity(256 << 10, ChannelWriter(chunks));
+        let written = context(&mut out).and_then(|()| out.flush());
         if let Err(e) = &written {
             // End the body with an error: the server must see a broken upload, not a
             // short context.
-            let _ = out
-                .0
-                .blocking_send(Err(std::io::Error::other(e.to_string())));
+            let _ = errors.blocking_send(Err(std::io::Error::other(e.to_string())));
         }
         written
     });
