@@ -48,7 +48,7 @@ pub use images::{
     DiskUsage, FoundImage, ImageSummary, ImportOptions, ImportSource, PruneReport, PushOutcome,
     config_with_changes, image_size,
 };
-pub use output::{Delivered, metadata};
+pub use output::{Delivered, local_output_line, metadata};
 pub use request::{
     BuildRequest, ContextSource, Destination, DockerfileSource, Entitlement, Output, OutputKind,
     Sink, parse_compression,

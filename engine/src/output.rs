@@ -113,28 +113,7 @@ fn write_file_output(
                 setuid: allow.contains(&Entitlement::ExportSetuid),
             };
             let report = archive::write_rootfs_dir(store, image, path, &options)?;
-            let mut line = format!("Wrote the filesystem to {}", path.display());
-            for changed in &report.changed {
-                line.push_str(&format!("\nNot written as in the image: {changed}"));
-            }
-            use kiln_snapshotter::layer_in::Change;
-            let kinds = |device| {
-                report
-                    .changed
-                    .iter()
-                    .any(|c| matches!(c.change, Change::DeviceSkipped { .. }) == device)
-            };
-            for (found, name) in [
-                (kinds(true), "export.devices"),
-                (kinds(false), "export.setuid"),
-            ] {
-                if found {
-                    line.push_str(&format!(
-                        "\n(--allow {name} writes them as the image has them)"
-                    ));
-                }
-            }
-            line
+            local_output_line(path, &report)
         }
         (OutputKind::Tar, _) => {
             to_dest(dest, |out| archive::write_rootfs_tar(store, image, out))?;
@@ -287,4 +266,31 @@ pub fn metadata(image: &StoredImage, delivered: &Delivered) -> serde_json::Value
         },
         "image.name": delivered.names.join(","),
     })
+}
+
+/// What a `type=local` output says: where it wrote, each entry it did not write as the
+/// image has it, and the `--allow` that would.
+pub fn local_output_line(path: &std::path::Path, report: &archive::LocalReport) -> String {
+    use kiln_snapshotter::layer_in::Change;
+    let mut line = format!("Wrote the filesystem to {}", path.display());
+    for changed in &report.changed {
+        line.push_str(&format!("\nNot written as in the image: {changed}"));
+    }
+    let kinds = |device| {
+        report
+            .changed
+            .iter()
+            .any(|c| matches!(c.change, Change::DeviceSkipped { .. }) == device)
+    };
+    for (found, name) in [
+        (kinds(true), "export.devices"),
+        (kinds(false), "export.setuid"),
+    ] {
+        if found {
+            line.push_str(&format!(
+                "\n(--allow {name} writes them as the image has them)"
+            ));
+        }
+    }
+    line
 }

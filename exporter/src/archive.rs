@@ -49,7 +49,10 @@ use crate::registry::{DOCKER_MANIFEST, ImageRef};
 use kiln_image::image::{Manifest, OCI_CONFIG, OCI_MANIFEST, StoredImage};
 
 pub use layout::{write_docker_archive, write_oci_archive, write_oci_layout};
-pub use rootfs::{LocalOptions, LocalReport, write_rootfs_dir, write_rootfs_tar};
+pub use rootfs::{
+    LocalOptions, LocalReport, check_local_dest, write_rootfs_dir, write_rootfs_stream,
+    write_rootfs_tar,
+};
 
 /// The Docker schema2 image config media type.
 pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";

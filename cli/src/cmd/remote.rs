@@ -32,6 +32,48 @@ enum OutputTarget {
         dest: PathBuf,
         temp: tempfile::NamedTempFile,
     },
+    /// `type=local`: the server sends the filesystem as a tar; a thread writes it into
+    /// the directory with local export's protections (no devices or setuid bits unless
+    /// `--allow`, nothing through a symlink of `dest`).
+    Dir {
+        dest: PathBuf,
+        pipe: Option<std::io::PipeWriter>,
+        worker: Option<LocalWorker>,
+    },
+}
+
+type LocalWorker = std::thread::JoinHandle<
+    Result<kiln_exporter::archive::LocalReport, kiln_exporter::archive::ArchiveError>,
+>;
+
+impl OutputTarget {
+    /// Starts writing a `type=local` output into `dest` (checked and created first, so a
+    /// refused destination fails before anything is built).
+    fn dir(
+        dest: &Path,
+        options: kiln_exporter::archive::LocalOptions,
+    ) -> anyhow::Result<OutputTarget> {
+        kiln_exporter::archive::check_local_dest(dest, &options)?;
+        let (reader, writer) = std::io::pipe()?;
+        let at = dest.to_owned();
+        let worker = std::thread::spawn(move || {
+            kiln_exporter::archive::write_rootfs_stream(reader, &at, &options)
+        });
+        Ok(OutputTarget::Dir {
+            dest: dest.to_owned(),
+            pipe: Some(writer),
+            worker: Some(worker),
+        })
+    }
+
+    /// The writer thread's own error, when it stopped reading.
+    fn worker_error(worker: &mut Option<LocalWorker>) -> Option<String> {
+        match worker.take()?.join() {
+            Ok(Err(e)) => Some(e.to_string()),
+            Ok(Ok(_)) => None,
+            Err(_) => Some("the local output's writer panicked".to_owned()),
+        }
+    }
 }
 
 impl OutputTarget {
@@ -42,12 +84,42 @@ impl OutputTarget {
             )),
             OutputTarget::Stdout => std::io::stdout().lock().write_all(bytes),
             OutputTarget::File { temp, .. } => temp.write_all(bytes),
+            OutputTarget::Dir { pipe, worker, .. } => {
+                let written = match pipe {
+                    Some(pipe) => pipe.write_all(bytes),
+                    None => Err(std::io::Error::other("the local output is closed")),
+                };
+                written.map_err(|e| match OutputTarget::worker_error(worker) {
+                    Some(why) => std::io::Error::other(why),
+                    None => e,
+                })
+            }
         }
     }
 
-    fn commit(self) -> anyhow::Result<()> {
+    /// Finishes the output; for `type=local`, the line that says what it wrote.
+    fn commit(self) -> anyhow::Result<Option<String>> {
         match self {
-            OutputTarget::None => Ok(()),
+            OutputTarget::Dir {
+                dest,
+                pipe,
+                mut worker,
+            } => {
+                drop(pipe);
+                let report = worker
+                    .take()
+                    .context("the local output's writer is gone")?
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("the local output's writer panicked"))??;
+                Ok(Some(kiln_engine::local_output_line(&dest, &report)))
+            }
+            other => other.commit_file().map(|()| None),
+        }
+    }
+
+    fn commit_file(self) -> anyhow::Result<()> {
+        match self {
+            OutputTarget::None | OutputTarget::Dir { .. } => Ok(()),
             OutputTarget::Stdout => Ok(std::io::stdout().flush()?),
             OutputTarget::File { dest, temp } => {
                 temp.as_file().sync_all()?;
@@ -92,9 +164,37 @@ fn outputs(args: &BuildArgs) -> anyhow::Result<(Vec<String>, OutputTarget)> {
     for value in &args.output {
         let mut spec = OutputSpec::parse(value)?;
         if spec.kind == "local" {
-            bail!(
-                "-o {value}: a directory output is not supported through --host yet; use type=tar,dest=FILE and unpack it, or build without --host"
-            );
+            if !matches!(target, OutputTarget::None) {
+                bail!(
+                    "-o {value}: through --host only one output can be a file or directory; build the others separately"
+                );
+            }
+            let dest = spec.attrs.get("dest").cloned().unwrap_or_default();
+            if dest.is_empty() || dest == "-" {
+                bail!("-o {value}: type=local needs dest=DIR (for a stream use type=tar,dest=-)");
+            }
+            let merge = match spec.attrs.get("merge").map(String::as_str) {
+                None | Some("false") | Some("0") => false,
+                Some("true") | Some("1") | Some("") => true,
+                Some(other) => {
+                    bail!("-o {value}: merge={other} is not a boolean; use true or false")
+                }
+            };
+            if let Some(other) = spec
+                .attrs
+                .keys()
+                .find(|k| !["dest", "merge"].contains(&k.as_str()))
+            {
+                bail!("-o {value}: kiln does not support {other} for type=local");
+            }
+            let options = kiln_exporter::archive::LocalOptions {
+                merge,
+                devices: args.allow.iter().any(|a| a == "export.devices"),
+                setuid: args.allow.iter().any(|a| a == "export.setuid"),
+            };
+            target = OutputTarget::dir(Path::new(&dest), options)?;
+            sent.push("type=tar,dest=-".to_owned());
+            continue;
         }
         if let Some(dest) = spec.attrs.get("dest").cloned() {
             if !matches!(target, OutputTarget::None) {
@@ -389,12 +489,18 @@ pub(crate) fn build(
     followed?;
     match last {
         Some(Message::Result(result)) => {
-            target.commit()?;
+            let mut lines = result.lines;
+            if let Some(local) = target.commit()? {
+                // The server wrote a tar to the stream; what the user asked for is the
+                // directory this side wrote.
+                lines.retain(|l| l != "Wrote the filesystem as a tar to -");
+                lines.push(local);
+            }
             let finished = Finished {
                 id: result.id,
                 layers: result.layers,
                 size: result.size,
-                lines: result.lines,
+                lines,
                 warnings: result.warnings,
                 findings: result.findings,
                 metadata: result.metadata,

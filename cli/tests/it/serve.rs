@@ -1242,10 +1242,33 @@ fn kiln_host_streams_a_file_output_and_refuses_what_it_cannot_carry() {
         names.iter().any(|n| n.trim_start_matches("./") == "hello"),
         "{names:?}"
     );
+    // type=local: the server streams the filesystem, this side writes the directory
+    // with local export's rules.
+    let out = kiln_remote(
+        &served,
+        &k,
+        &[
+            "build",
+            "ctx",
+            "-o",
+            "type=local,dest=tree",
+            "--progress",
+            "plain",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", describe(&["build"], &out));
+    assert_eq!(
+        std::fs::read_to_string(k.path("tree/hello")).unwrap(),
+        "hello from the context\n"
+    );
+    let shown = String::from_utf8_lossy(&out.stderr);
+    assert!(shown.contains("Wrote the filesystem to tree"), "{shown}");
+    assert!(!shown.contains("as a tar to -"), "{shown}");
     let refusals: [(&[&str], &str); 6] = [
         (
-            &["build", "ctx", "-o", "type=local,dest=out"],
-            "directory output",
+            &["build", "ctx", "-o", "type=local,dest=tree"],
+            "it is not empty",
         ),
         (
             &["build", "ctx", "--cache-to", "type=local,dest=c"],

@@ -64,6 +64,49 @@ pub fn write_rootfs_dir(
     dir: &Path,
     options: &LocalOptions,
 ) -> Result<LocalReport, ArchiveError> {
+    let (root, protected) = local_dest(dir, options)?;
+    let apply = local_apply(options, &protected);
+    let mut report = LocalReport::default();
+    for layer in &image.manifest.layers {
+        LayerKind::of_media_type(&layer.media_type).ok_or_else(|| unsupported(layer))?;
+        let blob = store
+            .content()
+            .open(&layer.digest)
+            .map_err(missing(image))?;
+        report
+            .changed
+            .extend(apply_with(blob, &root, &apply)?.changed);
+    }
+    Ok(report)
+}
+
+/// `type=local` from a filesystem already merged into one tar stream (what `type=tar`
+/// writes; `kiln --host` receives it from the server): the same protections as
+/// [`write_rootfs_dir`].
+pub fn write_rootfs_stream(
+    input: impl io::Read + 'static,
+    dir: &Path,
+    options: &LocalOptions,
+) -> Result<LocalReport, ArchiveError> {
+    let (root, protected) = local_dest(dir, options)?;
+    let apply = local_apply(options, &protected);
+    Ok(LocalReport {
+        changed: apply_with(input, &root, &apply)?.changed,
+    })
+}
+
+/// Checks (and creates) a `type=local` destination as the output will, before anything
+/// is built: `/`, a non-directory, or a non-empty directory without `merge` are refused.
+pub fn check_local_dest(dir: &Path, options: &LocalOptions) -> Result<(), ArchiveError> {
+    local_dest(dir, options).map(drop)
+}
+
+/// The destination of a `type=local` output, checked and created: its canonical path and,
+/// when merging into a directory that is not empty, the symlinks it already has.
+fn local_dest(
+    dir: &Path,
+    options: &LocalOptions,
+) -> Result<(PathBuf, HashSet<PathBuf>), ArchiveError> {
     let refuse = |reason: String| ArchiveError::DestRefused {
         path: dir.to_owned(),
         reason,
@@ -103,24 +146,16 @@ pub fn write_rootfs_dir(
             }
         }
     }
-    let apply = ApplyOptions {
+    Ok((root, protected))
+}
+
+fn local_apply<'a>(options: &LocalOptions, protected: &'a HashSet<PathBuf>) -> ApplyOptions<'a> {
+    ApplyOptions {
         devices: options.devices,
         setuid: options.setuid,
-        protected: Some(&protected),
+        protected: Some(protected),
         ..ApplyOptions::layer(WhiteoutStyle::Delete)
-    };
-    let mut report = LocalReport::default();
-    for layer in &image.manifest.layers {
-        LayerKind::of_media_type(&layer.media_type).ok_or_else(|| unsupported(layer))?;
-        let blob = store
-            .content()
-            .open(&layer.digest)
-            .map_err(missing(image))?;
-        report
-            .changed
-            .extend(apply_with(blob, &root, &apply)?.changed);
     }
-    Ok(report)
 }
 
 /// A tree key: the path's components joined by NUL, so that the map's order is a
