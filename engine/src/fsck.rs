@@ -1,7 +1,8 @@
-//! `kiln fsck`: what in the store does not hold up. Read-only: every blob's bytes against
-//! its digest and size, and every tag's manifest, config and layers present and whole.
-//! The answer names each broken thing and the images it breaks, so the user knows what to
-//! remove and rebuild or pull again.
+//! `kiln fsck`: what in the store does not hold up — every blob's bytes against its
+//! digest and size, every tag's manifest, config and layers present and whole, and (when
+//! no build runs) snapshots left unfinished. The answer names each broken thing and the
+//! images it breaks. `--repair` ([`Engine::repair`]) then removes them, so the next build
+//! or pull makes them again; it waits for no build and refuses while one runs.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -22,12 +23,28 @@ pub struct FsckReport {
     pub damaged: Vec<Digest>,
     /// Per tag, what is wrong with it (a blob it needs missing, damaged or unreadable).
     pub broken_tags: BTreeMap<String, Vec<String>>,
+    /// Snapshots a killed build left uncommitted; `None` when a build was running, so
+    /// they could not be told from that build's own.
+    pub unfinished: Option<Vec<kiln_snapshotter::SnapshotId>>,
+}
+
+/// What [`Engine::repair`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepairReport {
+    /// Damaged blobs deleted.
+    pub blobs: usize,
+    /// Broken tags removed.
+    pub tags: usize,
+    /// Unfinished snapshots removed.
+    pub snapshots: usize,
 }
 
 impl FsckReport {
     /// Nothing is wrong.
     pub fn is_clean(&self) -> bool {
-        self.damaged.is_empty() && self.broken_tags.is_empty()
+        self.damaged.is_empty()
+            && self.broken_tags.is_empty()
+            && self.unfinished.as_ref().is_none_or(Vec::is_empty)
     }
 }
 
@@ -96,6 +113,54 @@ impl Engine {
             }
         }
         report.damaged = damaged.into_iter().collect();
+        // Only with no build running is an uncommitted snapshot a leftover.
+        if let Some(_gc) = store.try_lock_for_gc()? {
+            report.unfinished = Some(
+                store
+                    .snapshots()
+                    .list()?
+                    .into_iter()
+                    .filter(|(_, committed)| !committed)
+                    .map(|(id, _)| id)
+                    .collect(),
+            );
+        }
         Ok(report)
+    }
+
+    /// Checks the store and removes what is broken: damaged blobs, tags that need a
+    /// missing or damaged blob, unfinished snapshots, and temp space of dead builds. Holds
+    /// the store's gc lock, so it refuses (busy) while a build runs and no build starts
+    /// meanwhile. What it removes is made again by the next build or pull that needs it.
+    pub fn repair(&self) -> Result<(FsckReport, RepairReport), EngineError> {
+        let store = self.store();
+        let Some(_gc) = store.try_lock_for_gc()? else {
+            return Err(EngineError::Busy {
+                root: store.root().to_owned(),
+            });
+        };
+        // The check below takes the gc lock too: drop ours first, take it back after.
+        drop(_gc);
+        let found = self.fsck()?;
+        let Some(_gc) = store.try_lock_for_gc()? else {
+            return Err(EngineError::Busy {
+                root: store.root().to_owned(),
+            });
+        };
+        let mut repaired = RepairReport::default();
+        for digest in &found.damaged {
+            store.content().delete(digest)?;
+            repaired.blobs += 1;
+        }
+        for name in found.broken_tags.keys() {
+            store.tags().untag(name)?;
+            repaired.tags += 1;
+        }
+        for id in found.unfinished.iter().flatten() {
+            store.snapshots().remove(id)?;
+            repaired.snapshots += 1;
+        }
+        store.sweep_temp()?;
+        Ok((found, repaired))
     }
 }

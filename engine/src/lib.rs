@@ -43,7 +43,7 @@ use kiln_snapshotter::{SnapshotterKind, Store};
 pub use build::{BuildOutcome, Checked, DockerfileText, ignore_file_for, ignore_for};
 pub use context::TempContext;
 pub use error::{BuildError, BuildFailure, EngineError};
-pub use fsck::FsckReport;
+pub use fsck::{FsckReport, RepairReport};
 pub use images::{
     DiskUsage, FoundImage, ImageSummary, ImportOptions, ImportSource, PruneReport, PushOutcome,
     config_with_changes, image_size,

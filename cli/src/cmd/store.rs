@@ -87,7 +87,12 @@ pub(crate) struct PruneArgs {
 pub(crate) struct DuArgs {}
 
 #[derive(Debug, clap::Args)]
-pub(crate) struct FsckArgs {}
+pub(crate) struct FsckArgs {
+    /// Remove what is broken (damaged blobs, tags that need them, unfinished snapshots),
+    /// so the next build or pull makes it again; refused while a build runs
+    #[arg(long)]
+    pub(crate) repair: bool,
+}
 
 /// The store directory: `--root`/`KILN_ROOT`, else `/var/lib/kiln` for root, else
 /// `$XDG_DATA_HOME/kiln` (`~/.local/share/kiln`).
@@ -411,8 +416,14 @@ pub(crate) fn save(global: &GlobalArgs, args: SaveArgs) -> anyhow::Result<ExitCo
 }
 
 /// `kiln fsck`: one line per problem, a summary, and exit 1 unless the store is clean.
-pub(crate) fn fsck(global: &GlobalArgs, _args: FsckArgs) -> anyhow::Result<ExitCode> {
-    let report = open_engine(global)?.fsck()?;
+pub(crate) fn fsck(global: &GlobalArgs, args: FsckArgs) -> anyhow::Result<ExitCode> {
+    let engine = open_engine(global)?;
+    let (report, repaired) = if args.repair {
+        let (report, repaired) = engine.repair()?;
+        (report, Some(repaired))
+    } else {
+        (engine.fsck()?, None)
+    };
     let mut out = std::io::stdout().lock();
     for digest in &report.damaged {
         writeln!(
@@ -425,22 +436,38 @@ pub(crate) fn fsck(global: &GlobalArgs, _args: FsckArgs) -> anyhow::Result<ExitC
             writeln!(out, "{name}: {problem}")?;
         }
     }
-    if report.is_clean() {
+    for id in report.unfinished.iter().flatten() {
         writeln!(
             out,
-            "{} blobs and {} tags checked: the store is clean",
-            report.blobs, report.tags
+            "unfinished snapshot {id}: left by a build that did not end"
+        )?;
+    }
+    let checked = format!("{} blobs and {} tags checked", report.blobs, report.tags);
+    let snapshots_note = if report.unfinished.is_none() {
+        " (a build is running: unfinished snapshots not checked)"
+    } else {
+        ""
+    };
+    if report.is_clean() {
+        writeln!(out, "{checked}: the store is clean{snapshots_note}")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(repaired) = repaired {
+        writeln!(
+            out,
+            "{checked}: removed {} damaged blobs, {} broken tags and {} unfinished snapshots; \
+             build or pull those images again",
+            repaired.blobs, repaired.tags, repaired.snapshots
         )?;
         return Ok(ExitCode::SUCCESS);
     }
     writeln!(
         out,
-        "{} blobs and {} tags checked: damaged blobs {}, broken tags {}; remove the broken \
-         tags (kiln rmi NAME), then kiln prune, and build or pull those images again",
-        report.blobs,
-        report.tags,
+        "{checked}: damaged blobs {}, broken tags {}, unfinished snapshots {}{snapshots_note}; \
+         kiln fsck --repair removes them (then build or pull those images again)",
         report.damaged.len(),
-        report.broken_tags.len()
+        report.broken_tags.len(),
+        report.unfinished.as_ref().map_or(0, Vec::len),
     )?;
     Ok(ExitCode::FAILURE)
 }

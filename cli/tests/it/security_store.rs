@@ -316,6 +316,37 @@ fn a_flipped_byte_in_a_layer_blob_is_found_by_from_and_by_exports() {
         );
         assert!(!dest.exists());
     }
+
+    // A snapshot a killed build left behind is reported too (no build runs now).
+    let leftover = k.root().join("snapshots/deadbeef0000");
+    std::fs::create_dir_all(leftover.join("fs")).unwrap();
+    let listed =
+        String::from_utf8_lossy(&crate::support::run(k.cmd().arg("fsck")).stdout).into_owned();
+    // --repair removes the damaged blob and the tag that needs it; then the store is
+    // clean and the image is built again from its context.
+    let out = crate::support::run(k.cmd().args(["fsck", "--repair"]));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("removed 1 damaged blobs, 1 broken tags"),
+        "{said}\n{listed}"
+    );
+    assert!(!layer[0].exists());
+    let clean = k.ok(&["fsck"]);
+    assert!(clean.contains("the store is clean"), "{clean}");
+    assert!(!k.ok(&["images"]).contains("base"));
+    let out = build(&k, &["-t", "base"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(blobs_with(&k, b"the original content").len(), 1);
+    k.ok(&["fsck"]);
 }
 
 #[test]
