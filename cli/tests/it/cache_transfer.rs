@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use kiln_testkit::registry::{REGISTRY_BIN, RegistryServer, ServerOptions, free_port};
+use kiln_testkit::registry::{
+    REGISTRY_BIN, RegistryServer, ServerOptions, free_port, non_loopback_ip,
+};
 
 use crate::support::{Kiln, describe, image_tree, run, world};
 
@@ -705,4 +707,59 @@ fn a_registry_cache_missing_a_blob_is_refused_for_that_step() {
         on_f.stderr
     );
     assert_eq!(final_txt(&fresh), "alpha\nbuilt\nbeta\nfinal\n");
+}
+
+#[test]
+fn registry_insecure_allows_plain_http_to_a_host_that_is_not_loopback() {
+    let Some(ip) = non_loopback_ip() else {
+        eprintln!("skipped: this machine has no address besides loopback");
+        return;
+    };
+    if !Path::new(REGISTRY_BIN).exists() {
+        eprintln!("skipped: {REGISTRY_BIN} is absent (apt-get install docker-registry)");
+        return;
+    }
+    let server = RegistryServer::start(ServerOptions {
+        ip: Some(ip),
+        ..ServerOptions::default()
+    });
+    let Some((a, mut others)) = runners(1) else {
+        return;
+    };
+    let b = others.pop().expect("B");
+    let reference = format!("{}/cache/app:c", server.host());
+    let ctx_a = context(&a, "ctx");
+    let ctx = ctx_a.to_str().expect("utf-8 path");
+    // Plain HTTP to a host that is not loopback needs registry.insecure=true.
+    let plain = format!("type=registry,ref={reference}");
+    let to = format!("{plain},mode=max");
+    let err = a.fails(&["build", ctx, "--cache-to", &to]);
+    assert!(err.contains(&format!("--cache-to {reference}: ")), "{err}");
+    let insecure = format!("{plain},registry.insecure=true");
+    let on_a = build(
+        &a,
+        &ctx_a,
+        &["--cache-to", &format!("{to},registry.insecure=true")],
+    );
+    assert!(
+        on_a.stderr
+            .contains(&format!("Exported the cache to {reference}: 7 steps")),
+        "{}",
+        on_a.stderr
+    );
+    let ctx_b = b.path("ctx");
+    copy_context(&ctx_a, &ctx_b);
+    let err = b.fails(&[
+        "build",
+        ctx_b.to_str().expect("utf-8"),
+        "--cache-from",
+        &plain,
+    ]);
+    assert!(
+        err.contains(&format!("--cache-from {reference}: ")),
+        "{err}"
+    );
+    let on_b = build(&b, &ctx_b, &["--cache-from", &insecure]);
+    expect(&on_b, &BUILD_STEPS, &format!("CACHED (from {reference})"));
+    assert_eq!(on_b.id, on_a.id);
 }

@@ -35,8 +35,8 @@ pub enum CacheLocation {
     Registry {
         /// The reference as given; the engine parses it (docker's normalisation).
         reference: String,
-        /// `registry.insecure=true`: plain HTTP or an unverified certificate are allowed
-        /// for its host, as for an insecure-listed registry.
+        /// `registry.insecure=true`: plain HTTP is allowed for its host, as for an
+        /// insecure-listed registry (loopback hosts are allowed it anyway).
         insecure: bool,
     },
 }
