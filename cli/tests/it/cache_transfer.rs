@@ -646,6 +646,35 @@ fn an_unreachable_cache_registry() {
 }
 
 #[test]
+fn ignore_error_makes_a_failed_local_export_a_warning() {
+    let Some(k) = world() else { return };
+    let ctx = context(&k, "ctx");
+    // A file where the layout's directory should be.
+    let dest = k.write("not-a-dir", "x");
+    let to = format!("type=local,dest={}", dest.display());
+    let err = k.fails(&["build", ctx.to_str().expect("utf-8"), "--cache-to", &to]);
+    assert!(
+        err.contains(&format!("--cache-to {}: ", dest.display())),
+        "{err}"
+    );
+    let built = build(
+        &k,
+        &ctx,
+        &["--cache-to", &format!("{to},ignore-error=true")],
+    );
+    assert!(
+        built
+            .stderr
+            .contains(&format!("--cache-to {}: ", dest.display()))
+            && built
+                .stderr
+                .contains("ignore-error=true: the build succeeds without it"),
+        "{}",
+        built.stderr
+    );
+}
+
+#[test]
 fn a_registry_cache_missing_a_blob_is_refused_for_that_step() {
     let Some(server) = registry() else { return };
     let Some((a, mut others)) = runners(2) else {

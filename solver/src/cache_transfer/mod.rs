@@ -33,7 +33,7 @@ use kiln_snapshotter::{Digest, StoreError};
 
 pub use export::{CacheExported, CacheImage, cache_image, write_layout};
 pub use import::{CacheBlobs, FetchFuture, ImportedCache};
-pub use record::{LAYER_MEDIA_TYPE, RECORD_MEDIA_TYPE};
+pub use record::RECORD_MEDIA_TYPE;
 pub use spec::{CacheExportSpec, CacheImportSpec, CacheLocation, CacheMode};
 
 /// What went wrong moving a cache.
