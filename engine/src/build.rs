@@ -136,6 +136,7 @@ impl Engine {
                 BuildError::invalid(e.to_string(), "give a regular file of at most 500 KiB")
             })?;
         }
+        crate::cache::check_refs(&request.cache_from, &request.cache_to)?;
         let store = self.store().clone();
         let _building = store.lock_for_build()?;
         let prepared = self
@@ -240,7 +241,9 @@ impl Engine {
         }
         let plan = Arc::new(plan);
         let contexts = scan_contexts(&plan, &context_dirs, &ignore)?;
-        let imports = crate::cache::load_imports(&request.cache_from, &mut warnings).await?;
+        let registry = self.registry_config(&request.registry);
+        let imports =
+            crate::cache::load_imports(&request.cache_from, &registry, &mut warnings).await?;
         let solve_options = SolveOptions {
             no_cache: request.no_cache,
             no_cache_stages: request.no_cache_filter.clone(),
@@ -281,7 +284,7 @@ impl Engine {
         let outputs = output::effective(&request.outputs);
         let mut delivered = output::deliver(
             &store,
-            &self.registry_config(&request.registry),
+            &registry,
             &image,
             &outputs,
             &request.tags,
@@ -289,7 +292,16 @@ impl Engine {
             &request.allow,
         )
         .await?;
-        crate::cache::finish(&store, &plan, solved, &request.cache_to, &mut delivered).await?;
+        crate::cache::finish(
+            &store,
+            &plan,
+            solved,
+            &request.cache_to,
+            &registry,
+            &mut delivered,
+            &mut warnings,
+        )
+        .await?;
         Ok(BuildOutcome {
             metadata: output::metadata(&image, &delivered),
             ran,

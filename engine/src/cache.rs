@@ -1,34 +1,152 @@
 //! `--cache-from` and `--cache-to` around a build: the caches are read before the solve
 //! (one that is not there yet, or is damaged, is a warning: the build runs without it),
 //! and written after the outputs.
+//!
+//! The registry I/O of `type=registry` is here, not in the solver: the solver gives a
+//! [`CacheImage`] (manifest and record bytes, layers in the store) and takes an
+//! [`ImportedCache`] made from a fetched manifest and record, whose layers
+//! [`RegistryBlobs`] fetches into the store when a step hits. A registry that cannot be
+//! reached is an error naming the ref (before anything runs for `--cache-from`, at
+//! export for `--cache-to`) unless `ignore-error=true` makes it a warning; a tag the
+//! registry does not have yet (a first CI run) is a warning.
 
 use std::sync::Arc;
 
-use kiln_snapshotter::Store;
+use kiln_exporter::registry::{
+    self, BlobOutcome, BlobSource, ImageRef, OCI_MANIFEST, Platform, PushImage, Registry,
+    RegistryConfig,
+};
+use kiln_exporter::transfer::{TransferError as PushError, pull_blob_into_store, store_blob};
+use kiln_image::image::Manifest;
+use kiln_snapshotter::{Digest, Store};
 use kiln_solver::cache_transfer::{
-    CacheExportSpec, CacheExported, CacheImportSpec, ImportedCache, export_cache,
+    CacheBlobs, CacheExportSpec, CacheExported, CacheImage, CacheImportSpec, CacheLocation,
+    FetchFuture, ImportedCache, RECORD_MEDIA_TYPE, TransferError, cache_image, write_layout,
 };
 use kiln_solver::frontend::Plan;
 use kiln_solver::solve::Solved;
 
 use crate::error::{BuildError, EngineError};
 
-/// Reads every `--cache-from`, in order; what cannot be used becomes a warning.
+/// The layer blobs of a registry cache, pulled when a step hits.
+struct RegistryBlobs {
+    registry: Registry,
+    reference: ImageRef,
+}
+
+impl std::fmt::Debug for RegistryBlobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryBlobs")
+            .field("reference", &self.reference)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CacheBlobs for RegistryBlobs {
+    fn fetch<'a>(&'a self, digest: &'a Digest, size: u64, store: &'a Store) -> FetchFuture<'a> {
+        Box::pin(async move {
+            pull_blob_into_store(store, &self.registry, &self.reference, digest, size)
+                .await
+                .map_err(|e| TransferError::Fetch(e.to_string()))
+        })
+    }
+}
+
+/// A registry cache's `ref=`, parsed with docker's normalisation.
+fn parse_ref(flag: &str, reference: &str) -> Result<ImageRef, EngineError> {
+    ImageRef::parse(reference).map_err(|e| {
+        EngineError::invalid(
+            format!("--{flag} ref={reference} is not a registry reference: {e}"),
+            "name the cache HOST/REPO:TAG".to_owned(),
+        )
+    })
+}
+
+/// Checks every registry cache's reference, before anything runs.
+pub(crate) fn check_refs(
+    from: &[CacheImportSpec],
+    to: &[CacheExportSpec],
+) -> Result<(), EngineError> {
+    let from = from.iter().map(|s| ("cache-from", &s.location));
+    let to = to.iter().map(|s| ("cache-to", &s.location));
+    for (flag, location) in from.chain(to) {
+        if let CacheLocation::Registry { reference, .. } = location {
+            parse_ref(flag, reference)?;
+        }
+    }
+    Ok(())
+}
+
+/// The reference and the registry client of a registry cache (its host added to the
+/// insecure list for `registry.insecure=true`).
+fn registry_for(
+    flag: &str,
+    reference: &str,
+    insecure: bool,
+    config: &RegistryConfig,
+) -> Result<(ImageRef, Registry), EngineError> {
+    let parsed = parse_ref(flag, reference)?;
+    let mut config = config.clone();
+    if insecure {
+        config
+            .insecure_registries
+            .push(parsed.registry().to_owned());
+    }
+    Ok((parsed, Registry::new(config)?))
+}
+
+/// Reads every `--cache-from`, in order; what cannot be used becomes a warning, except
+/// a registry that cannot be reached without `ignore-error=true`.
 pub(crate) async fn load_imports(
     specs: &[CacheImportSpec],
+    registry: &RegistryConfig,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<Arc<ImportedCache>>, BuildError> {
     let mut imports = Vec::new();
     for spec in specs {
         let name = spec.location.display();
-        let owned = spec.clone();
-        let loaded = tokio::task::spawn_blocking(move || ImportedCache::load(&owned))
-            .await
-            .map_err(|e| EngineError::io("the cache import task", std::io::Error::other(e)))?;
+        let loaded = match &spec.location {
+            CacheLocation::Local { dir, tag } => {
+                let (dir, tag, name) = (dir.clone(), tag.clone(), name.clone());
+                tokio::task::spawn_blocking(move || ImportedCache::load_layout(&dir, &tag, name))
+                    .await
+                    .map_err(|e| {
+                        EngineError::io("the cache import task", std::io::Error::other(e))
+                    })?
+            }
+            CacheLocation::Registry {
+                reference,
+                insecure,
+            } => {
+                let (parsed, client) = registry_for("cache-from", reference, *insecure, registry)?;
+                match client.resolve(&parsed, &Platform::host()).await {
+                    Err(registry::Error::ManifestNotFound { .. }) => Ok(None),
+                    Err(source) if spec.ignore_error => {
+                        warnings.push(format!(
+                            "--cache-from {name}: {source}; ignore-error=true: the build runs without it"
+                        ));
+                        continue;
+                    }
+                    Err(source) => {
+                        return Err(EngineError::CacheRegistry {
+                            flag: "cache-from",
+                            location: name,
+                            source: source.into(),
+                        }
+                        .into());
+                    }
+                    Ok(resolved) => from_registry(name.clone(), resolved, client, parsed).map(Some),
+                }
+            }
+        };
         match loaded {
             Ok(Some(cache)) => imports.push(Arc::new(cache)),
             Ok(None) => warnings.push(format!(
-                "--cache-from {name}: no cache there yet (no index.json); the build runs without it"
+                "--cache-from {name}: no cache there yet ({}); the build runs without it",
+                match spec.location {
+                    CacheLocation::Local { .. } => "no index.json",
+                    CacheLocation::Registry { .. } => "the registry has no such manifest",
+                }
             )),
             Err(e) => warnings.push(format!(
                 "--cache-from {name}: refused: {e}; the build runs without it"
@@ -38,22 +156,126 @@ pub(crate) async fn load_imports(
     Ok(imports)
 }
 
-/// Writes every `--cache-to` (blocking: call it on a blocking thread).
-pub(crate) fn export_all(
+/// A cache from a resolved registry manifest: the manifest as served (its digest
+/// verified by the client), the record its config (verified, bounded by the client).
+fn from_registry(
+    name: String,
+    resolved: registry::Resolved,
+    registry: Registry,
+    reference: ImageRef,
+) -> Result<ImportedCache, TransferError> {
+    if resolved.index_digest.is_some() {
+        return Err(TransferError::Record(format!(
+            "it is an image index, not a kiln cache (a kiln cache is one manifest whose config is {RECORD_MEDIA_TYPE})"
+        )));
+    }
+    let manifest: Manifest =
+        serde_json::from_slice(&resolved.manifest_bytes).map_err(|e| TransferError::Blob {
+            digest: resolved.manifest_digest.clone(),
+            reason: format!("it is not an OCI image manifest: {e}"),
+        })?;
+    ImportedCache::from_manifest(
+        name,
+        &manifest,
+        &resolved.config,
+        Box::new(RegistryBlobs {
+            registry,
+            reference,
+        }),
+    )
+}
+
+/// Writes one `--cache-to`: the cache image made (blocking, on a blocking thread), then
+/// written into a layout or pushed.
+async fn export_one(
     store: &Store,
-    plan: &Plan,
-    solved: &Solved,
-    specs: &[CacheExportSpec],
-) -> Result<Vec<CacheExported>, EngineError> {
-    specs
+    plan: &Arc<Plan>,
+    solved: &Arc<Solved>,
+    spec: &CacheExportSpec,
+    registry: &RegistryConfig,
+) -> Result<CacheExported, EngineError> {
+    let location = spec.location.display();
+    let failed = |source: TransferError| EngineError::CacheExport {
+        location: location.clone(),
+        source,
+    };
+    let (store2, plan2, solved2, mode) = (
+        store.clone(),
+        Arc::clone(plan),
+        Arc::clone(solved),
+        spec.mode,
+    );
+    let image = tokio::task::spawn_blocking(move || cache_image(&store2, &plan2, &solved2, mode))
+        .await
+        .map_err(|e| EngineError::io("the cache export task", std::io::Error::other(e)))?
+        .map_err(failed)?;
+    match &spec.location {
+        CacheLocation::Local { dir, tag } => {
+            let (store, dir, tag, location) =
+                (store.clone(), dir.clone(), tag.clone(), location.clone());
+            tokio::task::spawn_blocking(move || write_layout(&store, &image, &dir, &tag, location))
+                .await
+                .map_err(|e| EngineError::io("the cache export task", std::io::Error::other(e)))?
+                .map_err(failed)
+        }
+        CacheLocation::Registry {
+            reference,
+            insecure,
+        } => {
+            let (parsed, client) = registry_for("cache-to", reference, *insecure, registry)?;
+            push(store, &client, &parsed, &image, &location)
+                .await
+                .map_err(|source| EngineError::CacheRegistry {
+                    flag: "cache-to",
+                    location: location.clone(),
+                    source,
+                })
+        }
+    }
+}
+
+/// Pushes a cache image: HEAD before each blob (what the registry has is not sent
+/// again), the layers streamed from the store's verifying reader, the manifest last.
+async fn push(
+    store: &Store,
+    registry: &Registry,
+    reference: &ImageRef,
+    image: &CacheImage,
+    location: &str,
+) -> Result<CacheExported, PushError> {
+    let mut blobs = vec![BlobSource::from_bytes(
+        RECORD_MEDIA_TYPE,
+        image.record.clone(),
+    )];
+    for layer in &image.layers {
+        blobs.push(store_blob(
+            store,
+            &layer.media_type,
+            &layer.digest,
+            layer.size,
+        )?);
+    }
+    let push = PushImage {
+        manifest: image.manifest.clone(),
+        manifest_media_type: OCI_MANIFEST.to_owned(),
+        blobs,
+    };
+    let report = registry
+        .push_image(std::slice::from_ref(reference), &push)
+        .await?;
+    let uploaded: u64 = report
+        .blobs
         .iter()
-        .map(|spec| {
-            export_cache(store, plan, solved, spec).map_err(|source| EngineError::CacheExport {
-                location: spec.location.display(),
-                source,
-            })
-        })
-        .collect()
+        .filter(|b| b.outcome == BlobOutcome::Uploaded)
+        .map(|b| b.size)
+        .sum();
+    Ok(CacheExported {
+        location: location.to_owned(),
+        steps: image.steps,
+        layers: image.layers.len(),
+        total_bytes: image.total_bytes(),
+        written_bytes: uploaded,
+    })
 }
 
 /// The line a front end shows for an export.
@@ -83,26 +305,33 @@ pub(crate) fn imported_line(name: &str, steps: usize) -> String {
     format!("Imported {steps} steps from the cache {name}")
 }
 
-/// After the outputs: the imported steps per source and the `--cache-to` exports, as
-/// lines for the user.
+/// After the outputs: the imported steps per source and the `--cache-to` exports, one
+/// after the other, as lines for the user; an export that fails is the build's error,
+/// or a warning with `ignore-error=true`.
 pub(crate) async fn finish(
     store: &Store,
     plan: &Arc<Plan>,
     solved: Solved,
     specs: &[CacheExportSpec],
+    registry: &RegistryConfig,
     delivered: &mut crate::output::Delivered,
+    warnings: &mut Vec<String>,
 ) -> Result<(), EngineError> {
     for (name, steps) in &solved.imported {
         delivered.lines.push(imported_line(name, *steps));
     }
-    if specs.is_empty() {
-        return Ok(());
+    let solved = Arc::new(solved);
+    for spec in specs {
+        match export_one(store, plan, &solved, spec, registry).await {
+            Ok(exported) => delivered.lines.push(exported_line(&exported)),
+            Err(e) if spec.ignore_error => {
+                warnings.push(format!(
+                    "{e}; ignore-error=true: the build succeeds without it"
+                ));
+            }
+            Err(e) => return Err(e),
+        }
     }
-    let (store, plan, specs) = (store.clone(), Arc::clone(plan), specs.to_vec());
-    let exported = tokio::task::spawn_blocking(move || export_all(&store, &plan, &solved, &specs))
-        .await
-        .map_err(|e| EngineError::io("the cache export task", std::io::Error::other(e)))??;
-    delivered.lines.extend(exported.iter().map(exported_line));
     Ok(())
 }
 

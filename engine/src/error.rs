@@ -30,6 +30,20 @@ pub enum EngineError {
         #[source]
         source: kiln_solver::cache_transfer::TransferError,
     },
+    /// A `type=registry` cache could not be read or written: the registry is
+    /// unreachable, refused, or failed (`ignore-error=true` makes it a warning).
+    #[error(
+        "--{flag} {location}: {source}; check the registry and the ref, or add ignore-error=true to build without the cache"
+    )]
+    CacheRegistry {
+        /// `cache-from` or `cache-to`.
+        flag: &'static str,
+        /// The cache's reference, as the flag named it.
+        location: String,
+        /// Why.
+        #[source]
+        source: kiln_exporter::transfer::TransferError,
+    },
     /// A file the engine reads or writes.
     #[error("{}: {source}", path.display())]
     Io {

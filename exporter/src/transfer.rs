@@ -27,7 +27,7 @@ pub enum TransferError {
 /// A blob of the store to push, read through the store's verifying reader: a damaged
 /// blob fails the upload with [`StoreError::Corrupt`]'s message (naming it) instead of
 /// reaching the registry.
-fn store_blob(
+pub fn store_blob(
     store: &Store,
     media_type: &str,
     digest: &Digest,
@@ -115,9 +115,13 @@ pub async fn push(
     Ok(registry.push_image(targets, &push).await?)
 }
 
-/// Writes into a [`BlobWriter`] from async code. The writes block, briefly: they go to a
-/// local file through a large buffer.
-struct BlockingSink<'a>(&'a mut BlobWriter);
+/// Writes into a [`BlobWriter`] from async code, refusing bytes past `limit`. The writes
+/// block, briefly: they go to a local file through a large buffer.
+struct BlockingSink<'a> {
+    writer: &'a mut BlobWriter,
+    limit: u64,
+    written: u64,
+}
 
 impl tokio::io::AsyncWrite for BlockingSink<'_> {
     fn poll_write(
@@ -125,16 +129,54 @@ impl tokio::io::AsyncWrite for BlockingSink<'_> {
         _: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Poll::Ready(std::io::Write::write(self.get_mut().0, buf))
+        let this = self.get_mut();
+        if this.written + buf.len() as u64 > this.limit {
+            return Poll::Ready(Err(std::io::Error::other(format!(
+                "the registry sent more than the {} bytes its manifest gives the blob",
+                this.limit
+            ))));
+        }
+        let n = std::io::Write::write(this.writer, buf);
+        if let Ok(n) = n {
+            this.written += n as u64;
+        }
+        Poll::Ready(n)
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(std::io::Write::flush(self.get_mut().0))
+        Poll::Ready(std::io::Write::flush(self.get_mut().writer))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
     }
+}
+
+/// Streams blob `digest` of `reference`'s repository into the store through a
+/// [`BlobWriter`]: more than `size` bytes, fewer, or other bytes than `digest` are refused,
+/// and nothing becomes visible in the store unless the commit verifies it.
+pub async fn pull_blob_into_store(
+    store: &Store,
+    registry: &Registry,
+    reference: &ImageRef,
+    digest: &Digest,
+    size: u64,
+) -> Result<(), TransferError> {
+    let mut writer = store.content().writer()?;
+    let mut sink = BlockingSink {
+        writer: &mut writer,
+        limit: size,
+        written: 0,
+    };
+    let got = registry.pull_blob(reference, digest, &mut sink).await?;
+    if got != size {
+        return Err(TransferError::Registry(registry::Error::Registry {
+            what: format!("blob {digest} of {reference}"),
+            reason: format!("the registry sent {got} bytes, its manifest gives {size}"),
+        }));
+    }
+    writer.commit(Some(digest))?;
+    Ok(())
 }
 
 /// Pulls `reference` for `platform` into the store and tags it with `name`; blobs the
@@ -147,15 +189,11 @@ pub async fn pull(
     name: &str,
 ) -> Result<StoredImage, TransferError> {
     let resolved = registry.resolve(reference, platform).await?;
-    for (local, _size, _media_type) in resolved.layers() {
+    for (local, size, _media_type) in resolved.layers() {
         if store.content().exists(&local) {
             continue;
         }
-        let mut writer = store.content().writer()?;
-        registry
-            .pull_blob(reference, &local, &mut BlockingSink(&mut writer))
-            .await?;
-        writer.commit(Some(&local))?;
+        pull_blob_into_store(store, registry, reference, &local, size).await?;
     }
     let config_digest = store.content().write_bytes(&resolved.config)?;
     let manifest_digest = store.content().write_bytes(&resolved.manifest_bytes)?;

@@ -19,6 +19,17 @@ pub fn tools_present() -> bool {
     true
 }
 
+/// This machine's address on its default route, when it has one that is not loopback
+/// (no packet is sent: a UDP `connect` only picks the route).
+pub fn non_loopback_ip() -> Option<std::net::Ipv4Addr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("192.0.2.1:9").ok()?;
+    match socket.local_addr().ok()?.ip() {
+        std::net::IpAddr::V4(ip) if !ip.is_loopback() && !ip.is_unspecified() => Some(ip),
+        _ => None,
+    }
+}
+
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
@@ -115,11 +126,15 @@ pub struct ServerOptions<'a> {
     pub tls: Option<&'a Tls>,
     /// (user, password) checked through an htpasswd file (bcrypt).
     pub htpasswd: Option<(&'a str, &'a str)>,
+    /// Listen there instead of 127.0.0.1 (a host that is not loopback, where kiln
+    /// needs the registry listed as insecure for plain HTTP).
+    pub ip: Option<std::net::Ipv4Addr>,
 }
 
 /// A running `docker-registry`, killed on drop.
 pub struct RegistryServer {
     child: Child,
+    pub ip: std::net::Ipv4Addr,
     pub port: u16,
     pub dir: tempfile::TempDir,
 }
@@ -128,8 +143,9 @@ impl RegistryServer {
     pub fn start(options: ServerOptions<'_>) -> RegistryServer {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
+        let ip = options.ip.unwrap_or(std::net::Ipv4Addr::LOCALHOST);
         let mut yaml = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {ip}:{port}\n",
             dir.path().join("data").display()
         );
         if let Some(tls) = options.tls {
@@ -162,7 +178,12 @@ impl RegistryServer {
             .stderr(log)
             .spawn()
             .unwrap();
-        let mut server = RegistryServer { child, port, dir };
+        let mut server = RegistryServer {
+            child,
+            ip,
+            port,
+            dir,
+        };
         server.wait_ready();
         server
     }
@@ -173,7 +194,7 @@ impl RegistryServer {
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("docker-registry exited with {status}: {}", self.log());
             }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if TcpStream::connect((self.ip, self.port)).is_ok() {
                 return;
             }
             assert!(
@@ -190,7 +211,7 @@ impl RegistryServer {
     }
 
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.ip, self.port)
     }
 }
 

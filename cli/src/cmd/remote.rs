@@ -328,7 +328,7 @@ fn spec(args: &BuildArgs) -> anyhow::Result<(BuildSpec, OutputTarget, Option<Pat
     }
     if let Some(spec) = args.cache_from.iter().chain(&args.cache_to).next() {
         bail!(
-            "--cache-from/--cache-to {spec}: not supported through --host yet (the cache directory is on this machine, the build on the server); build without --host"
+            "--cache-from/--cache-to {spec}: not supported through --host yet (kiln's API does not carry cache specs: a local cache is on this machine, a registry cache would need this machine's registry credentials on the server); build without --host"
         );
     }
     let context = args.context.to_string_lossy();

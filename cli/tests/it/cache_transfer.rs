@@ -7,6 +7,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use kiln_testkit::registry::{
+    REGISTRY_BIN, RegistryServer, ServerOptions, free_port, non_loopback_ip,
+};
+
 use crate::support::{Kiln, describe, image_tree, run, world};
 
 const DOCKERFILE: &str = "\
@@ -451,8 +455,13 @@ fn bad_cache_values_are_errors() {
         ),
         (
             "--cache-to",
-            "type=registry,ref=localhost:5000/c:1",
-            "type=registry caches are not supported by kiln yet",
+            "type=registry",
+            "type=registry needs ref=HOST/REPO:TAG",
+        ),
+        (
+            "--cache-to",
+            "type=registry,ref=Not A Ref",
+            "is not a registry reference",
         ),
         (
             "--cache-to",
@@ -472,13 +481,13 @@ fn bad_cache_values_are_errors() {
         ("--cache-from", "type=local", "type=local needs src=DIR"),
         (
             "--cache-from",
-            "localhost:5000/c:1",
-            "a bare reference means a registry cache",
+            "type=registry,ref=localhost:5000/c:1,tag=x",
+            "unknown attribute \"tag\"",
         ),
         (
             "--cache-from",
             "type=local,src=d,ignore-error=true",
-            "ignore-error= is not supported by kiln yet",
+            "ignore-error= changes nothing for type=local",
         ),
     ] {
         let err = k.fails(&["build", "ctx", flag, value]);
@@ -487,4 +496,299 @@ fn bad_cache_values_are_errors() {
             "{flag} {value}: {err}"
         );
     }
+}
+
+/// A `docker-registry` on 127.0.0.1, or `None` (with the reason printed) when absent.
+fn registry() -> Option<RegistryServer> {
+    if !Path::new(REGISTRY_BIN).exists() {
+        eprintln!("skipped: {REGISTRY_BIN} is absent (apt-get install docker-registry)");
+        return None;
+    }
+    Some(RegistryServer::start(ServerOptions::default()))
+}
+
+/// `curl -fsS ARGS` against the test registry (a checker, not part of kiln).
+fn curl(args: &[&str]) -> Vec<u8> {
+    let out = run(std::process::Command::new("curl").arg("-fsS").args(args));
+    assert!(out.status.success(), "{}", describe(args, &out));
+    out.stdout
+}
+
+/// The cache manifest and record tagged `tag` in `repo` of `server`, read with curl.
+fn registry_cache(
+    server: &RegistryServer,
+    repo: &str,
+    tag: &str,
+) -> (serde_json::Value, serde_json::Value) {
+    let base = format!("http://{}/v2/{repo}", server.host());
+    let manifest: serde_json::Value = serde_json::from_slice(&curl(&[
+        "-H",
+        "Accept: application/vnd.oci.image.manifest.v1+json",
+        &format!("{base}/manifests/{tag}"),
+    ]))
+    .expect("manifest JSON");
+    let digest = manifest["config"]["digest"]
+        .as_str()
+        .expect("config digest");
+    let record =
+        serde_json::from_slice(&curl(&[&format!("{base}/blobs/{digest}")])).expect("record JSON");
+    (manifest, record)
+}
+
+#[test]
+fn a_cache_travels_through_a_registry() {
+    let Some(server) = registry() else { return };
+    let Some((a, mut others)) = runners(2) else {
+        return;
+    };
+    let (c, b) = (others.pop().expect("C"), others.pop().expect("B"));
+    let reference = format!("{}/cache/app:buildcache", server.host());
+    let to = format!("type=registry,ref={reference},mode=max");
+    let ctx_a = context(&a, "ctx");
+    let on_a = build(&a, &ctx_a, &["--cache-to", &to]);
+    expect(&on_a, &BUILD_STEPS, "ran");
+    expect(&on_a, &FINAL_STEPS, "ran");
+    assert!(
+        on_a.stderr.contains(&format!(
+            "Exported the cache to {reference}: 7 steps, 7 layers"
+        )),
+        "{}",
+        on_a.stderr
+    );
+    // docker-registry took an OCI manifest whose config is kiln's record.
+    let (manifest, record) = registry_cache(&server, "cache/app", "buildcache");
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.kiln.cache.record.v1+json"
+    );
+    assert_eq!(record["steps"].as_array().map(Vec::len), Some(7));
+
+    // B: an empty store (busybox imported identically), the context elsewhere.
+    let ctx_b = b.path("elsewhere/checkout");
+    copy_context(&ctx_a, &ctx_b);
+    let from = format!("type=registry,ref={reference}");
+    let on_b = build(&b, &ctx_b, &["--cache-from", &from]);
+    let hit = format!("CACHED (from {reference})");
+    expect(&on_b, &BUILD_STEPS, &hit);
+    expect(&on_b, &FINAL_STEPS, &hit);
+    assert_eq!(on_b.id, on_a.id, "the same image on both runners");
+    assert!(
+        on_b.stderr
+            .contains(&format!("Imported 7 steps from the cache {reference}")),
+        "{}",
+        on_b.stderr
+    );
+    assert_eq!(final_txt(&b), "alpha\nbuilt\nbeta\nfinal\n");
+
+    // buildx's shorthand: a bare reference is type=registry,ref=REFERENCE.
+    let ctx_c = c.path("ci/work");
+    copy_context(&ctx_a, &ctx_c);
+    let on_c = build(&c, &ctx_c, &["--cache-from", &reference]);
+    expect(&on_c, &BUILD_STEPS, &hit);
+    assert_eq!(on_c.id, on_a.id);
+
+    // A second export uploads nothing: the registry has every blob (HEAD first).
+    let again = build(&a, &ctx_a, &["--cache-to", &to]);
+    expect(&again, &BUILD_STEPS, "CACHED");
+    assert!(
+        again.stderr.contains(&format!(
+            "Exported the cache to {reference}: 7 steps, 7 layers"
+        )) && again.stderr.contains("(0 B written)"),
+        "{}",
+        again.stderr
+    );
+}
+
+#[test]
+fn an_unreachable_cache_registry() {
+    let Some(k) = world() else { return };
+    let ctx = context(&k, "ctx");
+    // Nothing listens there.
+    let reference = format!("127.0.0.1:{}/cache/app:c", free_port());
+    let ctx = ctx.to_str().expect("utf-8 path");
+
+    let from = format!("type=registry,ref={reference}");
+    let err = k.fails(&["build", "--progress=plain", ctx, "--cache-from", &from]);
+    assert!(
+        err.contains(&format!("--cache-from {reference}: ")),
+        "{err}"
+    );
+    assert!(
+        !err.contains("DONE") && !err.contains("RUN cat"),
+        "nothing runs before the error: {err}"
+    );
+    let ignored = format!("{from},ignore-error=true");
+    let built = build(&k, Path::new(ctx), &["--cache-from", &ignored]);
+    assert!(
+        built
+            .stderr
+            .contains(&format!("--cache-from {reference}: "))
+            && built
+                .stderr
+                .contains("ignore-error=true: the build runs without it"),
+        "{}",
+        built.stderr
+    );
+
+    let to = format!("type=registry,ref={reference}");
+    let err = k.fails(&["build", "--progress=plain", ctx, "--cache-to", &to]);
+    assert!(err.contains(&format!("--cache-to {reference}: ")), "{err}");
+    let ignored = format!("{to},ignore-error=true");
+    let built = build(&k, Path::new(ctx), &["--cache-to", &ignored]);
+    assert!(
+        built.stderr.contains(&format!("--cache-to {reference}: "))
+            && built
+                .stderr
+                .contains("ignore-error=true: the build succeeds without it"),
+        "{}",
+        built.stderr
+    );
+}
+
+#[test]
+fn ignore_error_makes_a_failed_local_export_a_warning() {
+    let Some(k) = world() else { return };
+    let ctx = context(&k, "ctx");
+    // A file where the layout's directory should be.
+    let dest = k.write("not-a-dir", "x");
+    let to = format!("type=local,dest={}", dest.display());
+    let err = k.fails(&["build", ctx.to_str().expect("utf-8"), "--cache-to", &to]);
+    assert!(
+        err.contains(&format!("--cache-to {}: ", dest.display())),
+        "{err}"
+    );
+    let built = build(
+        &k,
+        &ctx,
+        &["--cache-to", &format!("{to},ignore-error=true")],
+    );
+    assert!(
+        built
+            .stderr
+            .contains(&format!("--cache-to {}: ", dest.display()))
+            && built
+                .stderr
+                .contains("ignore-error=true: the build succeeds without it"),
+        "{}",
+        built.stderr
+    );
+}
+
+#[test]
+fn a_registry_cache_missing_a_blob_is_refused_for_that_step() {
+    let Some(server) = registry() else { return };
+    let Some((a, mut others)) = runners(2) else {
+        return;
+    };
+    let (fresh, b) = (others.pop().expect("C"), others.pop().expect("B"));
+    let reference = format!("{}/cache/app:c", server.host());
+    let ctx_a = context(&a, "ctx");
+    build(
+        &a,
+        &ctx_a,
+        &[
+            "--cache-to",
+            &format!("type=registry,ref={reference},mode=max"),
+        ],
+    );
+    // A tag the registry does not have yet (a first CI run) is a warning.
+    let ctx_b = b.path("ctx");
+    copy_context(&ctx_a, &ctx_b);
+    let missing = format!("{}/cache/app:nothing-yet", server.host());
+    let first = build(&b, &ctx_b, &["--cache-from", &missing]);
+    assert!(
+        first
+            .stderr
+            .contains(&format!("--cache-from {missing}: no cache there yet")),
+        "{}",
+        first.stderr
+    );
+
+    // The record still names the layer of `[build 4/6]`, the registry no longer has it.
+    let (_, record) = registry_cache(&server, "cache/app", "c");
+    let step = record["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["step"] == BUILD_STEPS[2])
+        .expect("the RUN's record");
+    let digest = step["result"]["layer"]["blob"]["digest"]
+        .as_str()
+        .expect("its blob");
+    curl(&[
+        "-X",
+        "DELETE",
+        &format!("http://{}/v2/cache/app/blobs/{digest}", server.host()),
+    ]);
+    let ctx_f = fresh.path("ctx");
+    copy_context(&ctx_a, &ctx_f);
+    let on_f = build(&fresh, &ctx_f, &["--cache-from", &reference]);
+    let hit = format!("CACHED (from {reference})");
+    expect(&on_f, &BUILD_STEPS[..2], &hit);
+    expect(&on_f, &BUILD_STEPS[2..3], "ran");
+    expect(&on_f, &BUILD_STEPS[3..], &hit);
+    assert!(
+        on_f.stderr.contains(&format!(
+            "{}: not taken from the cache {reference}: ",
+            BUILD_STEPS[2]
+        )),
+        "{}",
+        on_f.stderr
+    );
+    assert_eq!(final_txt(&fresh), "alpha\nbuilt\nbeta\nfinal\n");
+}
+
+#[test]
+fn registry_insecure_allows_plain_http_to_a_host_that_is_not_loopback() {
+    let Some(ip) = non_loopback_ip() else {
+        eprintln!("skipped: this machine has no address besides loopback");
+        return;
+    };
+    if !Path::new(REGISTRY_BIN).exists() {
+        eprintln!("skipped: {REGISTRY_BIN} is absent (apt-get install docker-registry)");
+        return;
+    }
+    let server = RegistryServer::start(ServerOptions {
+        ip: Some(ip),
+        ..ServerOptions::default()
+    });
+    let Some((a, mut others)) = runners(1) else {
+        return;
+    };
+    let b = others.pop().expect("B");
+    let reference = format!("{}/cache/app:c", server.host());
+    let ctx_a = context(&a, "ctx");
+    let ctx = ctx_a.to_str().expect("utf-8 path");
+    // Plain HTTP to a host that is not loopback needs registry.insecure=true.
+    let plain = format!("type=registry,ref={reference}");
+    let to = format!("{plain},mode=max");
+    let err = a.fails(&["build", ctx, "--cache-to", &to]);
+    assert!(err.contains(&format!("--cache-to {reference}: ")), "{err}");
+    let insecure = format!("{plain},registry.insecure=true");
+    let on_a = build(
+        &a,
+        &ctx_a,
+        &["--cache-to", &format!("{to},registry.insecure=true")],
+    );
+    assert!(
+        on_a.stderr
+            .contains(&format!("Exported the cache to {reference}: 7 steps")),
+        "{}",
+        on_a.stderr
+    );
+    let ctx_b = b.path("ctx");
+    copy_context(&ctx_a, &ctx_b);
+    let err = b.fails(&[
+        "build",
+        ctx_b.to_str().expect("utf-8"),
+        "--cache-from",
+        &plain,
+    ]);
+    assert!(
+        err.contains(&format!("--cache-from {reference}: ")),
+        "{err}"
+    );
+    let on_b = build(&b, &ctx_b, &["--cache-from", &insecure]);
+    expect(&on_b, &BUILD_STEPS, &format!("CACHED (from {reference})"));
+    assert_eq!(on_b.id, on_a.id);
 }

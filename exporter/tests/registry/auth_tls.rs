@@ -18,6 +18,7 @@ async fn login_and_push_over_tls_with_htpasswd() {
     let server = RegistryServer::start(ServerOptions {
         tls: Some(&tls),
         htpasswd: Some(("kiln", "s3cret")),
+        ..ServerOptions::default()
     });
     let host = server.host();
     let docker_config = work.path().join("docker").join("config.json");

@@ -1,6 +1,10 @@
-//! `--cache-to`: a solved plan's steps as a cache.
+//! `--cache-to`: a solved plan's steps as a cache ([`cache_image`]: plain data, the
+//! record and manifest bytes and the layer blobs in the store), and that cache written
+//! into a layout directory ([`write_layout`]). A registry export is the engine's: it
+//! pushes the same [`CacheImage`].
 
 use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
 
 use kiln_image::image::{Manifest, OCI_MANIFEST};
 use kiln_snapshotter::layer_out::{LayerInfo, LayerOptions};
@@ -11,7 +15,7 @@ use super::layout::{Layout, manifest_descriptor};
 use super::record::{
     LAYER_MEDIA_TYPE, RECORD_MEDIA_TYPE, RECORD_VERSION, Record, StepRecord, StepResult,
 };
-use super::spec::{CacheExportSpec, CacheLocation, CacheMode};
+use super::spec::CacheMode;
 use crate::frontend::{LayerSource, Plan};
 use crate::graph::VertexId;
 use crate::ops::Op;
@@ -30,6 +34,29 @@ pub struct CacheExported {
     pub total_bytes: u64,
     /// The bytes written now (blobs already there are kept).
     pub written_bytes: u64,
+}
+
+/// A cache ready to be written anywhere: the manifest and record as bytes (their
+/// digests are what a reader checks) and the layers, whose blobs are in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheImage {
+    /// The record (the manifest's config), media type [`RECORD_MEDIA_TYPE`].
+    pub record: Vec<u8>,
+    /// The OCI image manifest, byte for byte as it is to be stored.
+    pub manifest: Vec<u8>,
+    /// The layer blobs the manifest lists, in its order; each is in the store's content.
+    pub layers: Vec<LayerInfo>,
+    /// Steps in the record.
+    pub steps: usize,
+}
+
+impl CacheImage {
+    /// The size of every blob the cache lists (layers, record, manifest).
+    pub fn total_bytes(&self) -> u64 {
+        self.layers.iter().map(|l| l.size).sum::<u64>()
+            + self.record.len() as u64
+            + self.manifest.len() as u64
+    }
 }
 
 /// The vertices a cache of `mode` holds, in graph order: with `min` those whose diffs are
@@ -60,15 +87,14 @@ fn exported_vertices(plan: &Plan, solved: &Solved, mode: CacheMode) -> Vec<Verte
     ids
 }
 
-/// Writes the cache of `solved` that `spec` asks for. Blocking (layers are read and
-/// written); blobs stream, nothing the size of a layer is held in memory.
-pub fn export_cache(
+/// The cache of `solved` that `mode` asks for. Blocking (a layer the image export did
+/// not write is written into the store now); nothing the size of a layer is held in memory.
+pub fn cache_image(
     store: &Store,
     plan: &Plan,
     solved: &Solved,
-    spec: &CacheExportSpec,
-) -> Result<CacheExported, TransferError> {
-    let CacheLocation::Local { dir, tag } = &spec.location;
+    mode: CacheMode,
+) -> Result<CacheImage, TransferError> {
     let options = LayerOptions {
         source_date_epoch: plan.source_date_epoch,
         ..LayerOptions::default()
@@ -76,7 +102,7 @@ pub fn export_cache(
     let mut steps = Vec::new();
     let mut layers: BTreeMap<String, LayerInfo> = BTreeMap::new();
     let mut layer_order: Vec<String> = Vec::new();
-    for id in exported_vertices(plan, solved, spec.mode) {
+    for id in exported_vertices(plan, solved, mode) {
         let done = &solved.results[&id];
         let vertex = plan.graph.vertex(id);
         let inputs: Vec<_> = vertex
@@ -147,51 +173,67 @@ pub fn export_cache(
         source_date_epoch: plan.source_date_epoch,
         steps,
     };
-    let layout = Layout::new(dir);
-    layout.create()?;
-    let mut written = 0;
-    let mut total = 0;
-    let mut descriptors = Vec::new();
-    for digest in &layer_order {
-        let info = &layers[digest];
-        written += layout.put_store_blob(store, &info.digest, info.size)?;
-        total += info.size;
-        descriptors.push(Descriptor {
-            media_type: info.media_type.clone(),
-            digest: info.digest.clone(),
-            size: info.size,
-            annotations: BTreeMap::new(),
-        });
-    }
     let record_bytes = record.to_bytes();
-    let (record_digest, n) = layout.put_bytes(&record_bytes)?;
-    written += n;
-    total += record_bytes.len() as u64;
+    let layers: Vec<LayerInfo> = layer_order
+        .iter()
+        .map(|digest| layers[digest].clone())
+        .collect();
     let manifest = Manifest {
         schema_version: 2,
         media_type: Some(OCI_MANIFEST.to_owned()),
         config: Descriptor {
             media_type: RECORD_MEDIA_TYPE.to_owned(),
-            digest: record_digest,
+            digest: kiln_snapshotter::Digest::of(&record_bytes),
             size: record_bytes.len() as u64,
             annotations: BTreeMap::new(),
         },
-        layers: descriptors,
+        layers: layers
+            .iter()
+            .map(|info| Descriptor {
+                media_type: info.media_type.clone(),
+                digest: info.digest.clone(),
+                size: info.size,
+                annotations: BTreeMap::new(),
+            })
+            .collect(),
         annotations: BTreeMap::new(),
     };
-    let manifest_bytes = serde_json::to_vec(&manifest).expect("a manifest serialises");
-    let (manifest_digest, n) = layout.put_bytes(&manifest_bytes)?;
+    Ok(CacheImage {
+        steps: record.steps.len(),
+        record: record_bytes,
+        manifest: serde_json::to_vec(&manifest).expect("a manifest serialises"),
+        layers,
+    })
+}
+
+/// Writes `image` into the OCI layout `dir`, tagged `tag` (blobs first, `index.json`
+/// last; blobs already there are kept). `location` is how the summary names it.
+/// Blocking; blobs stream.
+pub fn write_layout(
+    store: &Store,
+    image: &CacheImage,
+    dir: &Path,
+    tag: &str,
+    location: String,
+) -> Result<CacheExported, TransferError> {
+    let layout = Layout::new(dir);
+    layout.create()?;
+    let mut written = 0;
+    for info in &image.layers {
+        written += layout.put_store_blob(store, &info.digest, info.size)?;
+    }
+    written += layout.put_bytes(&image.record)?.1;
+    let (manifest_digest, n) = layout.put_bytes(&image.manifest)?;
     written += n;
-    total += manifest_bytes.len() as u64;
     layout.tag(
         tag,
-        manifest_descriptor(manifest_digest, manifest_bytes.len() as u64),
+        manifest_descriptor(manifest_digest, image.manifest.len() as u64),
     )?;
     Ok(CacheExported {
-        location: spec.location.display(),
-        steps: record.steps.len(),
-        layers: layer_order.len(),
-        total_bytes: total,
+        location,
+        steps: image.steps,
+        layers: image.layers.len(),
+        total_bytes: image.total_bytes(),
         written_bytes: written,
     })
 }

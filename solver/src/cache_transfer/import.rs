@@ -1,23 +1,80 @@
-//! `--cache-from`: a cache read and checked, and its blobs copied into the store on
-//! demand, verified.
+//! `--cache-from`: a cache read and checked, and its blobs brought into the store on
+//! demand, verified. Where the blobs come from is a [`CacheBlobs`]: a layout directory
+//! here ([`ImportedCache::load_layout`]), a registry in the engine (which fetches the
+//! manifest and record and gives them to [`ImportedCache::from_manifest`]).
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::io;
+use std::path::Path;
+use std::pin::Pin;
 
+use kiln_image::image::Manifest;
 use kiln_snapshotter::{Digest, Store};
 
 use super::TransferError;
 use super::layout::{Layout, MAX_RECORD};
 use super::record::{LAYER_MEDIA_TYPE, RECORD_MEDIA_TYPE, Record, StepRecord, StepResult};
-use super::spec::{CacheImportSpec, CacheLocation};
 use crate::cache_key::CacheKey;
+
+/// Where a cache's layer blobs are fetched from. [`fetch`](CacheBlobs::fetch) must put
+/// the blob into the store through a [`kiln_snapshotter::BlobWriter`] whose commit
+/// verifies `digest`, and refuse a blob that is not `size` bytes: what it reads is
+/// untrusted.
+pub trait CacheBlobs: Send + Sync + std::fmt::Debug {
+    /// Brings blob `digest` of `size` bytes into `store`, verified.
+    fn fetch<'a>(&'a self, digest: &'a Digest, size: u64, store: &'a Store) -> FetchFuture<'a>;
+}
+
+/// What [`CacheBlobs::fetch`] returns.
+pub type FetchFuture<'a> = Pin<Box<dyn Future<Output = Result<(), TransferError>> + Send + 'a>>;
+
+/// The blobs of a layout directory.
+#[derive(Debug)]
+struct LayoutBlobs(Layout);
+
+impl CacheBlobs for LayoutBlobs {
+    fn fetch<'a>(&'a self, digest: &'a Digest, size: u64, store: &'a Store) -> FetchFuture<'a> {
+        let (layout, digest, store) = (self.0.clone(), digest.clone(), store.clone());
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || copy_layout_blob(&layout, &digest, size, &store))
+                .await
+                .map_err(|e| TransferError::Record(format!("the blob copy task failed: {e}")))?
+        })
+    }
+}
+
+/// Copies a layout's blob into the store through a writer whose commit verifies it.
+fn copy_layout_blob(
+    layout: &Layout,
+    digest: &Digest,
+    size: u64,
+    store: &Store,
+) -> Result<(), TransferError> {
+    let bad = |reason: String| TransferError::Blob {
+        digest: digest.clone(),
+        reason,
+    };
+    let mut file = layout.open_blob(digest, size)?;
+    let mut writer = store.content().writer()?;
+    let copied = io::copy(&mut file, &mut writer).map_err(|e| bad(e.to_string()))?;
+    if copied != size {
+        return Err(bad(format!(
+            "{copied} bytes were read, the manifest says {size}"
+        )));
+    }
+    writer
+        .commit(Some(digest))
+        .map_err(|e| bad(format!("its content does not match its digest ({e})")))?;
+    Ok(())
+}
 
 /// A cache ready to be asked for keys: its manifest and record read and checked; its
 /// layer blobs are read only for the steps that hit.
 #[derive(Debug)]
 pub struct ImportedCache {
     name: String,
-    layout: Layout,
+    blobs: Box<dyn CacheBlobs>,
     steps: HashMap<CacheKey, StepRecord>,
     /// The manifest's layers: a record may name no other blob.
     listed: HashSet<(Digest, u64)>,
@@ -25,10 +82,14 @@ pub struct ImportedCache {
 }
 
 impl ImportedCache {
-    /// Reads the cache `spec` names. `Ok(None)`: there is no cache there yet (no
-    /// `index.json`), which a first CI run meets; the caller warns and builds without.
-    pub fn load(spec: &CacheImportSpec) -> Result<Option<ImportedCache>, TransferError> {
-        let CacheLocation::Local { dir, tag } = &spec.location;
+    /// Reads the cache tagged `tag` in the layout `dir`; `name` is how messages name
+    /// it. `Ok(None)`: there is no cache there yet (no `index.json`), which a first CI
+    /// run meets; the caller warns and builds without.
+    pub fn load_layout(
+        dir: &Path,
+        tag: &str,
+        name: String,
+    ) -> Result<Option<ImportedCache>, TransferError> {
         let layout = Layout::new(dir);
         if !layout.exists() {
             return Ok(None);
@@ -37,24 +98,49 @@ impl ImportedCache {
         if manifest.config.media_type != RECORD_MEDIA_TYPE {
             return Err(TransferError::Layout {
                 path: layout.dir().to_owned(),
-                reason: format!(
-                    "the manifest tagged {tag:?} is not a kiln cache (its config is {}; kiln reads only {RECORD_MEDIA_TYPE}, not BuildKit's cache)",
-                    manifest.config.media_type
-                ),
+                reason: not_kiln(tag, &manifest),
             });
         }
         let bytes = layout.read_blob(&manifest.config.digest, manifest.config.size, MAX_RECORD)?;
-        let record = Record::parse(&bytes).map_err(|reason| TransferError::Blob {
-            digest: manifest.config.digest.clone(),
+        ImportedCache::from_manifest(name, &manifest, &bytes, Box::new(LayoutBlobs(layout)))
+            .map(Some)
+    }
+
+    /// A cache from its manifest and record, fetched by the caller (the engine, from a
+    /// registry); `blobs` fetches its layers when a step hits. The record is checked
+    /// against the manifest's config descriptor (media type, size, digest) before it is
+    /// parsed.
+    pub fn from_manifest(
+        name: String,
+        manifest: &Manifest,
+        record: &[u8],
+        blobs: Box<dyn CacheBlobs>,
+    ) -> Result<ImportedCache, TransferError> {
+        let config = &manifest.config;
+        if config.media_type != RECORD_MEDIA_TYPE {
+            return Err(TransferError::Record(not_kiln("", manifest)));
+        }
+        if record.len() as u64 != config.size || Digest::of(record) != config.digest {
+            return Err(TransferError::Blob {
+                digest: config.digest.clone(),
+                reason: format!(
+                    "the record does not match its descriptor (it has {} bytes, digest {})",
+                    record.len(),
+                    Digest::of(record)
+                ),
+            });
+        }
+        let record = Record::parse(record).map_err(|reason| TransferError::Blob {
+            digest: config.digest.clone(),
             reason,
         })?;
         let mut steps = HashMap::new();
         for step in record.steps {
             steps.entry(step.key).or_insert(step);
         }
-        Ok(Some(ImportedCache {
-            name: spec.location.display(),
-            layout,
+        Ok(ImportedCache {
+            name,
+            blobs,
             steps,
             listed: manifest
                 .layers
@@ -62,7 +148,7 @@ impl ImportedCache {
                 .map(|l| (l.digest.clone(), l.size))
                 .collect(),
             source_date_epoch: record.source_date_epoch,
-        }))
+        })
     }
 
     /// How progress and warnings name the cache.
@@ -91,9 +177,9 @@ impl ImportedCache {
     }
 
     /// Checks that a step's layer is one kiln can use and that the manifest lists it,
-    /// then makes sure the store has the blob: copied from the cache through a store
-    /// writer whose commit verifies the digest (and the size, checked first).
-    pub fn fetch_layer(&self, step: &StepRecord, store: &Store) -> Result<(), TransferError> {
+    /// then makes sure the store has the blob: fetched from the cache through a store
+    /// writer whose commit verifies the digest (and the size).
+    pub async fn fetch_layer(&self, step: &StepRecord, store: &Store) -> Result<(), TransferError> {
         let StepResult::Layer { blob: layer, .. } = &step.result else {
             return Ok(());
         };
@@ -122,18 +208,19 @@ impl ImportedCache {
         if store.content().size(&layer.digest) == Some(layer.size) {
             return Ok(());
         }
-        let mut file = self.layout.open_blob(&layer.digest, layer.size)?;
-        let mut writer = store.content().writer()?;
-        let copied = io::copy(&mut file, &mut writer).map_err(|e| bad(e.to_string()))?;
-        if copied != layer.size {
-            return Err(bad(format!(
-                "{copied} bytes were read, the manifest says {}",
-                layer.size
-            )));
-        }
-        writer
-            .commit(Some(&layer.digest))
-            .map_err(|e| bad(format!("its content does not match its digest ({e})")))?;
-        Ok(())
+        self.blobs.fetch(&layer.digest, layer.size, store).await
     }
+}
+
+/// Why a manifest is refused: its config is not kiln's record.
+fn not_kiln(tag: &str, manifest: &Manifest) -> String {
+    let which = if tag.is_empty() {
+        "the manifest".to_owned()
+    } else {
+        format!("the manifest tagged {tag:?}")
+    };
+    format!(
+        "{which} is not a kiln cache (its config is {}; kiln reads only {RECORD_MEDIA_TYPE}, not BuildKit's cache)",
+        manifest.config.media_type
+    )
 }

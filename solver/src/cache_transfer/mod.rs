@@ -5,9 +5,14 @@
 //!
 //! - [`spec`]: the flags' values ([`CacheExportSpec`], [`CacheImportSpec`]).
 //! - [`record`]: the record format, versioned.
-//! - [`export_cache`]: a solved plan's steps (mode min or max) into a layout directory.
+//! - [`cache_image`]: a solved plan's steps (mode min or max) as a [`CacheImage`] (plain
+//!   data: manifest and record bytes, layer blobs in the store); [`write_layout`] writes it
+//!   into a layout directory. A registry push of it is the engine's (`engine/src/cache.rs`).
 //! - [`ImportedCache`]: a cache read and checked (manifest, record); the solver asks it for
-//!   a key and it gives the record and the verified blobs (see `solve/imported.rs`).
+//!   a key and it gives the record and the verified blobs (see `solve/imported.rs`), which
+//!   a [`CacheBlobs`] fetches: a layout's files here, a registry's blobs in the engine.
+//!
+//! The solver does no network I/O for a cache: it gives and takes plain data.
 //!
 //! A cache from outside is untrusted input: every blob is checked against its digest and
 //! size before use, a layer goes through the same extraction as a pulled image's, and a
@@ -26,8 +31,9 @@ use std::path::PathBuf;
 
 use kiln_snapshotter::{Digest, StoreError};
 
-pub use export::{CacheExported, export_cache};
-pub use import::ImportedCache;
+pub use export::{CacheExported, CacheImage, cache_image, write_layout};
+pub use import::{CacheBlobs, FetchFuture, ImportedCache};
+pub use record::RECORD_MEDIA_TYPE;
 pub use spec::{CacheExportSpec, CacheImportSpec, CacheLocation, CacheMode};
 
 /// What went wrong moving a cache.
@@ -68,4 +74,7 @@ pub enum TransferError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Whatever fetches a cache's blobs (a registry, for the engine) failed.
+    #[error("{0}")]
+    Fetch(String),
 }

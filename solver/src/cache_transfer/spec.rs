@@ -29,14 +29,26 @@ pub enum CacheLocation {
         /// The tag.
         tag: String,
     },
+    /// A manifest in a registry (`type=registry,ref=HOST/REPO:TAG`). The solver never
+    /// talks to a registry: the engine pushes and pulls, the solver gives and takes the
+    /// record and the blobs in the store.
+    Registry {
+        /// The reference as given; the engine parses it (docker's normalisation).
+        reference: String,
+        /// `registry.insecure=true`: plain HTTP is allowed for its host, as for an
+        /// insecure-listed registry (loopback hosts are allowed it anyway).
+        insecure: bool,
+    },
 }
 
 impl CacheLocation {
-    /// How messages and progress name it: the directory, with `:TAG` when not `latest`.
+    /// How messages and progress name it: the directory, with `:TAG` when not `latest`;
+    /// a registry cache by its reference.
     pub fn display(&self) -> String {
         match self {
             CacheLocation::Local { dir, tag } if tag == DEFAULT_TAG => dir.display().to_string(),
             CacheLocation::Local { dir, tag } => format!("{}:{tag}", dir.display()),
+            CacheLocation::Registry { reference, .. } => reference.clone(),
         }
     }
 }
@@ -48,6 +60,8 @@ pub struct CacheExportSpec {
     pub location: CacheLocation,
     /// Which steps it holds.
     pub mode: CacheMode,
+    /// `ignore-error=true`: a failed export is a warning instead of the build's error.
+    pub ignore_error: bool,
 }
 
 /// One `--cache-from`.
@@ -55,10 +69,13 @@ pub struct CacheExportSpec {
 pub struct CacheImportSpec {
     /// Where it is read from.
     pub location: CacheLocation,
+    /// `ignore-error=true` (registry only): an unreachable registry is a warning, and the
+    /// build runs without the cache, instead of an error before anything runs.
+    pub ignore_error: bool,
 }
 
 /// buildx's cache types kiln knows of but does not implement yet.
-const LATER_TYPES: &[&str] = &["registry", "inline", "gha", "s3", "azblob"];
+const LATER_TYPES: &[&str] = &["inline", "gha", "s3", "azblob"];
 
 /// buildx's attributes kiln knows of but does not implement yet.
 const LATER_ATTRS: &[&str] = &[
@@ -67,47 +84,81 @@ const LATER_ATTRS: &[&str] = &[
     "force-compression",
     "oci-mediatypes",
     "image-manifest",
-    "ignore-error",
     "cache-mounts",
     "digest",
-    "ref",
 ];
 
-fn kind_of(
-    flag: &'static str,
-    value: &str,
-) -> Result<(String, Vec<(String, String)>), RequestError> {
+/// The two cache types kiln implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Local,
+    Registry,
+}
+
+/// The type and the other attributes. A value without `=` is buildx's shorthand for
+/// `type=registry,ref=VALUE`.
+fn kind_of(flag: &'static str, value: &str) -> Result<(Kind, Vec<(String, String)>), RequestError> {
     if !value.contains('=') {
-        // buildx reads a bare value as type=registry,ref=VALUE.
-        return Err(bad(
-            flag,
-            value,
-            "a bare reference means a registry cache, which kiln does not support yet; use type=local,src=DIR (or dest=DIR for --cache-to)",
-        ));
+        return Ok((Kind::Registry, vec![("ref".to_owned(), value.to_owned())]));
     }
     let mut attrs = csv_pairs(flag, value)?;
     let kind = attrs.remove("type").ok_or_else(|| {
         bad(
             flag,
             value,
-            "missing type=...; kiln supports type=local (e.g. type=local,dest=DIR)",
+            "missing type=...; kiln supports type=local (e.g. type=local,dest=DIR) and type=registry,ref=HOST/REPO:TAG",
         )
     })?;
-    if LATER_TYPES.contains(&kind.as_str()) {
-        return Err(bad(
-            flag,
-            value,
-            format!("type={kind} caches are not supported by kiln yet; use type=local"),
-        ));
-    }
-    if kind != "local" {
-        return Err(bad(
-            flag,
-            value,
-            format!("unknown cache type {kind:?}; kiln supports type=local"),
-        ));
-    }
+    let kind = match kind.as_str() {
+        "local" => Kind::Local,
+        "registry" => Kind::Registry,
+        _ if LATER_TYPES.contains(&kind.as_str()) => {
+            return Err(bad(
+                flag,
+                value,
+                format!(
+                    "type={kind} caches are not supported by kiln yet; use type=local or type=registry"
+                ),
+            ));
+        }
+        _ => {
+            return Err(bad(
+                flag,
+                value,
+                format!("unknown cache type {kind:?}; kiln supports type=local and type=registry"),
+            ));
+        }
+    };
     Ok((kind, attrs.into_iter().collect()))
+}
+
+/// `true` or `false`, as buildx spells booleans.
+fn boolean(flag: &'static str, value: &str, key: &str, val: &str) -> Result<bool, RequestError> {
+    match val {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(bad(flag, value, format!("{key}= is true or false"))),
+    }
+}
+
+/// A registry cache's `ref=`, checked for presence only: the engine parses it.
+fn registry_location(
+    flag: &'static str,
+    value: &str,
+    reference: Option<String>,
+    insecure: bool,
+) -> Result<CacheLocation, RequestError> {
+    let reference = reference.filter(|r| !r.is_empty()).ok_or_else(|| {
+        bad(
+            flag,
+            value,
+            "type=registry needs ref=HOST/REPO:TAG (the cache's manifest in a registry)",
+        )
+    })?;
+    Ok(CacheLocation::Registry {
+        reference,
+        insecure,
+    })
 }
 
 fn check_tag(flag: &'static str, value: &str, tag: &str) -> Result<(), RequestError> {
@@ -142,80 +193,131 @@ fn refuse_attr(flag: &'static str, value: &str, key: &str, known: &str) -> Reque
         bad(
             flag,
             value,
-            format!("unknown attribute {key:?}; type=local takes {known}"),
+            format!("unknown attribute {key:?}; it takes {known}"),
         )
     }
 }
 
 impl CacheExportSpec {
-    /// Parses `type=local,dest=DIR[,mode=min|max][,tag=TAG]`.
+    /// Parses `type=local,dest=DIR[,mode=min|max][,tag=TAG]` or
+    /// `type=registry,ref=REF[,mode=min|max][,registry.insecure=true]` (or a bare `REF`),
+    /// either with `[,ignore-error=true]`.
     pub fn parse(value: &str) -> Result<CacheExportSpec, RequestError> {
         const FLAG: &str = "cache-to";
-        let (_, attrs) = kind_of(FLAG, value)?;
+        let (kind, attrs) = kind_of(FLAG, value)?;
         let (mut dir, mut tag, mut mode) = (None, DEFAULT_TAG.to_owned(), CacheMode::Min);
+        let (mut reference, mut insecure, mut ignore_error) = (None, false, false);
+        let known = match kind {
+            Kind::Local => "dest=, mode=, tag= and ignore-error=",
+            Kind::Registry => "ref=, mode=, registry.insecure= and ignore-error=",
+        };
         for (key, val) in attrs {
-            match key.as_str() {
-                "dest" => dir = Some(val).filter(|v| !v.is_empty()).map(PathBuf::from),
-                "tag" => {
+            match (kind, key.as_str()) {
+                (_, "ignore-error") => ignore_error = boolean(FLAG, value, &key, &val)?,
+                (Kind::Registry, "ref") => reference = Some(val),
+                (Kind::Registry, "registry.insecure") => {
+                    insecure = boolean(FLAG, value, &key, &val)?;
+                }
+                (Kind::Local, "dest") => {
+                    dir = Some(val).filter(|v| !v.is_empty()).map(PathBuf::from);
+                }
+                (Kind::Local, "tag") => {
                     check_tag(FLAG, value, &val)?;
                     tag = val;
                 }
-                "mode" => {
+                (_, "mode") => {
                     mode = match val.as_str() {
                         "min" => CacheMode::Min,
                         "max" => CacheMode::Max,
                         _ => return Err(bad(FLAG, value, "mode= is min or max")),
                     }
                 }
-                _ => return Err(refuse_attr(FLAG, value, &key, "dest=, mode= and tag=")),
+                _ => return Err(refuse_attr(FLAG, value, &key, known)),
             }
         }
-        let dir = dir.ok_or_else(|| {
-            bad(
-                FLAG,
-                value,
-                "type=local needs dest=DIR (the OCI layout directory to write)",
-            )
-        })?;
+        let location = match kind {
+            Kind::Registry => registry_location(FLAG, value, reference, insecure)?,
+            Kind::Local => CacheLocation::Local {
+                dir: dir.ok_or_else(|| {
+                    bad(
+                        FLAG,
+                        value,
+                        "type=local needs dest=DIR (the OCI layout directory to write)",
+                    )
+                })?,
+                tag,
+            },
+        };
         Ok(CacheExportSpec {
-            location: CacheLocation::Local { dir, tag },
+            location,
             mode,
+            ignore_error,
         })
     }
 }
 
 impl CacheImportSpec {
-    /// Parses `type=local,src=DIR[,tag=TAG]`.
+    /// Parses `type=local,src=DIR[,tag=TAG]` or
+    /// `type=registry,ref=REF[,registry.insecure=true][,ignore-error=true]` (or a bare
+    /// `REF`).
     pub fn parse(value: &str) -> Result<CacheImportSpec, RequestError> {
         const FLAG: &str = "cache-from";
-        let (_, attrs) = kind_of(FLAG, value)?;
+        let (kind, attrs) = kind_of(FLAG, value)?;
         let (mut dir, mut tag) = (None, DEFAULT_TAG.to_owned());
+        let (mut reference, mut insecure, mut ignore_error) = (None, false, false);
+        let known = match kind {
+            Kind::Local => "src= and tag=",
+            Kind::Registry => "ref=, registry.insecure= and ignore-error=",
+        };
         for (key, val) in attrs {
-            match key.as_str() {
-                "src" => dir = Some(val).filter(|v| !v.is_empty()).map(PathBuf::from),
-                "tag" => {
+            match (kind, key.as_str()) {
+                (Kind::Registry, "ref") => reference = Some(val),
+                (Kind::Registry, "registry.insecure") => {
+                    insecure = boolean(FLAG, value, &key, &val)?;
+                }
+                (Kind::Registry, "ignore-error") => {
+                    ignore_error = boolean(FLAG, value, &key, &val)?;
+                }
+                (Kind::Local, "ignore-error") => {
+                    return Err(bad(
+                        FLAG,
+                        value,
+                        "ignore-error= changes nothing for type=local (a local cache that cannot be read is already a warning); remove it",
+                    ));
+                }
+                (Kind::Local, "src") => {
+                    dir = Some(val).filter(|v| !v.is_empty()).map(PathBuf::from);
+                }
+                (Kind::Local, "tag") => {
                     check_tag(FLAG, value, &val)?;
                     tag = val;
                 }
-                "mode" => {
+                (_, "mode") => {
                     return Err(bad(
                         FLAG,
                         value,
                         "mode= belongs to --cache-to; remove it here",
                     ));
                 }
-                _ => return Err(refuse_attr(FLAG, value, &key, "src= and tag=")),
+                _ => return Err(refuse_attr(FLAG, value, &key, known)),
             }
         }
-        let dir = dir.ok_or_else(|| {
-            bad(
-                FLAG,
-                value,
-                "type=local needs src=DIR (an OCI layout written by --cache-to type=local)",
-            )
-        })?;
+        let location = match kind {
+            Kind::Registry => registry_location(FLAG, value, reference, insecure)?,
+            Kind::Local => CacheLocation::Local {
+                dir: dir.ok_or_else(|| {
+                    bad(
+                        FLAG,
+                        value,
+                        "type=local needs src=DIR (an OCI layout written by --cache-to type=local)",
+                    )
+                })?,
+                tag,
+            },
+        };
         Ok(CacheImportSpec {
-            location: CacheLocation::Local { dir, tag },
+            location,
+            ignore_error,
         })
     }
 }
@@ -269,8 +371,30 @@ mod tests {
         );
         check(
             true,
-            "type=registry,ref=r/x",
-            Err("type=registry caches are not supported"),
+            "type=registry,ref=r/x:c,mode=max",
+            Ok(("r/x:c", CacheMode::Max)),
+        );
+        check(true, "type=registry", Err("needs ref=HOST/REPO:TAG"));
+        check(true, "type=registry,ref=", Err("needs ref=HOST/REPO:TAG"));
+        check(
+            true,
+            "type=registry,ref=r/x,tag=v1",
+            Err("unknown attribute \"tag\"; it takes ref="),
+        );
+        check(
+            true,
+            "type=registry,ref=r/x,ignore-error=yes",
+            Err("ignore-error= is true or false"),
+        );
+        check(
+            true,
+            "type=registry,ref=r/x,compression=zstd",
+            Err("compression= is not supported by kiln yet"),
+        );
+        check(
+            true,
+            "type=local,dest=/c,ref=r/x",
+            Err("unknown attribute \"ref\""),
         );
         check(true, "dest=/c", Err("missing type="));
         check(
@@ -289,7 +413,7 @@ mod tests {
             Err("unknown attribute \"colour\""),
         );
         check(true, "type=local,dest=/c,tag=../x", Err("is not a tag"));
-        check(true, "host/repo:tag", Err("registry cache"));
+        check(true, "host/repo:tag", Ok(("host/repo:tag", CacheMode::Min)));
     }
 
     #[test]
@@ -315,6 +439,26 @@ mod tests {
             false,
             "type=local,src=/c,digest=sha256:00",
             Err("digest= is not supported"),
+        );
+        check(
+            false,
+            "host/repo:tag",
+            Ok(("host/repo:tag", CacheMode::Min)),
+        );
+        check(
+            false,
+            "type=registry,ref=h/r:t,ignore-error=true,registry.insecure=true",
+            Ok(("h/r:t", CacheMode::Min)),
+        );
+        check(
+            false,
+            "type=local,src=/c,ignore-error=true",
+            Err("changes nothing for type=local"),
+        );
+        check(
+            false,
+            "type=registry,ref=h/r:t,mode=max",
+            Err("belongs to --cache-to"),
         );
     }
 }

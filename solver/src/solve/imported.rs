@@ -24,9 +24,20 @@ pub(super) async fn from_imports(
         let Some(step) = source.step(key) else {
             continue;
         };
-        let (shared2, source2, step2) = (Arc::clone(shared), Arc::clone(source), step.clone());
-        let inputs2 = inputs.to_vec();
-        let made = blocking(move || Ok(materialize(&shared2, &source2, &step2, &inputs2))).await?;
+        // The record is checked against the step's inputs before its blob is fetched.
+        let fetched = match check_inputs(step, inputs) {
+            Ok(()) => source.fetch_layer(step, &shared.store).await,
+            Err(e) => Err(e),
+        };
+        let made = match fetched {
+            Ok(()) => {
+                let (shared2, source2, step2) =
+                    (Arc::clone(shared), Arc::clone(source), step.clone());
+                let inputs2 = inputs.to_vec();
+                blocking(move || Ok(materialize(&shared2, &source2, &step2, &inputs2))).await?
+            }
+            Err(e) => Err(e),
+        };
         let snapshot = match made {
             Ok(snapshot) => snapshot,
             Err(reason) => {
@@ -76,7 +87,24 @@ pub(super) async fn from_imports(
     Ok(None)
 }
 
-/// Makes the snapshot a step record describes, on the step's own inputs.
+/// Refuses a record that builds a step on something that is not one of its inputs.
+fn check_inputs(step: &StepRecord, inputs: &[Done]) -> Result<(), TransferError> {
+    let named = match &step.result {
+        StepResult::Nothing => None,
+        StepResult::Input { key } => Some(key),
+        StepResult::Layer { parent, .. } => parent.as_ref(),
+    };
+    match named {
+        Some(key) if !inputs.iter().any(|i| i.key == *key) => Err(TransferError::Record(format!(
+            "its record builds it on {}, which is not one of the step's inputs",
+            &key.to_hex()[..16]
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Makes the snapshot a step record describes, on the step's own inputs (its layer's
+/// blob already fetched into the store).
 fn materialize(
     shared: &Shared,
     source: &ImportedCache,
@@ -106,7 +134,6 @@ fn materialize(
                     )
                 })?),
             };
-            source.fetch_layer(step, &shared.store)?;
             let snapshots = shared.store.snapshots();
             let active = snapshots.prepare(parent.as_ref())?;
             let dir = snapshots.diff_dir(&active);
