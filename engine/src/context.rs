@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use kiln_snapshotter::Store;
@@ -73,8 +74,21 @@ impl TempContext {
                 "send a tar of the context directory".to_owned(),
             ));
         }
+        // A compressed stream could expand past every bound before the extraction's own
+        // disk budget is asked: only a plain tar (at most `max_bytes`) is synced.
+        if !is_plain(&raw)? {
+            return TempContext::unpack(dir, raw, false);
+        }
+        // Root's alone, like the temp dirs: a context may hold setuid files and devices
+        // that must not be reachable by other users of this machine.
         let kept = store.kept_contexts_dir();
-        std::fs::create_dir_all(&kept).map_err(|e| EngineError::io(&kept, e))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&kept)
+            .map_err(|e| EngineError::io(&kept, e))?;
+        std::fs::set_permissions(&kept, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| EngineError::io(&kept, e))?;
         let lock_path = kept.join(format!("{key}.lock"));
         let lock = std::fs::File::create(&lock_path).map_err(|e| EngineError::io(&lock_path, e))?;
         if lock.try_lock().is_err() {
@@ -82,13 +96,19 @@ impl TempContext {
         }
         let context = kept.join(key);
         let scratch = dir.path().join("changed.tar");
-        if let Err(e) = kiln_snapshotter::layer_in::sync_archive(&raw, &context, &scratch) {
+        let synced = kiln_snapshotter::layer_in::sync_archive(&raw, &context, &scratch);
+        let _ = std::fs::remove_file(&scratch);
+        if let Err(e) = synced {
             // Half synced is no state to keep: the next build starts from nothing.
             let _ = std::fs::remove_dir_all(&context);
-            return Err(EngineError::invalid(
-                format!("the build context is not a usable tar archive: {e}"),
-                "send a tar of the context directory, with paths relative to it".to_owned(),
-            ));
+            return Err(match e {
+                kiln_snapshotter::StoreError::UnsafeEntry { .. }
+                | kiln_snapshotter::StoreError::Format { .. } => EngineError::invalid(
+                    format!("the build context is not a usable tar archive: {e}"),
+                    "send a tar of the context directory, with paths relative to it".to_owned(),
+                ),
+                other => EngineError::Store(other),
+            });
         }
         let _ = std::fs::remove_file(&raw);
         Ok(TempContext {
@@ -173,6 +193,22 @@ impl TempContext {
             dockerfile: None,
         })
     }
+}
+
+/// Whether a received stream is a tar as it is (not gzip, zstd, bzip2 or xz).
+fn is_plain(raw: &Path) -> Result<bool, EngineError> {
+    let mut magic = [0u8; 6];
+    let mut file = std::fs::File::open(raw).map_err(|e| EngineError::io(raw, e))?;
+    let n = file.read(&mut magic).map_err(|e| EngineError::io(raw, e))?;
+    let magic = &magic[..n];
+    Ok(![
+        &[0x1f, 0x8b][..],
+        &[0x28, 0xb5, 0x2f, 0xfd],
+        b"BZh",
+        &[0xfd, b'7', b'z', b'X', b'Z'],
+    ]
+    .iter()
+    .any(|m| magic.starts_with(m)))
 }
 
 /// Copies a client's stream (at most `max_bytes`) into a file of a fresh store temp dir.

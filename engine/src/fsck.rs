@@ -52,6 +52,32 @@ impl Engine {
     /// Checks the store (see the module doc). Takes no lock: it only reads, and a blob a
     /// concurrent build is writing is not in the content store until it is complete.
     pub fn fsck(&self) -> Result<FsckReport, EngineError> {
+        // Only with no build running is an uncommitted snapshot a leftover; the lock is
+        // held just for the listing, so builds are not held up by the blob checks.
+        let unfinished = match self.store().try_lock_for_gc()? {
+            Some(_gc) => Some(self.unfinished_snapshots()?),
+            None => None,
+        };
+        self.check_store(unfinished)
+    }
+
+    /// Snapshots not committed: leftovers, when the caller holds the gc lock.
+    fn unfinished_snapshots(&self) -> Result<Vec<kiln_snapshotter::SnapshotId>, EngineError> {
+        Ok(self
+            .store()
+            .snapshots()
+            .list()?
+            .into_iter()
+            .filter(|(_, committed)| !committed)
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    /// The blob and tag checks, with the unfinished snapshots the caller found.
+    fn check_store(
+        &self,
+        unfinished: Option<Vec<kiln_snapshotter::SnapshotId>>,
+    ) -> Result<FsckReport, EngineError> {
         let store = self.store();
         let mut report = FsckReport::default();
         let mut damaged = BTreeSet::new();
@@ -113,18 +139,7 @@ impl Engine {
             }
         }
         report.damaged = damaged.into_iter().collect();
-        // Only with no build running is an uncommitted snapshot a leftover.
-        if let Some(_gc) = store.try_lock_for_gc()? {
-            report.unfinished = Some(
-                store
-                    .snapshots()
-                    .list()?
-                    .into_iter()
-                    .filter(|(_, committed)| !committed)
-                    .map(|(id, _)| id)
-                    .collect(),
-            );
-        }
+        report.unfinished = unfinished;
         Ok(report)
     }
 
@@ -134,19 +149,14 @@ impl Engine {
     /// meanwhile. What it removes is made again by the next build or pull that needs it.
     pub fn repair(&self) -> Result<(FsckReport, RepairReport), EngineError> {
         let store = self.store();
+        // Held from the check to the last removal: no build starts in between, so
+        // nothing found broken is made whole again before it is removed.
         let Some(_gc) = store.try_lock_for_gc()? else {
             return Err(EngineError::Busy {
                 root: store.root().to_owned(),
             });
         };
-        // The check below takes the gc lock too: drop ours first, take it back after.
-        drop(_gc);
-        let found = self.fsck()?;
-        let Some(_gc) = store.try_lock_for_gc()? else {
-            return Err(EngineError::Busy {
-                root: store.root().to_owned(),
-            });
-        };
+        let found = self.check_store(Some(self.unfinished_snapshots()?))?;
         let mut repaired = RepairReport::default();
         for digest in &found.damaged {
             store.content().delete(digest)?;

@@ -180,6 +180,13 @@ fn load(store: &Store, input: &mut dyn Read) -> Result<Vec<String>, EngineError>
     let mut to_tag = Vec::new();
     for image in images {
         let (config_digest, config_size) = blob(&image.config)?;
+        // A config is small JSON; a huge "config" would be read whole into memory.
+        if config_size > MAX_METADATA {
+            return Err(bad(format!(
+                "{}: {config_size} bytes is too large for an image config",
+                image.config
+            )));
+        }
         let config_bytes = store.content().read(&config_digest)?;
         let config: ConfigHead = serde_json::from_slice(&config_bytes)
             .map_err(|e| bad(format!("{}: not an image config: {e}", image.config)))?;

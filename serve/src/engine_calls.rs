@@ -305,12 +305,21 @@ impl SpecRequest {
         request.annotations = spec.annotations;
         request.tags = spec.tags;
         let mut stream = Some(stream);
+        let mut streamed = false;
         for value in &spec.outputs {
             let output = Output::parse(value, || match stream.take() {
                 Some(make) => make(),
                 None => Sink::new(Box::new(std::io::sink())),
             })
             .map_err(invalid)?;
+            if let Some(Destination::Stream(_)) = &output.dest {
+                if streamed {
+                    return Err(CallError::Invalid(format!(
+                        "-o {value}: only one output can go to dest=- (the answer carries one stream)"
+                    )));
+                }
+                streamed = true;
+            }
             if output.kind == OutputKind::Local {
                 return Err(CallError::Invalid(format!(
                     "-o {value}: a directory cannot be sent to the client; use type=tar,dest=- and unpack it"

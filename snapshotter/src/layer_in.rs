@@ -852,17 +852,24 @@ fn existing_below(root: &Path, parts: &[String]) -> Option<PathBuf> {
 fn file_matches(path: &Path, entry: &mut tar::Entry<'_, impl Read>) -> io::Result<bool> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let header = entry.header();
-    let (size, mode, uid, gid, mtime) = (
-        header.size()?,
-        header.mode()? & 0o7777,
-        header.uid()?,
-        header.gid()?,
-        header.mtime()?,
-    );
+    // A field that does not parse (blank, as some writers leave uid and gid) is not
+    // compared: the entry is written, as the extraction reads it.
+    let (Ok(size), Ok(mode), Ok(uid), Ok(gid), Ok(mtime)) = (
+        header.size(),
+        header.mode().map(|m| m & 0o7777),
+        header.uid(),
+        header.gid(),
+        header.mtime(),
+    ) else {
+        return Ok(false);
+    };
     let Ok(meta) = path.symlink_metadata() else {
         return Ok(false);
     };
+    // A file still sharing its inode (hard links from an earlier archive) is rewritten:
+    // a fresh extraction would not share it.
     if !meta.file_type().is_file()
+        || meta.nlink() != 1
         || meta.len() != size
         || meta.mode() & 0o7777 != mode
         || u64::from(meta.uid()) != uid
@@ -934,7 +941,9 @@ pub fn sync_archive(archive: &Path, root: &Path, scratch: &Path) -> Result<SyncS
             whole |= kind == tar::EntryType::Link
                 || sync_kind == SyncKind::Other
                 || entry.pax_extensions().ok().flatten().is_some();
-            names.insert(parts, sync_kind);
+            // A path named twice (a file, then a directory of that name) is extracted
+            // whole: copying only the entries that differ could drop the later one.
+            whole |= names.insert(parts, sync_kind).is_some();
         }
     }
     // Remove what the archive does not name, or names as another kind (so no stale
@@ -1044,9 +1053,14 @@ pub fn sync_archive(archive: &Path, root: &Path, scratch: &Path) -> Result<SyncS
             let name = parts.join("/");
             let mut header = entry.header().clone();
             match kind {
-                SyncKind::Dir => changed
-                    .append_data(&mut header, &name, io::empty())
-                    .map_err(write)?,
+                SyncKind::Dir => {
+                    // A directory's header may carry a size whose bytes tar skips; the
+                    // copy has none.
+                    header.set_size(0);
+                    changed
+                        .append_data(&mut header, &name, io::empty())
+                        .map_err(write)?
+                }
                 SyncKind::File if differ.contains(&parts) => {
                     stats.written += 1;
                     changed
@@ -1060,6 +1074,7 @@ pub fn sync_archive(archive: &Path, root: &Path, scratch: &Path) -> Result<SyncS
                         .map_err(|e| bad(format!("{raw}: {e}")))?
                         .map(|l| l.into_owned())
                         .unwrap_or_default();
+                    header.set_size(0);
                     changed
                         .append_link(&mut header, &name, &link)
                         .map_err(write)?;

@@ -1343,6 +1343,13 @@ fn kiln_api_bad_requests_answer_4xx_and_the_server_keeps_serving() {
     );
     assert_message(
         &post(&with_spec(
+            "{\"outputs\": [\"type=tar,dest=-\", \"type=oci,dest=-\"]}",
+        )),
+        400,
+        "only one output can go to dest=-",
+    );
+    assert_message(
+        &post(&with_spec(
             "{\"secrets\": [{\"id\": \"a\", \"value\": \"***\"}]}",
         )),
         400,
@@ -1476,6 +1483,9 @@ fn kiln_host_rebuilds_from_a_kept_context_and_sees_every_change() {
     };
     build("v:1");
     let kept = kept_context(&k.root());
+    // Root's alone: a context may hold setuid files and device nodes.
+    let mode = std::fs::metadata(k.root().join("contexts")).unwrap().mode() & 0o777;
+    assert_eq!(mode, 0o700, "contexts/ is {mode:o}");
     let a_inode = std::fs::metadata(kept.join("a.txt")).unwrap().ino();
     // An unchanged rebuild is all cached and rewrites nothing.
     let again = build("v:2");

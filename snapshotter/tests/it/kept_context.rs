@@ -155,3 +155,85 @@ fn a_symlink_left_by_an_earlier_sync_is_never_written_through() {
     );
     assert!(!dir.path().join("escape").exists());
 }
+
+#[test]
+fn repeated_paths_and_sized_directory_headers_sync_as_a_fresh_extraction() {
+    let dir = tempfile::tempdir().unwrap();
+    let (archive, root, scratch) = (
+        dir.path().join("ctx.tar"),
+        dir.path().join("kept"),
+        dir.path().join("scratch.tar"),
+    );
+    // `d` a file, then a directory of that name holding `x`; a directory header that
+    // carries a size (its bytes are skipped by readers) before a file.
+    let write = |archive: &Path| {
+        let mut builder = tar::Builder::new(fs::File::create(archive).unwrap());
+        let mut file = |name: &str, body: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(0o644);
+            h.set_mtime(1_700_000_000);
+            h.set_size(body.len() as u64);
+            builder.append_data(&mut h, name, body).unwrap();
+        };
+        file("d", b"first a file");
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_mtime(1_700_000_000);
+        h.set_path("d").unwrap();
+        h.set_size(0);
+        h.set_cksum();
+        builder.append(&h, std::io::empty()).unwrap();
+        h.set_path("s").unwrap();
+        h.set_size(512);
+        h.set_cksum();
+        builder.append(&h, &[b'#'; 512][..]).unwrap();
+        let mut f = tar::Header::new_gnu();
+        f.set_entry_type(tar::EntryType::Regular);
+        f.set_mode(0o644);
+        f.set_mtime(1_700_000_000);
+        f.set_size(2);
+        builder.append_data(&mut f, "d/x", &b"x\n"[..]).unwrap();
+        builder.append_data(&mut f, "s/y", &b"y\n"[..]).unwrap();
+        builder.finish().unwrap();
+    };
+    write(&archive);
+    for _ in 0..2 {
+        sync_archive(&archive, &root, &scratch).unwrap();
+        assert!(fs::symlink_metadata(root.join("d")).unwrap().is_dir());
+        assert_eq!(fs::read_to_string(root.join("d/x")).unwrap(), "x\n");
+        assert_eq!(fs::read_to_string(root.join("s/y")).unwrap(), "y\n");
+    }
+    // Without the repeated path, the second sync copies only what differs — the sized
+    // directory header included — and the result is still the archive.
+    let plain = dir.path().join("plain.tar");
+    {
+        let mut builder = tar::Builder::new(fs::File::create(&plain).unwrap());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_mtime(1_700_000_000);
+        h.set_path("s").unwrap();
+        h.set_size(512);
+        h.set_cksum();
+        builder.append(&h, &[b'#'; 512][..]).unwrap();
+        let mut f = tar::Header::new_gnu();
+        f.set_entry_type(tar::EntryType::Regular);
+        f.set_mode(0o644);
+        f.set_uid(0);
+        f.set_gid(0);
+        f.set_mtime(1_700_000_000);
+        f.set_size(2);
+        builder.append_data(&mut f, "s/y", &b"Y\n"[..]).unwrap();
+        builder.append_data(&mut f, "s/z", &b"z\n"[..]).unwrap();
+        builder.finish().unwrap();
+    }
+    let root2 = dir.path().join("kept2");
+    sync_archive(&plain, &root2, &scratch).unwrap();
+    fs::write(root2.join("s/z"), "Z\n").unwrap();
+    let stats = sync_archive(&plain, &root2, &scratch).unwrap();
+    assert_eq!((stats.kept, stats.written), (1, 1), "{stats:?}");
+    assert_eq!(fs::read_to_string(root2.join("s/y")).unwrap(), "Y\n");
+    assert_eq!(fs::read_to_string(root2.join("s/z")).unwrap(), "z\n");
+}
