@@ -897,6 +897,41 @@ fn file_matches(path: &Path, entry: &mut tar::Entry<'_, impl Read>) -> io::Resul
     }
 }
 
+/// Calls `f` for each entry of the archive read from `reader` that names a path below its
+/// root: the entry, its raw name, its kind and its cleaned components (PAX and long-name
+/// headers, and the root itself, are passed over).
+fn for_each_path(
+    reader: Box<dyn Read>,
+    archive: &Path,
+    mut f: impl FnMut(
+        &mut tar::Entry<'_, Box<dyn Read>>,
+        &str,
+        SyncKind,
+        Vec<String>,
+    ) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let bad = |reason: String| StoreError::Format {
+        path: archive.to_owned(),
+        reason,
+    };
+    let mut tar = tar::Archive::new(reader);
+    for entry in tar
+        .entries()
+        .map_err(|e| bad(format!("not a tar archive: {e}")))?
+    {
+        let mut entry = entry.map_err(|e| bad(format!("a damaged tar entry: {e}")))?;
+        let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let Some(kind) = SyncKind::of_entry(entry.header().entry_type()) else {
+            continue;
+        };
+        let parts = clean_parts(&raw)?;
+        if !parts.is_empty() {
+            f(&mut entry, &raw, kind, parts)?;
+        }
+    }
+    Ok(())
+}
+
 /// Makes `root` hold exactly the entries of the archive at `archive` (plain or
 /// compressed), writing only what differs: a kept build context that a client sends
 /// again. Files whose bytes and metadata already match are not touched, so their inode,
@@ -993,63 +1028,39 @@ pub fn sync_archive(archive: &Path, root: &Path, scratch: &Path) -> Result<SyncS
     // Pass 2: which files and symlinks differ from what `root` holds (reading a file's
     // bytes to compare consumes them, so copying waits for pass 3).
     let mut differ: HashSet<Vec<String>> = HashSet::new();
-    {
-        let mut tar = tar::Archive::new(open()?);
-        for entry in tar
-            .entries()
-            .map_err(|e| bad(format!("not a tar archive: {e}")))?
-        {
-            let mut entry = entry.map_err(|e| bad(format!("a damaged tar entry: {e}")))?;
-            let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-            let Some(kind) = SyncKind::of_entry(entry.header().entry_type()) else {
-                continue;
-            };
-            let parts = clean_parts(&raw)?;
-            if parts.is_empty() || !matches!(kind, SyncKind::File | SyncKind::Symlink) {
-                continue;
+    for_each_path(open()?, archive, |entry, _, kind, parts| {
+        let target = existing_below(root, &parts);
+        let same = match (kind, &target) {
+            (SyncKind::File, Some(path)) => file_matches(path, entry).map_err(io(path))?,
+            (SyncKind::Symlink, Some(path)) => {
+                use std::os::unix::fs::MetadataExt;
+                let header = entry.header();
+                let owner = (header.uid().ok(), header.gid().ok());
+                let link = entry.link_name().ok().flatten().map(|l| l.into_owned());
+                fs::read_link(path).ok() == link
+                    && path.symlink_metadata().is_ok_and(|m| {
+                        owner == (Some(u64::from(m.uid())), Some(u64::from(m.gid())))
+                    })
             }
-            let target = existing_below(root, &parts);
-            let same = match (kind, &target) {
-                (SyncKind::File, Some(path)) => file_matches(path, &mut entry).map_err(io(path))?,
-                (SyncKind::Symlink, Some(path)) => {
-                    use std::os::unix::fs::MetadataExt;
-                    let header = entry.header();
-                    let owner = (header.uid().ok(), header.gid().ok());
-                    let link = entry.link_name().ok().flatten().map(|l| l.into_owned());
-                    fs::read_link(path).ok() == link
-                        && path.symlink_metadata().is_ok_and(|m| {
-                            owner == (Some(u64::from(m.uid())), Some(u64::from(m.gid())))
-                        })
-                }
-                _ => false,
-            };
-            if same {
-                stats.kept += 1;
-            } else {
-                differ.insert(parts);
-            }
+            // Nothing there yet: written.
+            (SyncKind::File | SyncKind::Symlink, None) => false,
+            // Directories are always copied (below); nothing else gets here.
+            (SyncKind::Dir | SyncKind::Other, _) => return Ok(()),
+        };
+        if same {
+            stats.kept += 1;
+        } else {
+            differ.insert(parts);
         }
-    }
+        Ok(())
+    })?;
     // Pass 3: the entries that differ, and every directory (their mode, owner and time
     // are cheap to set and are what a fresh extraction gives), into `scratch`.
     {
         let out = fs::File::create(scratch).map_err(io(scratch))?;
         let mut changed = tar::Builder::new(io::BufWriter::new(out));
         let write = |e: io::Error| io(scratch)(e);
-        let mut tar = tar::Archive::new(open()?);
-        for entry in tar
-            .entries()
-            .map_err(|e| bad(format!("not a tar archive: {e}")))?
-        {
-            let mut entry = entry.map_err(|e| bad(format!("a damaged tar entry: {e}")))?;
-            let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-            let Some(kind) = SyncKind::of_entry(entry.header().entry_type()) else {
-                continue;
-            };
-            let parts = clean_parts(&raw)?;
-            if parts.is_empty() {
-                continue;
-            }
+        for_each_path(open()?, archive, |entry, raw, kind, parts| {
             let name = parts.join("/");
             let mut header = entry.header().clone();
             match kind {
@@ -1059,12 +1070,12 @@ pub fn sync_archive(archive: &Path, root: &Path, scratch: &Path) -> Result<SyncS
                     header.set_size(0);
                     changed
                         .append_data(&mut header, &name, io::empty())
-                        .map_err(write)?
+                        .map_err(write)?;
                 }
                 SyncKind::File if differ.contains(&parts) => {
                     stats.written += 1;
                     changed
-                        .append_data(&mut header, &name, &mut entry)
+                        .append_data(&mut header, &name, entry)
                         .map_err(write)?;
                 }
                 SyncKind::Symlink if differ.contains(&parts) => {
@@ -1081,7 +1092,8 @@ pub fn sync_archive(archive: &Path, root: &Path, scratch: &Path) -> Result<SyncS
                 }
                 _ => {}
             }
-        }
+            Ok(())
+        })?;
         changed
             .into_inner()
             .and_then(|mut w| io::Write::flush(&mut w))
