@@ -56,6 +56,10 @@ pub struct ServeConfig {
     pub shutdown_timeout: Duration,
     /// The largest request body (`/build` context, `/images/load` archive), in bytes.
     pub max_context_size: u64,
+    /// Entitlements a client may ask for (`--allow-insecure-entitlement`, as buildkitd
+    /// has it): a RUN step in the host's network namespace is the server's to grant,
+    /// not a client's.
+    pub insecure_entitlements: Vec<String>,
 }
 
 /// The default `--max-context-size`: 2 GiB, bigger than any sane build context.

@@ -57,6 +57,7 @@ impl Server {
             backend,
             builds: Builds::new(),
             max_body: config.max_context_size,
+            insecure_entitlements: config.insecure_entitlements.clone(),
         });
         Ok(Server {
             listeners,

@@ -40,6 +40,10 @@ pub(crate) struct ServeArgs {
     /// k, m or g suffix multiplies by 1024s
     #[arg(long, value_name = "SIZE", default_value = "2g")]
     pub(crate) max_context_size: String,
+    /// Let clients ask for this entitlement (network.host: RUN steps in the server's
+    /// network namespace, its loopback included); refused otherwise
+    #[arg(long = "allow-insecure-entitlement", value_name = "NAME")]
+    pub(crate) insecure_entitlements: Vec<String>,
 }
 
 fn parse_size(text: &str) -> anyhow::Result<u64> {
@@ -109,7 +113,15 @@ pub(crate) fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<Exit
         socket: SocketOptions { group: args.group },
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
         max_context_size: parse_size(&args.max_context_size)?,
+        insecure_entitlements: args.insecure_entitlements.clone(),
     };
+    for name in &args.insecure_entitlements {
+        if name != "network.host" {
+            anyhow::bail!(
+                "--allow-insecure-entitlement {name}: kiln serve grants only network.host (export.devices and export.setuid are the client's, security.insecure is not supported)"
+            );
+        }
+    }
     // Refuse an exposed port before the store is even opened.
     for host in &config.hosts {
         kiln_serve::check_exposure(host, &config.tls)?;

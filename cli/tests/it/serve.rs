@@ -1342,6 +1342,11 @@ fn kiln_api_bad_requests_answer_4xx_and_the_server_keeps_serving() {
         "",
     );
     assert_message(
+        &post(&with_spec("{\"allow\": [\"network.host\"]}")),
+        403,
+        "--allow-insecure-entitlement network.host",
+    );
+    assert_message(
         &post(&with_spec(
             "{\"outputs\": [\"type=tar,dest=-\", \"type=oci,dest=-\"]}",
         )),
@@ -1522,4 +1527,32 @@ fn kiln_host_rebuilds_from_a_kept_context_and_sees_every_change() {
     // prune --all (no build running) removes the kept context.
     k.ok(&["prune", "--all"]);
     assert!(!kept.exists());
+}
+
+#[test]
+fn kiln_host_gets_network_host_only_from_a_server_that_grants_it() {
+    let Some(k) = world() else { return };
+    let refused = k.fails(&["serve", "--allow-insecure-entitlement", "security.insecure"]);
+    assert!(refused.contains("grants only network.host"), "{refused}");
+    let served = Served::start(&k, &["--allow-insecure-entitlement", "network.host"]);
+    k.write("ctx/Dockerfile", "FROM busybox\nRUN --network=host true\n");
+    let out = kiln_remote(
+        &served,
+        &k,
+        &[
+            "build",
+            "ctx",
+            "--allow",
+            "network.host",
+            "--progress",
+            "quiet",
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        describe(&["build"], &out),
+        served.stderr()
+    );
 }

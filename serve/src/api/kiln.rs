@@ -118,9 +118,23 @@ pub(super) async fn build(
     let (reader, body_state) = crate::body::reader(request.into_body(), limit);
     let backend = state.backend.clone();
     let output_chunks = chunks.clone();
+    let granted = state.insecure_entitlements.clone();
     let prepared = tokio::task::spawn_blocking(move || {
         let mut input = BufReader::new(reader);
         let spec = read_spec(&mut input)?;
+        // `network.host` reaches the server's own loopback services: the server grants it.
+        if let Some(name) = spec
+            .allow
+            .iter()
+            .find(|a| a.as_str() == "network.host" && !granted.contains(a))
+        {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "kiln serve does not grant {name}: start it with --allow-insecure-entitlement {name}, or build without it"
+                ),
+            ));
+        }
         let context = match spec.context_key.as_deref() {
             Some(key) => backend.kept_context(key, input, limit),
             None => backend.context_from_stream(input, limit, false),

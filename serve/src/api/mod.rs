@@ -23,6 +23,8 @@ pub(crate) struct State {
     pub(crate) builds: Builds,
     /// `--max-context-size`: the largest `/build` or `/images/load` body, in bytes.
     pub(crate) max_body: u64,
+    /// What `--allow-insecure-entitlement` lets a client ask for.
+    pub(crate) insecure_entitlements: Vec<String>,
 }
 
 impl From<CallError> for ApiError {
