@@ -317,7 +317,9 @@ pub(crate) fn build(
             )
         })?
     };
-    if let Some(host) = host {
+    // `--check` builds nothing: it runs here, whatever --host says (the Dockerfile and
+    // the .dockerignore are this machine's; base images are looked up in its store).
+    if let Some(host) = host.filter(|_| !args.check) {
         return crate::cmd::remote::build(global, host, args, mode);
     }
     let engine = crate::cmd::store::open_engine(global)?;

@@ -316,11 +316,6 @@ fn write_context(tree: &ContextTree, out: &mut dyn Write) -> std::io::Result<()>
 }
 
 fn spec(args: &BuildArgs) -> anyhow::Result<(BuildSpec, OutputTarget, Option<PathBuf>)> {
-    if args.check {
-        bail!(
-            "--check through --host is not supported yet: run `kiln check` here, it needs no server"
-        );
-    }
     if !args.ssh.is_empty() {
         bail!(
             "--ssh through --host is not supported yet: the agent would have to be forwarded to the server; build without --host"

@@ -1294,6 +1294,15 @@ fn kiln_host_streams_a_file_output_and_refuses_what_it_cannot_carry() {
             "{args:?}: {fragment:?} missing from {err}"
         );
     }
+    // --check builds nothing: it runs here, even with --host (a lint finding shows).
+    k.write("lint/Dockerfile", "FROM busybox AS Build\n");
+    let out = kiln_remote(&served, &k, &["build", "lint", "--check"], &[]);
+    assert!(out.status.success(), "{}", describe(&["--check"], &out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("StageNameCasing"),
+        "{}",
+        describe(&["--check"], &out)
+    );
     // Nothing at the host: a clear message.
     let mut cmd = k.cmd();
     cmd.args(["--host", "unix:///nonexistent/kiln.sock", "build", "ctx"]);
