@@ -80,13 +80,7 @@ fn layer_media_type(store: &Store, digest: &Digest, diff_id: &str) -> Result<&'s
             .map_err(|e| format!("not a tar archive: {e}"))?;
         for entry in entries {
             let mut entry = entry.map_err(|e| format!("a damaged tar entry: {e}"))?;
-            let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-            let link = entry
-                .link_name_bytes()
-                .map(|l| String::from_utf8_lossy(&l).into_owned());
-            validator
-                .check(&raw, entry.header().entry_type(), link.as_deref())
-                .map_err(|e| e.to_string())?;
+            let raw = validator.check_entry(&entry).map_err(|e| e.to_string())?;
             std::io::copy(&mut entry, &mut std::io::sink())
                 .map_err(|e| format!("entry {raw:?} is cut short: {e}"))?;
         }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use kiln_engine::{
     BuildError, BuildRequest, ContextSource, Destination, DockerfileSource, Engine, EngineError,
-    Entitlement, Output, OutputKind, RegistryAccess, Sink,
+    Entitlement, Output, OutputKind, RegistryAccess,
 };
 use kiln_exporter::registry::Platform;
 use kiln_image::image::StoredImage;
@@ -17,7 +17,7 @@ use kiln_solver::cancel::Cancel;
 use kiln_solver::progress::Progress;
 use kiln_solver::request::{NamedContext, NetworkMode, SecretSource, SecretSpec, SecretValue};
 
-pub(crate) use kiln_engine::{DiskUsage, FoundImage, ImageSummary, TempContext};
+pub(crate) use kiln_engine::{DiskUsage, FoundImage, ImageSummary, Sink, TempContext};
 
 use crate::build_params::BuildParams;
 use crate::credentials::Given;

@@ -115,6 +115,19 @@ pub(crate) fn body_channel() -> (Body, mpsc::Sender<Result<Bytes, std::io::Error
     (ChannelBody { receiver }.boxed(), sender)
 }
 
+/// Cancels `cancel` when the answer `sender` feeds is dropped (the client went away);
+/// abort the returned task once the build has ended.
+pub(crate) fn cancel_on_close(
+    sender: &mpsc::Sender<Result<Bytes, std::io::Error>>,
+    cancel: &kiln_solver::cancel::Cancel,
+) -> tokio::task::JoinHandle<()> {
+    let (sender, cancel) = (sender.clone(), cancel.clone());
+    tokio::spawn(async move {
+        sender.closed().await;
+        cancel.cancel();
+    })
+}
+
 /// A streamed answer: the response to send now, and the sender its producer writes to.
 pub(crate) fn channel(
     content_type: &'static str,
@@ -170,9 +183,9 @@ impl JsonStream {
         .await
     }
 
-    /// Resolves when the client has gone (the body was dropped).
-    pub(crate) async fn closed(&self) {
-        self.sender.closed().await;
+    /// The channel the answer is fed from.
+    pub(crate) fn sender(&self) -> &mpsc::Sender<Result<Bytes, std::io::Error>> {
+        &self.sender
     }
 }
 

@@ -73,6 +73,32 @@ impl Store {
             .join(memo_name(options))
     }
 
+    /// A committed snapshot of the layer blob `digest` (in the content store) applied on
+    /// `parent`, whiteouts written as this snapshotter keeps them: a base image's layer,
+    /// or a layer a cache import brought. Nothing is left behind if the apply fails.
+    pub fn snapshot_of_blob(
+        &self,
+        parent: Option<&SnapshotId>,
+        digest: &crate::Digest,
+    ) -> Result<SnapshotId, StoreError> {
+        let snapshots = self.snapshots();
+        let active = snapshots.prepare(parent)?;
+        let dir = snapshots.diff_dir(&active);
+        let style = match snapshots.kind() {
+            SnapshotterKind::Overlay => crate::layer_in::WhiteoutStyle::Overlay,
+            SnapshotterKind::Native => crate::layer_in::WhiteoutStyle::Delete,
+        };
+        let applied = self
+            .content()
+            .open(digest)
+            .and_then(|blob| crate::layer_in::apply_layer(blob, &dir, style));
+        if let Err(e) = applied {
+            let _ = snapshots.remove(active.id());
+            return Err(e);
+        }
+        snapshots.commit(active)
+    }
+
     /// Remembers `info` as the layer of snapshot `id` under `options`: for a snapshot
     /// made by extracting exactly that blob onto its parent (a cache import), so that
     /// exporting it gives back the same blob instead of a re-written tar. The blob must

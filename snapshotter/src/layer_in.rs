@@ -660,6 +660,19 @@ pub struct Validator {
 }
 
 impl Validator {
+    /// Checks an archive entry as it comes from the reader; returns its raw name.
+    pub fn check_entry<R: Read>(
+        &mut self,
+        entry: &tar::Entry<'_, R>,
+    ) -> Result<String, StoreError> {
+        let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let link = entry
+            .link_name_bytes()
+            .map(|l| String::from_utf8_lossy(&l).into_owned());
+        self.check(&raw, entry.header().entry_type(), link.as_deref())?;
+        Ok(raw)
+    }
+
     /// Checks one entry (its raw name, type and, for links, raw target).
     pub fn check(
         &mut self,
@@ -763,12 +776,7 @@ pub fn import_layer(
             .map_err(|e| bad(format!("not a tar archive: {e}")))?;
         for entry in entries {
             let mut entry = entry.map_err(|e| bad(format!("a damaged tar entry: {e}")))?;
-            let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-            let link = entry
-                .link_name_bytes()
-                .map(|l| String::from_utf8_lossy(&l).into_owned());
-            let kind = entry.header().entry_type();
-            validator.check(&raw, kind, link.as_deref())?;
+            let raw = validator.check_entry(&entry)?;
             budget.take(&raw, entry.size())?;
             io::copy(&mut entry, &mut io::sink())
                 .map_err(|e| bad(format!("entry {raw:?} is cut short: {e}")))?;
@@ -883,8 +891,10 @@ fn file_matches(path: &Path, entry: &mut tar::Entry<'_, impl Read>) -> io::Resul
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)?;
-    let mut want = vec![0u8; 64 << 10];
-    let mut have = vec![0u8; 64 << 10];
+    // Context files are mostly small: buffers sized to the file, at most 64 KiB each.
+    let chunk = (size as usize).clamp(1, 64 << 10);
+    let mut want = vec![0u8; chunk];
+    let mut have = vec![0u8; chunk];
     loop {
         let n = entry.read(&mut want)?;
         if n == 0 {
@@ -960,12 +970,8 @@ pub fn sync_archive(archive: &Path, root: &Path, scratch: &Path) -> Result<SyncS
             .map_err(|e| bad(format!("not a tar archive: {e}")))?
         {
             let mut entry = entry.map_err(|e| bad(format!("a damaged tar entry: {e}")))?;
-            let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-            let link = entry
-                .link_name_bytes()
-                .map(|l| String::from_utf8_lossy(&l).into_owned());
+            let raw = validator.check_entry(&entry)?;
             let kind = entry.header().entry_type();
-            validator.check(&raw, kind, link.as_deref())?;
             let Some(sync_kind) = SyncKind::of_entry(kind) else {
                 continue;
             };

@@ -105,14 +105,7 @@ pub(super) async fn build(
             })
         };
         // The client going away (the response body dropped) cancels the build.
-        let watch = {
-            let stream = stream.clone();
-            let cancel = cancel.clone();
-            tokio::spawn(async move {
-                stream.closed().await;
-                cancel.cancel();
-            })
-        };
+        let watch = crate::reply::cancel_on_close(stream.sender(), &cancel);
         let outcome = state
             .backend
             .build(&params, context, credentials, progress, cancel)

@@ -9,13 +9,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use kiln_engine::Sink;
+
 use kiln_solver::cancel::Cancel;
 use kiln_solver::progress::Progress;
 use tokio::sync::mpsc;
 
 use super::State;
-use crate::engine_calls::{CallError, SpecRequest};
+use crate::engine_calls::{CallError, Sink, SpecRequest};
 use crate::reply::{ApiError, Body, channel};
 use crate::wire::{self, BuildSpec, MAX_SPEC_SIZE, Message};
 
@@ -180,14 +180,7 @@ pub(super) async fn build(
             })
         };
         // The client going away (the response body dropped) cancels the build.
-        let watch = {
-            let chunks = chunks.clone();
-            let cancel = cancel.clone();
-            tokio::spawn(async move {
-                chunks.closed().await;
-                cancel.cancel();
-            })
-        };
+        let watch = crate::reply::cancel_on_close(&chunks, &cancel);
         let outcome = state
             .backend
             .build_spec(spec_request, progress, cancel)

@@ -24,22 +24,9 @@ pub(super) fn unpack_image(shared: &Shared, image: usize) -> Result<Option<Snaps
         if shared.cancel.is_cancelled() {
             return Err(StepError::Cancelled);
         }
-        let active = shared.store.snapshots().prepare(parent.as_ref())?;
-        let dir = shared.store.snapshots().diff_dir(&active);
-        let style = match shared.store.snapshots().kind() {
-            SnapshotterKind::Overlay => WhiteoutStyle::Overlay,
-            SnapshotterKind::Native => WhiteoutStyle::Delete,
-        };
-        let applied = shared
+        let id = shared
             .store
-            .content()
-            .open(&layer.digest)
-            .and_then(|blob| apply_layer(blob, &dir, style));
-        if let Err(e) = applied {
-            let _ = shared.store.snapshots().remove(active.id());
-            return Err(e.into());
-        }
-        let id = shared.store.snapshots().commit(active)?;
+            .snapshot_of_blob(parent.as_ref(), &layer.digest)?;
         let value = serde_json::to_vec(&Recorded {
             snapshot: Some(id.as_str().to_owned()),
             created: now_secs(),

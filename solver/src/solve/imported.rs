@@ -134,23 +134,9 @@ fn materialize(
                     )
                 })?),
             };
-            let snapshots = shared.store.snapshots();
-            let active = snapshots.prepare(parent.as_ref())?;
-            let dir = snapshots.diff_dir(&active);
-            let style = match snapshots.kind() {
-                SnapshotterKind::Overlay => WhiteoutStyle::Overlay,
-                SnapshotterKind::Native => WhiteoutStyle::Delete,
-            };
-            let applied = shared
+            let id = shared
                 .store
-                .content()
-                .open(&layer.digest)
-                .and_then(|blob| apply_layer(blob, &dir, style));
-            if let Err(e) = applied {
-                let _ = snapshots.remove(active.id());
-                return Err(e.into());
-            }
-            let id = snapshots.commit(active)?;
+                .snapshot_of_blob(parent.as_ref(), &layer.digest)?;
             // The snapshot is that blob on its parent: exporting it gives the blob back,
             // so the image is the one the exporting machine made.
             let options = LayerOptions {

@@ -17,9 +17,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use kiln_image::config::{History, RootFs, rfc3339};
 use kiln_image::image::{StoredImage, write_image};
 use kiln_parser::Span;
-use kiln_snapshotter::layer_in::{WhiteoutStyle, apply_layer};
 use kiln_snapshotter::layer_out::{LayerInfo, LayerOptions};
-use kiln_snapshotter::{SnapshotId, SnapshotterKind, Store, StoreError};
+use kiln_snapshotter::{SnapshotId, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
