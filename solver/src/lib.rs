@@ -35,3 +35,4 @@ pub mod request;
 pub mod scheduler;
 pub mod solve;
 pub mod ssh_agent;
+pub mod ssh_forward;

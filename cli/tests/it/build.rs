@@ -887,6 +887,88 @@ fn ssh_key_files_are_served_as_an_agent() {
     );
 }
 
+/// `RUN --mount=type=ssh` gets a socket of kiln's own with the mount's uid, gid and mode
+/// (BuildKit's default 0600 root), whose connections reach the agent: the host's `ssh-add`
+/// (with its libraries) runs inside the step as an ordinary user and lists the key.
+#[test]
+fn ssh_mounts_forward_to_the_agent_with_their_owner_and_mode() {
+    let Some(k) = world() else { return };
+    let has = |tool: &str| Command::new(tool).arg("-h").output().is_ok();
+    if !has("ssh-keygen") || !has("ssh-add") || !has("ldd") {
+        eprintln!(
+            "skipped: ssh-keygen, ssh-add and ldd are needed (apt-get install openssh-client)"
+        );
+        return;
+    }
+    let key = k.path("id_ed25519");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "kiln-forward", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // ssh-add and the libraries it loads, at their own paths under ctx/tools.
+    let ssh_add = which("ssh-add");
+    let ldd = Command::new("ldd").arg(&ssh_add).output().unwrap();
+    let mut files = vec![ssh_add];
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        if let Some(path) = line.split_whitespace().find(|w| w.starts_with('/')) {
+            files.push(std::path::PathBuf::from(path));
+        }
+    }
+    for file in &files {
+        let dest = k.path("ctx/tools").join(file.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(std::fs::canonicalize(file).unwrap(), &dest).unwrap();
+    }
+    k.write(
+        "ctx/Dockerfile",
+        "FROM busybox\nCOPY tools/ /\nRUN mkdir -m 1777 /out\nUSER app\n\
+         RUN --mount=type=ssh,uid=1000,gid=1000,mode=0660 \\\n\
+         stat -c '%a %u:%g' \"$SSH_AUTH_SOCK\" > /out/owned && ssh-add -L > /out/listed\n\
+         RUN --mount=type=ssh stat -c '%a %u:%g' \"$SSH_AUTH_SOCK\" > /out/default && \\\n\
+         { ssh-add -L >/dev/null 2>&1; echo $? > /out/denied; }\n",
+    );
+    k.ok(&[
+        "build",
+        "--progress=plain",
+        "ctx",
+        "-o",
+        &format!("type=local,dest={}", k.path("out").display()),
+        "--ssh",
+        &format!("default={}", key.display()),
+    ]);
+    let read = |name: &str| std::fs::read_to_string(k.path("out/out").join(name)).unwrap();
+    assert_eq!(read("owned"), "660 1000:1000\n");
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let key_part = public.split_whitespace().nth(1).unwrap();
+    assert!(
+        read("listed").contains(key_part),
+        "listed {}",
+        read("listed")
+    );
+    assert_eq!(read("default"), "600 0:0\n");
+    // ssh-add's exit status 2: it could not reach the agent (the socket is root's).
+    assert_eq!(read("denied"), "2\n");
+    // A source= is refused, as BuildKit does.
+    k.write(
+        "ctx/Dockerfile",
+        "FROM busybox\nRUN --mount=type=ssh,source=/x true\n",
+    );
+    let err = k.fails(&["build", "--progress=plain", "ctx"]);
+    assert!(err.contains("ssh does not support source"), "{err}");
+    assert!(err.contains("Dockerfile:2"), "{err}");
+}
+
+fn which(tool: &str) -> std::path::PathBuf {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join(tool))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{tool} is on PATH"))
+}
+
 #[test]
 fn nothing_escapes_through_names_links_or_mounts() {
     let Some(k) = world() else { return };

@@ -368,6 +368,50 @@ fn a_cache_mount_persists_across_builds_and_stays_out_of_the_image() {
     assert_eq!(read(&logs[0]), "run\nrun\n");
 }
 
+/// `--build-arg BUILDKIT_CACHE_MOUNT_NS=NS` puts every cache mount id of the build in NS, as
+/// BuildKit's frontend does: builds in other namespaces do not see each other's caches.
+#[test]
+fn the_cache_mount_namespace_separates_caches() {
+    let Some(k) = world("the_cache_mount_namespace_separates_caches") else {
+        return;
+    };
+    k.write("ctx/Dockerfile", CACHE_DOCKERFILE);
+    let ns = |name: &str| format!("BUILDKIT_CACHE_MOUNT_NS={name}");
+    ok_build(&k, &["ctx", "-t", "a1", "--build-arg", &ns("a")]);
+    ok_build(
+        &k,
+        &["ctx", "-t", "b1", "--no-cache", "--build-arg", &ns("b")],
+    );
+    ok_build(
+        &k,
+        &["ctx", "-t", "a2", "--no-cache", "--build-arg", &ns("a")],
+    );
+    ok_build(&k, &["ctx", "-t", "none", "--no-cache"]);
+    let seen = |name: &str| read(&tree(&k, name).path().join("fs/log"));
+    assert_eq!(seen("a1"), "run\n");
+    assert_eq!(seen("b1"), "run\n", "namespace b saw namespace a's cache");
+    assert_eq!(seen("a2"), "run\nrun\n", "namespace a lost its cache");
+    assert_eq!(seen("none"), "run\n", "no namespace saw a namespaced cache");
+    // A cache's source= names a path in its from=: without one it is refused, with the line.
+    k.write(
+        "ctx/Dockerfile",
+        "FROM busybox\nRUN --mount=type=cache,target=/c,source=/x true\n",
+    );
+    let err = k.fails(&["build", "--progress=plain", "ctx"]);
+    assert!(err.contains("Dockerfile:2"), "{err}");
+    assert!(
+        err.contains("no from=") && err.contains("add from=STAGE"),
+        "{err}"
+    );
+    // from= a stage without the source directory fails the step, naming it.
+    k.write(
+        "ctx/Dockerfile",
+        "FROM busybox AS seed\nFROM busybox\nRUN --mount=type=cache,target=/c,from=seed,source=/nosuch true\n",
+    );
+    let err = k.fails(&["build", "--progress=plain", "ctx"]);
+    assert!(err.contains("/nosuch"), "{err}");
+}
+
 /// `[start, end]` of a step, from the /proc/uptime readings it wrote.
 fn interval(root: &Path, stage: &str) -> (f64, f64) {
     let at = |what: &str| -> f64 {
@@ -433,6 +477,20 @@ fn cache_mount_sharing_locked_waits_and_private_separates() {
             "a sharing=private step saw another step's write (intervals {a:?} {b:?})"
         );
     }
+    // As in BuildKit, the second private instance is kept in the store, not thrown away:
+    // three caches hold a `who` (one locked, two private when the steps overlapped).
+    let overlapped = a.0 < b.1 && b.0 < a.1;
+    let whos = walkdir::WalkDir::new(k.root().join("cache-mounts"))
+        .max_depth(2)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_name() == "who")
+        .count();
+    assert_eq!(
+        whos,
+        if overlapped { 3 } else { 2 },
+        "cache instances holding `who`"
+    );
 }
 
 #[test]

@@ -20,7 +20,7 @@ use kiln_snapshotter::Descriptor;
 use crate::graph::{Graph, VertexId};
 use crate::meta::{self, StageMeta, clean_abs, command_args};
 use crate::ops::chmod::Chmod;
-use crate::ops::{CopyOp, ExecMount, ExecOp, FilesOp, GitOp, HttpOp, MkdirOp, Op};
+use crate::ops::{CacheSeed, CopyOp, ExecMount, ExecOp, FilesOp, GitOp, HttpOp, MkdirOp, Op};
 use crate::request::NetworkMode;
 
 mod copy;

@@ -127,35 +127,10 @@ impl Lowerer<'_> {
         };
         Ok(match mount.kind.as_str() {
             "bind" => {
-                let source = mount.get(&["source", "src"]).unwrap_or("/");
-                let from = mount.get(&["from"]);
-                let resolved = match from {
-                    None => FromSource::Context("context".to_owned()),
-                    Some(from) => self.resolve_from(from, stage_index, span)?,
-                };
-                let (input, context, source) = match resolved {
-                    FromSource::Context(name) => {
-                        let cleaned = crate::context::clean_context_path(source)
-                            .map_err(|e| LowerError::at(span, e.to_string()))?;
-                        (
-                            self.context_tree(&name, &cleaned, span),
-                            Some(name),
-                            cleaned,
-                        )
-                    }
-                    FromSource::Stage(index) => {
-                        (self.stage_fs(index, span)?, None, clean_abs(source))
-                    }
-                    FromSource::Image(reference) => (
-                        self.image_vertex(&reference, &self.platform.clone(), span, "")?
-                            .0,
-                        None,
-                        clean_abs(source),
-                    ),
-                };
-                inputs.push(input);
+                let (input, source, context) =
+                    self.mount_source(mount, stage_index, span, inputs)?;
                 ExecMount::Bind {
-                    input: inputs.len() - 1,
+                    input,
                     source,
                     target: target.unwrap_or_else(|| cwd.to_owned()),
                     rw: flag(&["rw", "readwrite"]),
@@ -163,25 +138,59 @@ impl Lowerer<'_> {
                 }
             }
             "cache" => {
-                if mount.get(&["from"]).is_some() || mount.get(&["source", "src"]).is_some() {
-                    return Err(LowerError::at(
-                        span,
-                        "RUN --mount=type=cache with from= or source= is not supported by kiln yet",
-                    )
-                    .hint("seed the cache from a RUN step instead"));
-                }
                 let target =
                     target.ok_or_else(|| LowerError::at(span, "a cache mount needs target="))?;
+                let perms = match ["mode", "uid", "gid"].map(|k| mount.get(&[k])) {
+                    [None, None, None] => None,
+                    _ => Some((
+                        number(&["mode"], 0o755, 8)? & 0o777,
+                        number(&["uid"], 0, 10)?,
+                        number(&["gid"], 0, 10)?,
+                    )),
+                };
+                let source = mount.get(&["source", "src"]);
+                let seed = match (mount.get(&["from"]), source, perms) {
+                    (None, Some(_), _) => {
+                        return Err(LowerError::at(
+                            span,
+                            "a cache mount's source= is a path in its from=, and there is no from=",
+                        )
+                        .hint("add from=STAGE, or drop source="));
+                    }
+                    (None, None, None) => CacheSeed::Empty,
+                    (None, None, Some((mode, uid, gid))) => CacheSeed::Dir { mode, uid, gid },
+                    (Some(_), _, _) => {
+                        // BuildKit: a source= is the cache's root (uid, gid and mode then
+                        // do nothing); without one, `mkdir /cache` on the from= tree is.
+                        let (or_dir, source) = match (source, perms) {
+                            (None, Some(perms)) => (Some(perms), "/cache".to_owned()),
+                            _ => (None, source.unwrap_or("/").to_owned()),
+                        };
+                        let (input, source, context) =
+                            self.mount_source_at(mount, &source, stage_index, span, inputs)?;
+                        CacheSeed::Input {
+                            input,
+                            source,
+                            context,
+                            or_dir,
+                        }
+                    }
+                };
+                let id = mount
+                    .get(&["id"])
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| target.clone());
+                let namespace = self
+                    .options
+                    .build_args
+                    .get("BUILDKIT_CACHE_MOUNT_NS")
+                    .map(String::as_str)
+                    .unwrap_or_default();
                 ExecMount::Cache {
-                    id: mount
-                        .get(&["id"])
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| target.clone()),
+                    id: format!("{namespace}/{id}"),
                     target,
                     sharing: mount.get(&["sharing"]).unwrap_or("shared").to_owned(),
-                    mode: number(&["mode"], 0o755, 8)?,
-                    uid: number(&["uid"], 0, 10)?,
-                    gid: number(&["gid"], 0, 10)?,
+                    seed,
                     readonly: flag(&["ro", "readonly"]),
                 }
             }
@@ -227,11 +236,20 @@ impl Lowerer<'_> {
                     gid: number(&["gid"], 0, 10)?,
                 }
             }
-            "ssh" => ExecMount::Ssh {
-                id: mount.get(&["id"]).unwrap_or("default").to_owned(),
-                target: target.unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{n}")),
-                required: flag(&["required"]),
-            },
+            "ssh" => {
+                if mount.get(&["source", "src"]).is_some() {
+                    return Err(LowerError::at(span, "ssh does not support source")
+                        .hint("drop source=; target= says where the socket appears"));
+                }
+                ExecMount::Ssh {
+                    id: mount.get(&["id"]).unwrap_or("default").to_owned(),
+                    target: target.unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{n}")),
+                    required: flag(&["required"]),
+                    mode: number(&["mode"], 0o600, 8)?,
+                    uid: number(&["uid"], 0, 10)?,
+                    gid: number(&["gid"], 0, 10)?,
+                }
+            }
             other => {
                 return Err(LowerError::at(
                     span,
@@ -239,6 +257,57 @@ impl Lowerer<'_> {
                 ));
             }
         })
+    }
+}
+
+impl Lowerer<'_> {
+    /// The tree a bind mount shows: `from=` (a stage, an image, a named context; the
+    /// build context when absent) at `source=` (default `/`). Pushes the input vertex and
+    /// returns its index, the source path in it, and the context's name when it is one.
+    fn mount_source(
+        &mut self,
+        mount: &kiln_parser::ast::Mount,
+        stage_index: usize,
+        span: Span,
+        inputs: &mut Vec<VertexId>,
+    ) -> Result<(usize, String, Option<String>), LowerError> {
+        let source = mount.get(&["source", "src"]).unwrap_or("/").to_owned();
+        self.mount_source_at(mount, &source, stage_index, span, inputs)
+    }
+
+    /// [`Self::mount_source`] with the source path given.
+    fn mount_source_at(
+        &mut self,
+        mount: &kiln_parser::ast::Mount,
+        source: &str,
+        stage_index: usize,
+        span: Span,
+        inputs: &mut Vec<VertexId>,
+    ) -> Result<(usize, String, Option<String>), LowerError> {
+        let resolved = match mount.get(&["from"]) {
+            None => FromSource::Context("context".to_owned()),
+            Some(from) => self.resolve_from(from, stage_index, span)?,
+        };
+        let (input, context, source) = match resolved {
+            FromSource::Context(name) => {
+                let cleaned = crate::context::clean_context_path(source)
+                    .map_err(|e| LowerError::at(span, e.to_string()))?;
+                (
+                    self.context_tree(&name, &cleaned, span),
+                    Some(name),
+                    cleaned,
+                )
+            }
+            FromSource::Stage(index) => (self.stage_fs(index, span)?, None, clean_abs(source)),
+            FromSource::Image(reference) => (
+                self.image_vertex(&reference, &self.platform.clone(), span, "")?
+                    .0,
+                None,
+                clean_abs(source),
+            ),
+        };
+        inputs.push(input);
+        Ok((inputs.len() - 1, source, context))
     }
 }
 

@@ -116,20 +116,19 @@ pub enum ExecMount {
         /// the context; a directory's contents are the copy's root).
         context: Option<String>,
     },
-    /// A persistent cache directory, kept in the store across builds.
+    /// A persistent cache directory, kept in the store across builds. As in BuildKit,
+    /// one cache is the pair of `id` and `seed`: the same id with another owner or another
+    /// `from=` is another cache.
     Cache {
-        /// The cache's id.
+        /// The cache's id, in BuildKit's form `NAMESPACE/ID` (`BUILDKIT_CACHE_MOUNT_NS`,
+        /// empty by default, then the `id=` or the cleaned target).
         id: String,
         /// Where it appears.
         target: String,
         /// `shared`, `private` or `locked`.
         sharing: String,
-        /// Mode of the directory when first made.
-        mode: u32,
-        /// Owner when first made.
-        uid: u32,
-        /// Group when first made.
-        gid: u32,
+        /// What the cache holds on first use.
+        seed: CacheSeed,
         /// Read-only.
         readonly: bool,
     },
@@ -166,7 +165,8 @@ pub enum ExecMount {
         /// Its mode.
         mode: u32,
     },
-    /// An ssh agent socket forwarded from the host.
+    /// An ssh agent socket: a socket of kiln's own, made for the step, whose connections
+    /// are forwarded to the `--ssh` agent (as BuildKit's sshforward).
     Ssh {
         /// The `--ssh` id.
         id: String,
@@ -174,6 +174,45 @@ pub enum ExecMount {
         target: String,
         /// Fail when no such `--ssh` was given.
         required: bool,
+        /// The socket's permission bits (BuildKit's default 0600).
+        mode: u32,
+        /// Its owner (default 0).
+        uid: u32,
+        /// Its group (default 0).
+        gid: u32,
+    },
+}
+
+/// What a cache mount starts as, the first time its (id, seed) pair is used: BuildKit's
+/// base ref of the cache (`convert_runmount.go`: a scratch `mkdir /cache` when `uid`,
+/// `gid` or `mode` is given, the `from=` input at `source=` when one is).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CacheSeed {
+    /// An empty directory, 0755 root:root.
+    Empty,
+    /// An empty directory with this mode (permission bits) and owner.
+    Dir {
+        /// Permission bits.
+        mode: u32,
+        /// Owner.
+        uid: u32,
+        /// Group.
+        gid: u32,
+    },
+    /// A copy of a directory of another input (`from=STAGE|IMAGE,source=PATH`).
+    Input {
+        /// Which input of the vertex.
+        input: usize,
+        /// The directory in that input, absolute (for a context, the path the input
+        /// copied, as a bind's).
+        source: String,
+        /// The input is a copy of part of this build context.
+        context: Option<String>,
+        /// Made with this mode and owner when the input has no such directory (BuildKit's
+        /// `mkdir /cache` on the `from=` tree when `uid`/`gid`/`mode` is given without
+        /// `source=`); `None`: the directory must exist.
+        or_dir: Option<(u32, u32, u32)>,
     },
 }
 

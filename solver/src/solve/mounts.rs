@@ -1,6 +1,8 @@
 //! A RUN's `--mount`s: what they add to the sandbox, and what is undone after it.
 
 use super::*;
+use crate::ops::CacheSeed;
+use std::os::unix::fs::MetadataExt as _;
 
 /// What a RUN's `--mount`s add to its sandbox, and what to undo afterwards.
 #[derive(Default)]
@@ -15,6 +17,8 @@ pub(super) struct Extras {
     temps: Vec<PathBuf>,
     /// Locks held on cache mounts while the step runs.
     locks: Vec<std::fs::File>,
+    /// The ssh sockets made for the step.
+    forwards: Vec<crate::ssh_forward::SshForward>,
 }
 
 /// A path in the store's temp dir that no other step, build or process uses: a
@@ -70,12 +74,10 @@ impl Extras {
                     id,
                     target,
                     sharing,
-                    mode,
-                    uid,
-                    gid,
+                    seed,
                     readonly,
                 } => {
-                    let dir = self.cache_dir(shared, id, sharing, *mode, (*uid, *gid))?;
+                    let dir = self.cache_dir(shared, id, sharing, seed, inputs)?;
                     self.mounts.push(kiln_sandbox::ExtraMount::Bind {
                         source: dir,
                         target: target.clone(),
@@ -176,13 +178,26 @@ impl Extras {
                     id,
                     target,
                     required,
+                    mode,
+                    uid,
+                    gid,
                 } => {
-                    let Some(socket) = shared.ssh.get(id).cloned().flatten() else {
+                    let Some(agent) = shared.ssh.get(id).cloned().flatten() else {
                         if *required || shared.ssh.contains_key(id) {
                             return Err(StepError::MissingSsh { id: id.clone() });
                         }
                         continue;
                     };
+                    let dir = self.temp(shared, "ssh")?;
+                    // Only root may enter: the socket's own mode is for the step.
+                    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+                        .create(&dir)
+                        .map_err(|e| io_err(&dir, e))?;
+                    let socket = dir.join("step.sock");
+                    let forward =
+                        crate::ssh_forward::SshForward::start(&agent, &socket, *mode, (*uid, *gid))
+                            .map_err(|e| io_err(&socket, e))?;
+                    self.forwards.push(forward);
                     self.mounts.push(kiln_sandbox::ExtraMount::Bind {
                         source: socket,
                         target: target.clone(),
@@ -302,44 +317,76 @@ impl Extras {
         Ok(())
     }
 
-    /// The persistent directory of a cache mount (made on first use), locked as
-    /// `sharing` says: `locked` waits for other users, `private` takes a fresh dir when
-    /// the shared one is busy, `shared` does neither.
+    /// The persistent directory of a cache mount (made on first use from its seed),
+    /// taken as `sharing` says, as BuildKit's cache mounts: `shared` uses the cache's
+    /// directory as it is; `locked` takes a free instance of the cache or waits for the
+    /// first; `private` takes a free instance or makes another one, which is kept (a later
+    /// step may be given either).
     pub(super) fn cache_dir(
         &mut self,
         shared: &Shared,
         id: &str,
         sharing: &str,
-        mode: u32,
-        owner: (u32, u32),
+        seed: &CacheSeed,
+        inputs: &[Done],
     ) -> Result<PathBuf, StepError> {
         let base = shared.store.cache_mounts_dir();
         std::fs::create_dir_all(&base).map_err(|e| io_err(&base, e))?;
-        let name = blake3::hash(id.as_bytes()).to_hex()[..32].to_owned();
-        let dir = base.join(&name);
-        if sharing != "shared" {
-            let lock_path = base.join(format!("{name}.lock"));
-            let lock = std::fs::OpenOptions::new()
+        let name = cache_dir_name(id, seed, inputs);
+        let instance = |n: usize| match n {
+            0 => name.clone(),
+            n => format!("{name}.{n}"),
+        };
+        let open_lock = |n: usize| {
+            let path = base.join(format!("{}.lock", instance(n)));
+            std::fs::OpenOptions::new()
                 .create(true)
                 .truncate(false)
                 .write(true)
-                .open(&lock_path)
-                .map_err(|e| io_err(&lock_path, e))?;
-            if sharing == "private" {
-                if lock.try_lock().is_err() {
-                    let fresh = self.temp(shared, "cache-private")?;
-                    make_dir(&fresh, mode, owner)?;
-                    return Ok(fresh);
+                .open(&path)
+                .map_err(|e| io_err(&path, e))
+        };
+        let n = match sharing {
+            "shared" => 0,
+            _ => {
+                // The first instance nobody holds; else `locked` waits for the first,
+                // `private` makes the next.
+                let mut taken = None;
+                let mut n = 0;
+                while n == 0 || base.join(instance(n)).exists() {
+                    let lock = open_lock(n)?;
+                    if lock.try_lock().is_ok() {
+                        taken = Some((n, lock));
+                        break;
+                    }
+                    n += 1;
                 }
-            } else {
-                lock.lock().map_err(|e| io_err(&lock_path, e))?;
+                let (n, lock) = match (taken, sharing) {
+                    (Some(taken), _) => taken,
+                    (None, "locked") => {
+                        let lock = open_lock(0)?;
+                        lock.lock().map_err(|e| io_err(&base, e))?;
+                        (0, lock)
+                    }
+                    (None, _) => loop {
+                        // Another process may make instance n meanwhile: take the
+                        // first one whose lock is free.
+                        let lock = open_lock(n)?;
+                        if lock.try_lock().is_ok() {
+                            break (n, lock);
+                        }
+                        n += 1;
+                    },
+                };
+                self.locks.push(lock);
+                n
             }
-            self.locks.push(lock);
-        }
+        };
+        let dir = base.join(instance(n));
         if !dir.exists() {
             // Made beside and renamed, so a concurrent first use never sees half of it.
             let fresh = self.temp(shared, "cache-new")?;
-            make_dir(&fresh, mode, owner)?;
+            self.seed_cache(shared, &fresh, seed, inputs)?;
             if std::fs::rename(&fresh, &dir).is_err() && !dir.exists() {
                 return Err(StepError::Internal(format!(
                     "could not create the cache mount {}",
@@ -350,13 +397,106 @@ impl Extras {
         Ok(dir)
     }
 
+    /// Makes `dir`, a cache's first content: empty, or a copy of its `from=` tree.
+    fn seed_cache(
+        &mut self,
+        shared: &Shared,
+        dir: &std::path::Path,
+        seed: &CacheSeed,
+        inputs: &[Done],
+    ) -> Result<(), StepError> {
+        match seed {
+            CacheSeed::Empty => make_dir(dir, 0o755, (0, 0)),
+            CacheSeed::Dir { mode, uid, gid } => make_dir(dir, *mode, (*uid, *gid)),
+            CacheSeed::Input {
+                input,
+                source,
+                context,
+                or_dir,
+            } => {
+                let layers = match inputs.get(*input).and_then(|d| d.snapshot.as_ref()) {
+                    Some(id) => shared.store.snapshots().layers(id)?,
+                    None => Vec::new(),
+                };
+                let rel = match context {
+                    Some(name) => context_mount_source(shared, name, source),
+                    None => source.clone(),
+                };
+                let view = LayeredView::new(layers);
+                let resolved = view.resolve(&crate::meta::clean_abs(&rel), true)?;
+                match view.lstat(&resolved)? {
+                    Some(found) if found.meta.is_dir() => {
+                        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+                        let below = LayeredView::new(Vec::new());
+                        let options = crate::ops::copy::CopyOptions {
+                            dest_is_dir: true,
+                            ..Default::default()
+                        };
+                        crate::ops::copy::copy(
+                            &crate::ops::copy::CopyFrom::Tree(&view),
+                            &[resolved.trim_start_matches('/').to_owned()],
+                            "/",
+                            dir,
+                            &below,
+                            &options,
+                        )?;
+                        // The root is the source directory itself: its owner and mode.
+                        let meta = &found.meta;
+                        std::os::unix::fs::lchown(dir, Some(meta.uid()), Some(meta.gid()))
+                            .map_err(|e| io_err(dir, e))?;
+                        std::fs::set_permissions(
+                            dir,
+                            std::os::unix::fs::PermissionsExt::from_mode(meta.mode() & 0o7777),
+                        )
+                        .map_err(|e| io_err(dir, e))
+                    }
+                    None if resolved == "/" => make_dir(dir, 0o755, (0, 0)),
+                    None => match or_dir {
+                        Some((mode, uid, gid)) => make_dir(dir, *mode, (*uid, *gid)),
+                        None => Err(StepError::SourceNotFound {
+                            path: rel,
+                            ignored_by: None,
+                        }),
+                    },
+                    Some(_) => Err(StepError::Internal(format!(
+                        "the cache mount's source {rel} is not a directory"
+                    ))),
+                }
+            }
+        }
+    }
+
     pub(super) fn clean_up(&mut self) {
+        self.forwards.clear();
         for path in self.temps.drain(..) {
             let _ = std::fs::remove_dir_all(&path);
             let _ = std::fs::remove_file(&path);
         }
         self.locks.clear();
     }
+}
+
+/// The store's name for one cache: BuildKit's key, the id and what the cache started
+/// from (`mounts.go` getRefCacheDir: `id + ":" + ref.ID()`), so another owner, mode or
+/// `from=` tree is another cache.
+fn cache_dir_name(id: &str, seed: &CacheSeed, inputs: &[Done]) -> String {
+    let seed_key = match seed {
+        CacheSeed::Empty => String::new(),
+        CacheSeed::Dir { mode, uid, gid } => format!(":dir {mode:o} {uid} {gid}"),
+        CacheSeed::Input {
+            input,
+            source,
+            or_dir,
+            ..
+        } => {
+            let from = inputs
+                .get(*input)
+                .map(|d| d.key.to_hex())
+                .unwrap_or_default();
+            format!(":from {from} {source} {or_dir:?}")
+        }
+    };
+    blake3::hash(format!("{id}{seed_key}").as_bytes()).to_hex()[..32].to_owned()
 }
 
 pub(super) fn make_dir(
