@@ -96,6 +96,23 @@ impl BuildRequest {
             cache_to: Vec::new(),
         }
     }
+
+    /// `--push`, as `docker build --push`: the image is pushed and also kept in the local
+    /// store under its tags (`-o type=registry` is the push alone).
+    pub fn push_image(&mut self) {
+        match self
+            .outputs
+            .iter_mut()
+            .find(|o| o.kind == OutputKind::Image)
+        {
+            Some(image) => image.push = true,
+            None => {
+                let mut image = Output::new(OutputKind::Image);
+                image.push = true;
+                self.outputs.push(image);
+            }
+        }
+    }
 }
 
 /// Where the build context comes from.

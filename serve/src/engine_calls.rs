@@ -334,7 +334,7 @@ impl SpecRequest {
             request.outputs.push(output);
         }
         if spec.push {
-            request.outputs.push(Output::new(OutputKind::Registry));
+            request.push_image();
         }
         request.no_cache = spec.no_cache;
         request.no_cache_filter = spec.no_cache_filter;

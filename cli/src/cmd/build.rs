@@ -77,7 +77,7 @@ pub(crate) struct BuildArgs {
         help_heading = "Output"
     )]
     pub(crate) output: Vec<String>,
-    /// Push the image to its registry (same as --output type=registry)
+    /// Push the image to its registry and keep it in the local store, as docker build --push (--output type=registry pushes only)
     #[arg(long, help_heading = "Output")]
     pub(crate) push: bool,
     /// Accepted for docker compatibility: kiln's images are always in its local store
@@ -208,9 +208,7 @@ fn request(args: &BuildArgs, context: ContextSource) -> anyhow::Result<BuildRequ
         request.outputs.push(output);
     }
     if args.push {
-        request
-            .outputs
-            .push(Output::new(kiln_engine::OutputKind::Registry));
+        request.push_image();
     }
     request.no_cache = args.no_cache;
     request.no_cache_filter = args.no_cache_filter.clone();

@@ -621,6 +621,20 @@ fn outputs_are_read_by_independent_tools() {
     ]) {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
+    // As `docker build --push`: the image is also in the local store under its tag, so
+    // `kiln push` and a later FROM find it with the registry gone.
+    let images = k.ok(&["images"]);
+    assert!(
+        images.contains(&format!("{}/kiln/outs", server.host())),
+        "{images}"
+    );
+    k.ok(&["push", &target]);
+    drop(server);
+    k.write(
+        "later/Dockerfile",
+        &format!("FROM {target}\nRUN cat /app/f > /again\n"),
+    );
+    k.ok(&["build", "later", "-t", "later", "--progress=plain"]);
 }
 
 /// A smart-HTTP git server for the test: `git http-backend` behind python's CGI server
