@@ -632,7 +632,7 @@ fn outputs_are_read_by_independent_tools() {
     drop(server);
     k.write(
         "later/Dockerfile",
-        &format!("FROM {target}\nRUN cat /app/f > /again\n"),
+        format!("FROM {target}\nRUN cat /app/f > /again\n"),
     );
     k.ok(&["build", "later", "-t", "later", "--progress=plain"]);
 }
