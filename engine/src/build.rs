@@ -216,8 +216,15 @@ impl Engine {
             };
             named_contexts.insert(name.clone(), source);
         }
+        let mut build_args = request.build_args.clone();
+        resolve_source_date_epoch(
+            &mut build_args,
+            _temp.as_ref().and_then(TempContext::commit_time),
+            &parsed,
+            &named_contexts,
+        )?;
         let options = LowerOptions {
-            build_args: request.build_args.clone(),
+            build_args,
             target: request.target.clone(),
             platform: request.platform.clone(),
             labels: request.labels.clone(),
@@ -679,4 +686,47 @@ fn failure(e: &SolveError, dockerfile: &DockerfileText) -> BuildError {
         log_tail,
         rendered,
     })
+}
+
+/// `--build-arg SOURCE_DATE_EPOCH=VALUE` as BuildKit's frontend resolves it (`epoch.go`):
+/// seconds as they are; `context`, the main context's git commit time (nothing for a
+/// context that is not a git checkout). BuildKit also takes a named context or a
+/// `FROM scratch` stage with one remote ADD; kiln says it does not yet, and any other
+/// value is BuildKit's `invalid SOURCE_DATE_EPOCH`.
+fn resolve_source_date_epoch(
+    build_args: &mut BTreeMap<String, String>,
+    context_commit_time: Option<i64>,
+    parsed: &kiln_parser::Dockerfile,
+    named_contexts: &BTreeMap<String, NamedSource>,
+) -> Result<(), BuildError> {
+    let Some(value) = build_args.get("SOURCE_DATE_EPOCH").cloned() else {
+        return Ok(());
+    };
+    if value.is_empty() || value.parse::<i64>().is_ok() {
+        return Ok(());
+    }
+    if value == "context" {
+        let resolved = context_commit_time
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        build_args.insert("SOURCE_DATE_EPOCH".to_owned(), resolved);
+        return Ok(());
+    }
+    let is_stage = parsed.stages.iter().any(|s| {
+        s.name
+            .as_deref()
+            .is_some_and(|n| n.eq_ignore_ascii_case(&value))
+    });
+    if is_stage || named_contexts.contains_key(&value) {
+        return Err(BuildError::invalid(
+            format!(
+                "SOURCE_DATE_EPOCH={value}: kiln does not take the time from a stage or a named context yet"
+            ),
+            "give seconds since the epoch, or context for a git context's commit time",
+        ));
+    }
+    Err(BuildError::invalid(
+        format!("invalid SOURCE_DATE_EPOCH: {value}"),
+        "give seconds since the epoch, or context (a git context's commit time)",
+    ))
 }

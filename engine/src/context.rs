@@ -23,12 +23,19 @@ pub struct TempContext {
     context: PathBuf,
     /// The Dockerfile, when the stream was one rather than a tar.
     dockerfile: Option<String>,
+    /// For a git context: the commit's time (`SOURCE_DATE_EPOCH=context`).
+    commit_time: Option<i64>,
 }
 
 impl TempContext {
     /// The context directory.
     pub fn path(&self) -> &Path {
         &self.context
+    }
+
+    /// For a git context, its commit's time (seconds since the epoch).
+    pub fn commit_time(&self) -> Option<i64> {
+        self.commit_time
     }
 
     /// The Dockerfile text, when the stream was a lone Dockerfile.
@@ -116,6 +123,7 @@ impl TempContext {
             _kept: Some(lock),
             context,
             dockerfile: None,
+            commit_time: None,
         })
     }
 
@@ -141,6 +149,7 @@ impl TempContext {
                 _kept: None,
                 context,
                 dockerfile: None,
+                commit_time: None,
             });
         }
         if !may_be_dockerfile {
@@ -163,20 +172,28 @@ impl TempContext {
             _kept: None,
             context,
             dockerfile: Some(text),
+            commit_time: None,
         })
     }
 
-    /// A git repository (`URL#REF:SUBDIR`) checked out over HTTP(S).
+    /// A git repository (`URL[?QUERY][#REF:SUBDIR]`) checked out over HTTP(S).
     pub(crate) fn git(store: &Store, url: &str) -> Result<TempContext, EngineError> {
         let dir = store.temp_dir()?;
         let checkout = dir.path().join("checkout");
-        let source = kiln_solver::ops::git::parse(url);
-        kiln_solver::ops::git::checkout(&source, &checkout, false).map_err(|e| {
+        let source = kiln_solver::ops::git::parse(url).map_err(|e| {
             EngineError::invalid(
-                format!("the build context {url}: {e}"),
-                "check the URL and the ref; kiln clones over HTTP(S)".to_owned(),
+                format!("the build context {e}"),
+                "write URL[?ref=REF&subdir=DIR] or URL#REF:DIR".to_owned(),
             )
         })?;
+        let keep_git_dir = source.keep_git_dir.unwrap_or(false);
+        let done =
+            kiln_solver::ops::git::checkout(&source, &checkout, keep_git_dir).map_err(|e| {
+                EngineError::invalid(
+                    format!("the build context {url}: {e}"),
+                    "check the URL and the ref; kiln clones over HTTP(S)".to_owned(),
+                )
+            })?;
         let Some(context) = kiln_solver::ops::git::subdir_in(&checkout, &source.subdir) else {
             return Err(EngineError::invalid(
                 format!(
@@ -191,6 +208,7 @@ impl TempContext {
             _kept: None,
             context,
             dockerfile: None,
+            commit_time: Some(done.time),
         })
     }
 }

@@ -637,6 +637,129 @@ fn outputs_are_read_by_independent_tools() {
     k.ok(&["build", "later", "-t", "later", "--progress=plain"]);
 }
 
+/// Git URLs in the query form of dockerfile frontend 1.17+ (`dfgitutil/git_ref.go`), in
+/// ADD and as the build context, and `SOURCE_DATE_EPOCH=context` taking the context's
+/// commit time (`epoch.go`).
+#[test]
+fn git_urls_in_the_query_form() {
+    let Some(k) = world() else { return };
+    let Some(server) = GitServer::start(&k) else {
+        return;
+    };
+    let url = server.url();
+    let v1 = Command::new("git")
+        .current_dir(k.path("git/work"))
+        .args(["rev-parse", "v1"])
+        .output()
+        .unwrap();
+    let v1 = String::from_utf8_lossy(&v1.stdout).trim().to_owned();
+    k.write(
+        "ctx/Dockerfile",
+        format!(
+            "FROM busybox\n\
+             ADD {url}?tag=v1&subdir=sub&checksum={} /tagged/\n\
+             ADD {url}?branch=main&keep-git-dir=true /whole/\n\
+             ADD {url}?ref=subs&submodules=false /subs/\n",
+            &v1[..12]
+        ),
+    );
+    k.ok(&["build", "ctx", "-t", "git-query", "--progress=plain"]);
+    let tree = crate::support::image_tree(&k, "git-query");
+    let read = |p: &str| std::fs::read_to_string(tree.path().join(p)).unwrap();
+    assert_eq!(read("tagged/a.txt"), "one\n");
+    assert_eq!(read("whole/sub/a.txt"), "two\n");
+    assert!(
+        tree.path().join("whole/.git").is_dir(),
+        "?keep-git-dir=true keeps .git"
+    );
+    assert!(tree.path().join("subs/.gitmodules").is_file());
+    // Each class of bad URL fails at its line with BuildKit's words.
+    for (add, words) in [
+        (
+            format!("{url}?tag=v1&checksum=0123abcd"),
+            "expected checksum to match 0123abcd",
+        ),
+        (format!("{url}?depth=1"), "unexpected query \"depth\""),
+        (
+            format!("{url}?tag=v1&branch=main"),
+            "branch conflicts with tag",
+        ),
+        (format!("{url}?ref=v1#main"), "ref conflicts"),
+        (format!("{url}?ref=subs"), "?submodules=false"),
+        (
+            format!("{url}?mtime=commit"),
+            "applies to a git build context",
+        ),
+        (
+            format!("--keep-git-dir {url}?keep-git-dir=false"),
+            "inconsistent keep-git-dir",
+        ),
+    ] {
+        k.write("bad/Dockerfile", format!("FROM busybox\nADD {add} /x/\n"));
+        let err = k.fails(&["build", "bad", "--progress=plain"]);
+        assert!(err.contains(words), "ADD {add}: {err}");
+        assert!(err.contains("Dockerfile:2"), "ADD {add}: {err}");
+    }
+    // The query form as the build context; SOURCE_DATE_EPOCH=context is the commit's time,
+    // ?mtime=commit gives every file that time.
+    k.ok(&[
+        "build",
+        &format!("{url}?tag=v1&mtime=commit"),
+        "-t",
+        "git-ctx-query",
+        "--build-arg",
+        "SOURCE_DATE_EPOCH=context",
+        "--progress=plain",
+    ]);
+    let image = crate::build_topics::inspect(&k, "git-ctx-query");
+    assert_eq!(
+        image["Config"]["created"], "2021-01-01T00:00:00Z",
+        "{image}"
+    );
+    let tree = crate::support::image_tree(&k, "git-ctx-query");
+    assert_eq!(read_in(&tree, "ctx-a.txt"), "one\n");
+    let mtime = std::fs::symlink_metadata(tree.path().join("ctx-a.txt"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(
+        mtime
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+        1609459200
+    );
+    // Not a git context: `context` gives no time; anything else is refused.
+    k.write(
+        "plain/Dockerfile",
+        "FROM busybox\nRUN echo \"[$SOURCE_DATE_EPOCH]\" > /epoch\n",
+    );
+    k.ok(&[
+        "build",
+        "plain",
+        "-t",
+        "plain-epoch",
+        "--build-arg",
+        "SOURCE_DATE_EPOCH=context",
+    ]);
+    let err = k.fails(&[
+        "build",
+        "plain",
+        "--build-arg",
+        "SOURCE_DATE_EPOCH=yesterday",
+    ]);
+    assert!(
+        err.contains("invalid SOURCE_DATE_EPOCH: yesterday"),
+        "{err}"
+    );
+    let err = k.fails(&["build", &format!("{url}?depth=1"), "--progress=plain"]);
+    assert!(err.contains("unexpected query \"depth\""), "{err}");
+}
+
+fn read_in(tree: &tempfile::TempDir, path: &str) -> String {
+    std::fs::read_to_string(tree.path().join(path)).unwrap()
+}
+
 /// A smart-HTTP git server for the test: `git http-backend` behind python's CGI server
 /// on 127.0.0.1, stopped on drop. (The test uses git as a peer; kiln itself never runs
 /// it: it clones with gitoxide.)
@@ -657,6 +780,10 @@ impl GitServer {
                 .current_dir(dir)
                 .args(["-c", "user.email=t@example.com", "-c", "user.name=t"])
                 .args(args)
+                // A fixed commit time, far from now: SOURCE_DATE_EPOCH=context and
+                // ?mtime=commit are told apart from the checkout's time.
+                .env("GIT_COMMITTER_DATE", "@1609459200 +0000")
+                .env("GIT_AUTHOR_DATE", "@1609459200 +0000")
                 .output()
                 .unwrap();
             assert!(
@@ -679,6 +806,16 @@ impl GitServer {
         git(&work, &["tag", "v1"]);
         std::fs::write(work.join("sub/a.txt"), "two\n").unwrap();
         git(&work, &["commit", "-qam", "two"]);
+        // A branch with submodules, which kiln does not fetch.
+        git(&work, &["checkout", "-q", "-b", "subs"]);
+        std::fs::write(
+            work.join(".gitmodules"),
+            "[submodule \"lib\"]\n\tpath = lib\n\turl = https://example.invalid/lib.git\n",
+        )
+        .unwrap();
+        git(&work, &["add", ".gitmodules"]);
+        git(&work, &["commit", "-qm", "subs"]);
+        git(&work, &["checkout", "-q", "main"]);
         let repos = k.path("git/repos");
         std::fs::create_dir_all(&repos).unwrap();
         git(

@@ -92,13 +92,13 @@ impl Lowerer<'_> {
                 )
                 .hint("split them into one ADD each"));
             }
-            let source = crate::ops::git::parse(&copy.sources[0]);
+            let (source, keep_git_dir, checksum) = git_add_source(copy, span)?;
             let label = format!("[internal] git clone {}", copy.sources[0]);
             let vertex = self.add(
                 Op::Git(GitOp {
                     source,
-                    keep_git_dir: copy.keep_git_dir,
-                    checksum: copy.checksum.clone(),
+                    keep_git_dir,
+                    checksum,
                 }),
                 Vec::new(),
                 Step {
@@ -272,4 +272,43 @@ pub(super) fn url_file_name(url: &str) -> String {
         Some(name) if !name.is_empty() && name != "." && name != ".." => name.to_owned(),
         _ => "__unnamed__".to_owned(),
     }
+}
+
+/// The git source of `ADD URL`, with `--keep-git-dir` and `--checksum` merged with the
+/// URL's query as BuildKit's `convert_copy.go` merges them (they must agree).
+fn git_add_source(
+    copy: &Copy,
+    span: Span,
+) -> Result<(crate::ops::git::GitSource, bool, Option<String>), LowerError> {
+    let mut source = crate::ops::git::parse(&copy.sources[0])
+        .map_err(|e| LowerError::at(span, e.to_string()).hint("see https://docs.docker.com/reference/dockerfile/#adding-private-git-repositories for the URL forms"))?;
+    if source.mtime_commit {
+        return Err(LowerError::at(
+            span,
+            format!(
+                "{}: ?mtime= applies to a git build context; BuildKit's ADD ignores it",
+                copy.sources[0]
+            ),
+        )
+        .hint("drop ?mtime= from the ADD"));
+    }
+    let keep = match (copy.keep_git_dir, source.keep_git_dir.take()) {
+        (true, Some(false)) => {
+            return Err(
+                LowerError::at(span, "inconsistent keep-git-dir configuration")
+                    .hint("give --keep-git-dir or ?keep-git-dir=, not both"),
+            );
+        }
+        (flag, query) => flag || query.unwrap_or(false),
+    };
+    let checksum = match (copy.checksum.clone(), source.checksum.take()) {
+        (Some(flag), Some(query)) if flag.trim_start_matches("sha1:") != query => {
+            return Err(
+                LowerError::at(span, format!("checksum mismatch {flag:?} != {query:?}"))
+                    .hint("give --checksum or ?checksum=, not both"),
+            );
+        }
+        (flag, query) => flag.or(query),
+    };
+    Ok((source, keep, checksum))
 }

@@ -95,6 +95,7 @@ pub(super) async fn git_checkout(
     let target = dest.clone();
     let commit = blocking(move || {
         crate::ops::git::checkout(&source, &target, keep)
+            .map(|done| done.commit)
             .map_err(|e| StepError::Download(e.to_string()))
     })
     .await;
@@ -105,7 +106,7 @@ pub(super) async fn git_checkout(
             {
                 let _ = std::fs::remove_dir_all(&dest);
                 return Err(StepError::Download(format!(
-                    "git {}: checksum mismatch: expected commit {expected}, the ref is at {commit}",
+                    "git {}: expected checksum to match {expected}, got {commit}; pin the commit the ref is at, or drop the checksum",
                     op.source.url
                 )));
             }
