@@ -92,11 +92,15 @@ impl<O: Serialize> Graph<O> {
         self.dag.node_count() == 0
     }
 
-    /// The vertices that read `id`'s result.
+    /// The vertices that read `id`'s result, each once.
     pub fn dependents(&self, id: VertexId) -> impl Iterator<Item = VertexId> + '_ {
+        // petgraph yields a neighbour once per edge; a vertex that reads `id` twice (its
+        // state and a `--from` source) has two edges but is one dependent.
+        let mut seen = std::collections::BTreeSet::new();
         self.dag
             .neighbors_directed(NodeIndex::new(id.index()), Direction::Outgoing)
             .map(|n| VertexId(n.index() as u32))
+            .filter(move |v| seen.insert(*v))
     }
 
     /// `targets` and every vertex they depend on, in insertion order (which is a
@@ -157,5 +161,15 @@ mod tests {
         let mut deps: Vec<_> = g.dependents(base).collect();
         deps.sort();
         assert_eq!(deps.len(), 2);
+    }
+
+    #[test]
+    fn a_vertex_reading_one_input_twice_is_one_dependent() {
+        // `FROM base` + `COPY --from=base`: the copy reads the base as its own state and as
+        // its source, so the graph holds two edges between the same vertices.
+        let mut g = Graph::new();
+        let base = g.add("base", vec![], "");
+        let copy = g.add("copy", vec![base, base], "");
+        assert_eq!(g.dependents(base).collect::<Vec<_>>(), vec![copy]);
     }
 }

@@ -264,7 +264,7 @@ fn container_config(image: &Value) -> Value {
         .unwrap_or_else(|| Value::Object(Map::new()))
 }
 
-fn pretty(value: &Value) -> String {
+pub(crate) fn pretty(value: &Value) -> String {
     serde_json::to_string_pretty(value).expect("json")
 }
 
@@ -339,7 +339,7 @@ pub(crate) fn extract(k: &Kiln, image: &Value, root: &Path) {
 }
 
 /// What is at `path`, described like the `files` entries.
-fn describe_path(path: &Path) -> String {
+pub(crate) fn describe_path(path: &Path) -> String {
     match path.symlink_metadata() {
         Err(_) => "nothing".to_owned(),
         Ok(m) => {
@@ -369,7 +369,7 @@ fn describe_path(path: &Path) -> String {
 }
 
 /// Checks one `files` entry, appending any difference to `failures`.
-fn check_file(root: &Path, path: &str, want: &Value, failures: &mut Vec<String>) {
+pub(crate) fn check_file(root: &Path, path: &str, want: &Value, failures: &mut Vec<String>) {
     let full = root.join(path.trim_start_matches('/'));
     let got = describe_path(&full);
     let mut fail = |what: String| failures.push(format!("{path}: {what}; got {got}"));

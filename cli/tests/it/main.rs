@@ -3,6 +3,7 @@
 mod build;
 mod build_features;
 mod build_topics;
+mod buildah_corpus;
 mod cache_transfer;
 mod feedback;
 mod parse;
