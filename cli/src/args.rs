@@ -44,6 +44,8 @@ pub(crate) enum Command {
     Completion(cmd::CompletionArgs),
     /// Print the whole log of the last build
     Logs(cmd::build::LogsArgs),
+    /// Say why each step of the last build ran (what `kiln build --explain` printed)
+    Explain(cmd::build::LogsArgs),
     /// Parse a Dockerfile and print its syntax tree as JSON
     Parse(cmd::parse::ParseArgs),
     /// Create an image from a root filesystem tarball or directory

@@ -228,6 +228,10 @@ fn plain_line(event: &Event, started: Option<u128>) -> String {
                 .unwrap_or(0.0);
             format!("#{n} {since:.3} {line}\n")
         }
+        EventKind::Explain { reasons } => reasons
+            .iter()
+            .map(|r| format!("#{n} because: {r}\n"))
+            .collect(),
         EventKind::Done { seconds } => format!("#{n} DONE {seconds:.1}s\n"),
         EventKind::Error { message } => format!("#{n} ERROR: {message}\n"),
     }
@@ -297,6 +301,17 @@ impl Live {
                 let _ = self
                     .bars
                     .println(format!("{} #{n} {label}", paint.blue(&cached(source))));
+            }
+            EventKind::Explain { reasons } => {
+                let label = self
+                    .running
+                    .get(&n)
+                    .map_or("", |(_, label, _)| label.as_str());
+                for reason in reasons {
+                    let _ = self
+                        .bars
+                        .println(format!("{} {label}: {reason}", paint.blue("WHY")));
+                }
             }
             EventKind::Done { seconds } => {
                 if let Some((bar, label, _)) = self.running.remove(&n) {

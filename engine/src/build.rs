@@ -260,6 +260,12 @@ impl Engine {
             ssh: request.ssh.clone(),
             in_flight: Some(Arc::clone(&self.inner.in_flight)),
             imports,
+            explain_scope: Some(explain_scope(
+                &dockerfile,
+                &context,
+                request.target.as_deref(),
+            )),
+            explain: request.explain,
         };
         let index_path = store.cache_index_path();
         let solved = solve::solve(
@@ -729,4 +735,16 @@ fn resolve_source_date_epoch(
         format!("invalid SOURCE_DATE_EPOCH: {value}"),
         "give seconds since the epoch, or context (a git context's commit time)",
     ))
+}
+
+/// What `--explain` compares a build with: the last build of the same Dockerfile (by its
+/// path, else the context's and its name) for the same target.
+fn explain_scope(dockerfile: &DockerfileText, context: &Path, target: Option<&str>) -> String {
+    let file = match &dockerfile.path {
+        Some(path) => std::fs::canonicalize(path).unwrap_or_else(|_| path.clone()),
+        None => std::fs::canonicalize(context)
+            .unwrap_or_else(|_| context.to_owned())
+            .join(&dockerfile.name),
+    };
+    format!("{}#{}", file.display(), target.unwrap_or_default())
 }

@@ -105,6 +105,23 @@ impl Engine {
         &self.inner.store
     }
 
+    /// Why each step of the store's last build ran (`kiln explain`): `STEP: REASON` lines,
+    /// empty when every step was cached; `None` before any build.
+    pub fn last_explained(&self) -> Result<Option<Vec<String>>, EngineError> {
+        let path = self.inner.store.cache_index_path();
+        if !path.exists() {
+            return Ok(None);
+        }
+        let fail = |e: kiln_solver::cache_index::IndexError| {
+            EngineError::io(&path, std::io::Error::other(e.to_string()))
+        };
+        let index = kiln_solver::cache_index::CacheIndex::open(&path).map_err(fail)?;
+        let note = index
+            .note(kiln_solver::solve::LAST_EXPLAINED)
+            .map_err(fail)?;
+        Ok(note.and_then(|text| serde_json::from_str(&text).ok()))
+    }
+
     /// A build context from a stream (docker's `POST /build` body, `kiln build -`); see
     /// [`TempContext::from_stream`].
     pub fn context_from_stream(

@@ -56,6 +56,8 @@ pub struct BuildRequest {
     pub named_contexts: BTreeMap<String, NamedContext>,
     /// `--jobs`: how many RUN steps may run at once (default: twice the cores).
     pub jobs: Option<usize>,
+    /// `--explain`: say, for every step that runs, why (an `Explain` progress event).
+    pub explain: bool,
     /// Registry credentials and insecure registries for this build's pulls and pushes.
     pub registry: RegistryAccess,
     /// The `.dockerignore` text to apply instead of looking for one beside the
@@ -90,6 +92,7 @@ impl BuildRequest {
             ssh: Vec::new(),
             named_contexts: BTreeMap::new(),
             jobs: None,
+            explain: false,
             registry: RegistryAccess::default(),
             dockerignore: None,
             cache_from: Vec::new(),

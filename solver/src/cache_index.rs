@@ -229,6 +229,31 @@ impl CacheIndex {
         Ok(())
     }
 
+    /// A note kept under `name` beside the last parts (`--explain`'s record of the last
+    /// build of a target): any text, replaced by the next [`CacheIndex::set_note`].
+    pub fn note(&self, name: &str) -> Result<Option<String>, IndexError> {
+        self.conn()
+            .query_row(
+                "SELECT parts FROM last_parts WHERE name = ?1",
+                params![format!("note:{name}")],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| self.db_err(e))
+    }
+
+    /// Keeps `text` under `name` (see [`CacheIndex::note`]).
+    pub fn set_note(&self, name: &str, text: &str) -> Result<(), IndexError> {
+        self.conn()
+            .execute(
+                "INSERT INTO last_parts (name, parts) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET parts = ?2",
+                params![format!("note:{name}"), text],
+            )
+            .map_err(|e| self.db_err(e))?;
+        Ok(())
+    }
+
     /// The remembered content digest of a file whose stamp is unchanged.
     pub fn memo_get(&self, stamp: &FileStamp) -> Result<Option<[u8; 32]>, IndexError> {
         let digest: Option<Vec<u8>> = self

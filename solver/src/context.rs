@@ -83,6 +83,9 @@ pub struct Entry {
     pub stamp: FileStamp,
 }
 
+/// Context files by path, each with a prefix of its content's digest (hex).
+pub type FileDigests = BTreeMap<String, String>;
+
 /// The context's files at one moment, excluded ones left out. Paths are relative,
 /// `/`-separated, without a leading `./`; the root itself is `""`.
 #[derive(Debug)]
@@ -205,6 +208,17 @@ impl ContextTree {
     /// or directory of the tree) would read. Names inside a directory are hashed relative
     /// to that directory, so the digest does not change when the tree moves.
     pub fn digest(&self, sources: &[&str], memo: &ContentMemo) -> Result<[u8; 32], ContextError> {
+        Ok(self.digest_files(sources, memo, 0)?.0)
+    }
+
+    /// [`ContextTree::digest`], and each file's path with a prefix of its content's digest
+    /// when there are at most `keep` of them (for `--explain`).
+    pub fn digest_files(
+        &self,
+        sources: &[&str],
+        memo: &ContentMemo,
+        keep: usize,
+    ) -> Result<([u8; 32], Option<FileDigests>), ContextError> {
         let mut files = Vec::new();
         for source in sources {
             if self.get(source).is_none() {
@@ -224,14 +238,20 @@ impl ContextTree {
             })
             .collect::<Result<_, _>>()?;
         let mut hasher = blake3::Hasher::new();
+        let count = contents.iter().filter(|c| c.is_some()).count();
+        let mut kept = (count <= keep).then(BTreeMap::new);
         for ((source, rel, entry), content) in files.iter().zip(contents) {
             let name = rel.strip_prefix(source).unwrap_or(rel);
             hash_header(&mut hasher, source, name, entry);
             if let Some(content) = content {
                 hasher.update(&content);
+                if let Some(kept) = &mut kept {
+                    let hex = blake3::Hash::from_bytes(content).to_hex();
+                    kept.insert((*rel).to_owned(), hex[..12].to_owned());
+                }
             }
         }
-        Ok(*hasher.finalize().as_bytes())
+        Ok((*hasher.finalize().as_bytes(), kept))
     }
 }
 

@@ -23,6 +23,7 @@ pub mod cache_key;
 pub mod cache_transfer;
 pub mod cancel;
 pub mod context;
+pub mod explain;
 pub mod frontend;
 pub mod graph;
 pub mod in_flight;

@@ -45,6 +45,11 @@ pub enum EventKind {
         #[serde(skip_serializing_if = "Option::is_none")]
         source: Option<String>,
     },
+    /// Why the vertex runs (`--explain`): one reason a line, in the user's terms.
+    Explain {
+        /// The reasons.
+        reasons: Vec<String>,
+    },
     /// The vertex finished.
     Done {
         /// How long it ran, in seconds.

@@ -147,6 +147,10 @@ pub(crate) struct BuildArgs {
     /// Run the build checks (lint rules) and stop, without building
     #[arg(long, help_heading = "Feedback")]
     pub(crate) check: bool,
+    /// Say, for every step that runs, why it was not taken from the cache (compared with
+    /// the last build of the same Dockerfile and target; `kiln explain` repeats it later)
+    #[arg(long, help_heading = "Feedback")]
+    pub(crate) explain: bool,
 }
 
 /// A failure already shown to the user; the process exits 1.
@@ -242,6 +246,7 @@ fn request(args: &BuildArgs, context: ContextSource) -> anyhow::Result<BuildRequ
         request.named_contexts.insert(name, context);
     }
     request.jobs = args.jobs;
+    request.explain = args.explain;
     Ok(request)
 }
 
@@ -459,6 +464,25 @@ pub(crate) fn finish(
 pub(crate) struct LogsArgs {}
 
 /// `kiln logs`: the last build's whole log, every step's output unclipped.
+/// `kiln explain`: the reasons the last build's steps ran.
+pub(crate) fn explain(global: &GlobalArgs, _args: LogsArgs) -> anyhow::Result<ExitCode> {
+    let engine = crate::cmd::store::open_engine(global)?;
+    let lines = engine.last_explained()?.with_context(|| {
+        format!(
+            "no build has run with the store {}",
+            engine.store().root().display()
+        )
+    })?;
+    let mut out = std::io::stdout().lock();
+    if lines.is_empty() {
+        writeln!(out, "every step of the last build came from the cache")?;
+    }
+    for line in lines {
+        writeln!(out, "{line}")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(crate) fn logs(global: &GlobalArgs, _args: LogsArgs) -> anyhow::Result<ExitCode> {
     let store = crate::cmd::store::open_store(global)?;
     let path = progress::last_log(&store.logs_dir())

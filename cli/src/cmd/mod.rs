@@ -31,6 +31,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Build(args) => build::build(global, cli.host.as_deref(), *args),
         Command::Logs(args) => build::logs(global, args),
+        Command::Explain(args) => build::explain(global, args),
         Command::Check(args) => check::check(global, args),
         Command::Version => {
             use std::io::Write;

@@ -316,6 +316,11 @@ fn write_context(tree: &ContextTree, out: &mut dyn Write) -> std::io::Result<()>
 }
 
 fn spec(args: &BuildArgs) -> anyhow::Result<(BuildSpec, OutputTarget, Option<PathBuf>)> {
+    if args.explain {
+        bail!(
+            "--explain through --host is not supported yet (kiln's API does not carry it); build without --host, or run kiln explain on the server"
+        );
+    }
     if !args.ssh.is_empty() {
         bail!(
             "--ssh through --host is not supported yet: the agent would have to be forwarded to the server; build without --host"

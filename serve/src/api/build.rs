@@ -91,6 +91,10 @@ pub(super) async fn build(
                             format!("#{} {label}\n#{} CACHED\n", event.vertex, event.vertex)
                         }
                         EventKind::Log { line, .. } => format!("{line}\n"),
+                        EventKind::Explain { reasons } => reasons
+                            .iter()
+                            .map(|r| format!("#{} because: {r}\n", event.vertex))
+                            .collect(),
                         EventKind::Done { seconds } => {
                             format!("#{} DONE {seconds:.1}s\n", event.vertex)
                         }

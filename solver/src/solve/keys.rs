@@ -53,7 +53,7 @@ pub(super) fn context_sources(
         read.push(follow_in_context(tree, source));
     }
     let refs: Vec<&str> = read.iter().map(String::as_str).collect();
-    let digest = tree.digest(&refs, memo)?;
+    let (digest, files) = tree.digest_files(&refs, memo, crate::explain::MAX_FILES)?;
     let mut hasher = blake3::Hasher::new();
     hasher.update(&digest);
     for source in &sources {
@@ -63,6 +63,7 @@ pub(super) fn context_sources(
     Ok(ContextSources {
         sources,
         digest: *hasher.finalize().as_bytes(),
+        files,
     })
 }
 

@@ -206,6 +206,11 @@ pub struct SolveOptions {
     pub in_flight: Option<Arc<InFlight>>,
     /// `--cache-from`s, asked in order for the keys the store does not have.
     pub imports: Vec<Arc<ImportedCache>>,
+    /// What the build is (its Dockerfile and target), so the next build of it can say
+    /// why each step ran; `None`: nothing is kept.
+    pub explain_scope: Option<String>,
+    /// `--explain`: send an `Explain` event for every step that runs.
+    pub explain: bool,
 }
 
 /// One vertex's result.
@@ -226,6 +231,9 @@ pub struct Done {
 struct Recorded {
     snapshot: Option<String>,
     created: i64,
+    /// What the key was made of, to explain the next build (absent in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    facts: Option<crate::explain::StepFacts>,
 }
 
 /// An `ADD URL`'s identity (its checksum, its validators or its content's digest) and,
@@ -241,6 +249,8 @@ struct Remote {
 struct ContextSources {
     sources: Vec<String>,
     digest: [u8; 32],
+    /// Each file read, with a prefix of its digest (for `--explain`; none when too many).
+    files: Option<crate::context::FileDigests>,
 }
 
 struct Shared {
@@ -269,6 +279,99 @@ struct Shared {
     warnings: std::sync::Mutex<Vec<String>>,
     /// Steps taken from each of `imports`.
     hits: std::sync::Mutex<Vec<usize>>,
+    /// `--explain`'s view of the build.
+    explaining: Explaining,
+}
+
+/// What `--explain` needs while the build runs: each step's stable name, the keys the
+/// previous build of the same scope gave them, and what this build finds.
+struct Explaining {
+    scope: Option<String>,
+    send: bool,
+    names: HashMap<VertexId, String>,
+    previous: HashMap<String, String>,
+    keys: std::sync::Mutex<Vec<(String, String)>>,
+    lines: std::sync::Mutex<Vec<String>>,
+}
+
+/// The note of a scope's last build: step name -> key.
+fn build_note(scope: &str) -> String {
+    format!("build:{scope}")
+}
+
+/// The note that `kiln explain` prints: the last build's explanations.
+pub const LAST_EXPLAINED: &str = "explain:last";
+
+impl Explaining {
+    fn new(
+        index: &CacheIndex,
+        plan: &Plan,
+        options: &SolveOptions,
+    ) -> Result<Explaining, StepError> {
+        // A step is its stage and its place there, in Dockerfile order.
+        type Place = (usize, usize);
+        let mut by_stage: HashMap<&str, Vec<(VertexId, Place)>> = HashMap::new();
+        for (id, step) in &plan.steps {
+            let at = step.span.map_or((usize::MAX, 0), |s| (s.line, s.col));
+            by_stage
+                .entry(step.stage.as_str())
+                .or_default()
+                .push((*id, at));
+        }
+        let mut names = HashMap::new();
+        for (stage, mut steps) in by_stage {
+            steps.sort_by_key(|(_, at)| *at);
+            for (ordinal, (id, _)) in steps.into_iter().enumerate() {
+                names.insert(id, crate::explain::step_name(stage, ordinal));
+            }
+        }
+        let previous = match &options.explain_scope {
+            Some(scope) => index
+                .note(&build_note(scope))?
+                .and_then(|text| serde_json::from_str(&text).ok())
+                .unwrap_or_default(),
+            None => HashMap::new(),
+        };
+        Ok(Explaining {
+            scope: options.explain_scope.clone(),
+            send: options.explain,
+            names,
+            previous,
+            keys: std::sync::Mutex::new(Vec::new()),
+            lines: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Notes the key a step got (cached or not).
+    fn saw(&self, id: VertexId, key: &CacheKey) {
+        if let Some(name) = self.names.get(&id) {
+            lock(&self.keys).push((name.clone(), key.to_hex()));
+        }
+    }
+
+    /// Keeps this build's keys for the next build of the scope, and its explanations for
+    /// `kiln explain`.
+    fn save(&self, index: &CacheIndex) -> Result<(), IndexError> {
+        let Some(scope) = &self.scope else {
+            return Ok(());
+        };
+        let keys: HashMap<String, String> = lock(&self.keys).iter().cloned().collect();
+        index.set_note(
+            &build_note(scope),
+            &serde_json::to_string(&keys).unwrap_or_default(),
+        )?;
+        let lines = lock(&self.lines).clone();
+        index.set_note(
+            LAST_EXPLAINED,
+            &serde_json::to_string(&lines).unwrap_or_default(),
+        )
+    }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The results of a solved plan, ready to export.
@@ -351,6 +454,7 @@ pub async fn solve(
     } else {
         options.jobs
     };
+    let explaining = Explaining::new(&index, &plan, options).map_err(SolveError::bare)?;
     let shared = Arc::new(Shared {
         store,
         index,
@@ -378,6 +482,7 @@ pub async fn solve(
         imports: options.imports.clone(),
         warnings: std::sync::Mutex::new(Vec::new()),
         hits: std::sync::Mutex::new(vec![0; options.imports.len()]),
+        explaining,
     });
     let graph = Arc::new(plan.graph.clone());
     let runner = Arc::clone(&shared);
@@ -387,6 +492,12 @@ pub async fn solve(
     })
     .await;
     drop(leftovers);
+    if outcome.is_ok() {
+        shared
+            .explaining
+            .save(&shared.index)
+            .map_err(|e| SolveError::bare(e.into()))?;
+    }
     let warnings = std::mem::take(
         &mut *shared
             .warnings
@@ -476,6 +587,7 @@ async fn run_vertex(
     let vertex = plan.graph.vertex(id);
     let op = vertex.op.clone();
     let (key, parts) = key_for(&shared, id, &op, &inputs);
+    shared.explaining.saw(id, &key);
     let step = plan.steps.get(&id);
     let label = step.map_or_else(|| vertex.label.clone(), |s| s.label.clone());
     let use_cache = !shared.no_cache
@@ -563,7 +675,27 @@ async fn run_vertex(
     if shared.cancel.is_cancelled() {
         return Err(StepError::Cancelled);
     }
-    shared.progress.send(id, EventKind::Started { label });
+    let facts = step.map(|_| step_facts(&shared, id, &op, &label, &inputs));
+    shared.progress.send(
+        id,
+        EventKind::Started {
+            label: label.clone(),
+        },
+    );
+    if let Some(facts) = &facts {
+        let forced = if shared.no_cache {
+            crate::explain::Forced::NoCache
+        } else if !use_cache {
+            crate::explain::Forced::NoCacheFilter
+        } else {
+            crate::explain::Forced::No
+        };
+        let reasons = explain_step(&shared, id, &key, facts, forced);
+        lock(&shared.explaining.lines).extend(reasons.iter().map(|r| format!("{label}: {r}")));
+        if shared.explaining.send {
+            shared.progress.send(id, EventKind::Explain { reasons });
+        }
+    }
     let started = Instant::now();
     let result = match &op {
         Op::Image { .. } => {
@@ -623,12 +755,9 @@ async fn run_vertex(
     let recorded = Recorded {
         snapshot: snapshot.as_ref().map(|s| s.as_str().to_owned()),
         created,
+        facts,
     };
     let value = serde_json::to_vec(&recorded).map_err(|e| StepError::Internal(e.to_string()))?;
-    // The step's parts, by its label, so that a later build can say what changed.
-    if let Some(step) = step {
-        shared.index.set_last_parts(&step.label, &parts)?;
-    }
     shared.index.put(&key, &CacheRecord { value, parts })?;
     shared.progress.send(
         id,
@@ -650,4 +779,64 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| StepError::Internal(e.to_string()))?
+}
+
+/// What a step's key is made of, as `--explain` compares it.
+fn step_facts(
+    shared: &Shared,
+    id: VertexId,
+    op: &Op,
+    label: &str,
+    inputs: &[Done],
+) -> crate::explain::StepFacts {
+    let vertex = shared.plan.graph.vertex(id);
+    let input_label = |input: &VertexId| {
+        shared
+            .plan
+            .steps
+            .get(input)
+            .map(|s| s.label.clone())
+            .unwrap_or_default()
+    };
+    let sources = shared.context_sources.get(&id);
+    crate::explain::StepFacts {
+        label: label.to_owned(),
+        op: serde_json::to_value(op).unwrap_or_default(),
+        inputs: vertex
+            .inputs
+            .iter()
+            .zip(inputs)
+            .map(|(input, done)| (input_label(input), done.key.to_hex()))
+            .collect(),
+        files: sources.and_then(|s| s.files.clone()),
+        content: sources.map(|s| blake3::Hash::from_bytes(s.digest).to_hex().to_string()),
+        remote: shared.remote.get(&id).map(|r| r.identity.clone()),
+        commit: shared.git.get(&id).map(|(commit, _)| commit.clone()),
+    }
+}
+
+/// Why the step `id` runs: compared with the same step of the previous build of the scope.
+fn explain_step(
+    shared: &Shared,
+    id: VertexId,
+    key: &CacheKey,
+    facts: &crate::explain::StepFacts,
+    forced: crate::explain::Forced,
+) -> Vec<String> {
+    let previous = shared
+        .explaining
+        .names
+        .get(&id)
+        .and_then(|name| shared.explaining.previous.get(name));
+    let old_facts = previous
+        .and_then(|hex| CacheKey::from_hex(hex))
+        .and_then(|old| shared.index.get(&old).ok().flatten())
+        .and_then(|record| serde_json::from_slice::<Recorded>(&record.value).ok())
+        .and_then(|recorded| recorded.facts);
+    crate::explain::explain(
+        previous.map(|hex| (hex.as_str(), old_facts.as_ref())),
+        &key.to_hex(),
+        facts,
+        forced,
+    )
 }
