@@ -692,6 +692,7 @@ topics!(
     add_archives,
     named_contexts,
     platform_cross,
+    workdir_slash,
 );
 
 /// Every topic directory has a test above.
@@ -713,6 +714,7 @@ fn every_topic_directory_has_a_test() {
         "add_archives",
         "named_contexts",
         "platform_cross",
+        "workdir_slash",
     ];
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/build");
     for entry in std::fs::read_dir(&root).expect("read testdata/build") {
