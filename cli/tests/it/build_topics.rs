@@ -693,6 +693,7 @@ topics!(
     named_contexts,
     platform_cross,
     workdir_slash,
+    copy_chown_lookup,
 );
 
 /// Every topic directory has a test above.
@@ -715,6 +716,7 @@ fn every_topic_directory_has_a_test() {
         "named_contexts",
         "platform_cross",
         "workdir_slash",
+        "copy_chown_lookup",
     ];
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/build");
     for entry in std::fs::read_dir(&root).expect("read testdata/build") {
