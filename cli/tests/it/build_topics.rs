@@ -694,6 +694,7 @@ topics!(
     platform_cross,
     workdir_slash,
     copy_chown_lookup,
+    copy_globs,
 );
 
 /// Every topic directory has a test above.
@@ -717,6 +718,7 @@ fn every_topic_directory_has_a_test() {
         "platform_cross",
         "workdir_slash",
         "copy_chown_lookup",
+        "copy_globs",
     ];
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/build");
     for entry in std::fs::read_dir(&root).expect("read testdata/build") {
@@ -730,5 +732,73 @@ fn every_topic_directory_has_a_test() {
             entry.path().join("expected.json").is_file(),
             "testdata/build/{name} has no expected.json"
         );
+    }
+}
+
+/// COPY sources that BuildKit refuses, and its words for each (kiln adds the Dockerfile
+/// line and a hint): a literal source missing from the context or from a stage fails
+/// computing the cache key (`cache/contenthash/checksum.go`: `"/path": not found`); a
+/// wildcard whose literal directory part is missing fails in fsutil's walk with its
+/// `lstat` error; a malformed pattern is Go's `syntax error in pattern`; a backslash makes
+/// the next wildcard character literal, so `\[x\].txt` is a plain name, backslashes kept.
+#[test]
+fn copy_source_errors() {
+    if !is_root("build_topics::copy_source_errors") {
+        return;
+    }
+    let k = Kiln::new();
+    let Some(rootfs) = busybox_rootfs(&k.path("rootfs")) else {
+        return;
+    };
+    k.ok(&["import", rootfs.to_str().expect("utf8"), "busybox:latest"]);
+    k.write("ctx/[x].txt", "x");
+    k.write("ctx/d/a.txt", "a");
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "FROM busybox:latest\nCOPY nosuch /x\n",
+            &[
+                "failed to compute cache key",
+                "\"/nosuch\": not found",
+                ":2:1",
+                "hint:",
+            ],
+        ),
+        (
+            "FROM busybox:latest AS s\nFROM busybox:latest\nCOPY --from=s /nosuch /x\n",
+            &[
+                "\"/nosuch\": not found",
+                ":3:1",
+                "hint: COPY --from reads that stage's",
+            ],
+        ),
+        (
+            "FROM busybox:latest\nCOPY nodir/*.txt /x/\n",
+            &["lstat /nodir: no such file or directory", ":2:1", "hint:"],
+        ),
+        (
+            "FROM busybox:latest AS s\nFROM busybox:latest\nCOPY --from=s /nodir/* /x/\n",
+            &["lstat /nodir: no such file or directory", ":3:1"],
+        ),
+        (
+            "FROM busybox:latest\nCOPY d/[a /x/\n",
+            &["syntax error in pattern", ":2:1", "hint:"],
+        ),
+        (
+            "FROM busybox:latest\nCOPY '\\[x\\].txt' /x/\n",
+            &["\"/\\\\[x\\\\].txt\": not found", ":2:1"],
+        ),
+    ];
+    for (i, (dockerfile, wants)) in cases.iter().enumerate() {
+        let path = format!("ctx/Dockerfile.{i}");
+        k.write(&path, dockerfile);
+        let out = run(k
+            .cmd()
+            .args(["build", "--progress=plain", "-f", &path, "ctx"]));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{dockerfile}\n{err}");
+        for want in *wants {
+            assert!(err.contains(want), "{dockerfile}\nwant {want:?} in\n{err}");
+        }
+        assert!(!err.contains("panicked"), "{err}");
     }
 }

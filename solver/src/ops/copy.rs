@@ -2,8 +2,9 @@
 //!
 //! The rules are BuildKit's (and `docker cp`'s): a directory source copies its contents,
 //! not itself; a file goes into the destination when that is a directory (or ends with
-//! `/`, or several sources are copied), else it becomes the destination; missing parents
-//! are created. Files from the context become root's (`0:0`) unless `--chown` says
+//! `/`), else it becomes the destination; missing parents are created. Several sources
+//! are copied one after the other to the same destination, as BuildKit's one copy action
+//! per source does: without a trailing `/` a later file replaces an earlier one. Files from the context become root's (`0:0`) unless `--chown` says
 //! otherwise; files from another stage or image keep their owner. Modes and mtimes are
 //! kept unless `--chmod` says otherwise; symlinks are copied as links, except a source
 //! that is itself a symlink, which is followed, as BuildKit does.
@@ -69,8 +70,8 @@ pub struct CopyOptions {
     pub chown: Option<(u32, u32)>,
     /// `--chmod`, for every copied file and directory.
     pub chmod: Option<Chmod>,
-    /// The destination is a directory to copy into (it ends with `/`, or there are
-    /// several sources).
+    /// The destination is a directory to copy into (it ends with `/`; several sources
+    /// do not make it one).
     pub dest_is_dir: bool,
     /// `--exclude` patterns, matched against paths relative to each copied directory.
     pub excludes: Option<Matcher>,
@@ -196,7 +197,10 @@ pub fn copy(
     let mut layers = vec![diff_dir.to_owned()];
     layers.extend(below.layers().iter().cloned());
     let view = LayeredView::new(layers);
-    let into_dir = options.dest_is_dir || sources.len() > 1 || dest.ends_with('/');
+    // Only a trailing `/` (or an existing directory, below) makes the destination a
+    // directory: BuildKit copies several sources one after the other to the same path,
+    // so without one the last file replaces the one before (moby/buildkit#1853).
+    let into_dir = options.dest_is_dir || dest.ends_with('/');
     let created_owner = options.chown.unwrap_or((0, 0));
     for source in sources {
         let (rel, entry) = from.top(source)?;

@@ -212,49 +212,62 @@ pub(super) fn run_copy(
     })
 }
 
-/// Matches sources (globs included) in another stage's or an image's tree.
+/// Matches sources (globs included) in another stage's or an image's tree, as
+/// [`super::keys::context_sources`] does in a context: the literal part resolved through
+/// the tree's symlinks, the rest matched level by level with Go's `path.Match`.
 pub(super) fn tree_sources(
     view: &LayeredView,
     patterns: &[String],
 ) -> Result<Vec<String>, StepError> {
+    use crate::ops::wildcard;
     let mut out = Vec::new();
     for pattern in patterns {
-        if !kiln_parser::dockerignore::has_wildcard(pattern) {
+        if !wildcard::has_wildcard(pattern) {
             // Through the tree's own symlinks (`/lib -> usr/lib`), as a chroot resolves.
             let resolved = view.resolve(&format!("/{pattern}"), true)?;
             if view.lstat(&resolved)?.is_none() && !pattern.is_empty() {
-                return Err(StepError::SourceNotFound {
+                return Err(StepError::TreeSourceNotFound {
                     path: format!("/{pattern}"),
-                    ignored_by: None,
                 });
             }
             out.push(pattern.clone());
             continue;
         }
+        let (prefix, rest) = wildcard::split_wildcards(pattern);
+        let base = view.resolve(&format!("/{prefix}"), true)?;
+        match view.lstat(&base)? {
+            None if !prefix.is_empty() => {
+                return Err(StepError::WildcardBaseMissing {
+                    path: format!("/{prefix}"),
+                });
+            }
+            Some(found) if !found.meta.is_dir() => continue,
+            _ => {}
+        }
+        let base = base.trim_start_matches('/').to_owned();
         // Walk only as deep as the pattern has parts: `*` never crosses a `/`.
-        let depth = pattern.split('/').count();
+        let depth = rest.split('/').count();
         let mut frontier = vec![String::new()];
         for level in 0..depth {
             let mut next = Vec::new();
+            let part_pattern: Vec<&str> = rest.split('/').take(level + 1).collect();
+            let part_pattern = part_pattern.join("/");
             for dir in frontier {
-                let real = view.resolve(&format!("/{dir}"), true)?;
-                let is_dir = dir.is_empty() || view.lstat(&real)?.is_some_and(|f| f.meta.is_dir());
+                let full = join_rel(&base, &dir);
+                let real = view.resolve(&format!("/{full}"), true)?;
+                let is_dir = full.is_empty() || view.lstat(&real)?.is_some_and(|f| f.meta.is_dir());
                 if !is_dir {
                     continue;
                 }
                 let mut names = view.read_dir(&real)?;
                 names.sort();
                 for name in names {
-                    let path = if dir.is_empty() {
-                        name
-                    } else {
-                        format!("{dir}/{name}")
-                    };
-                    let prefix: Vec<&str> = pattern.split('/').take(level + 1).collect();
-                    let matched = kiln_parser::dockerignore::glob_match(&prefix.join("/"), &path)
-                        .map_err(|reason| StepError::Pattern {
-                        pattern: pattern.clone(),
-                        reason,
+                    let path = join_rel(&dir, &name);
+                    let matched = wildcard::matches(&part_pattern, &path).map_err(|reason| {
+                        StepError::Pattern {
+                            pattern: pattern.clone(),
+                            reason,
+                        }
                     })?;
                     if matched {
                         next.push(path);
@@ -263,9 +276,17 @@ pub(super) fn tree_sources(
             }
             frontier = next;
         }
-        out.extend(frontier);
+        out.extend(frontier.into_iter().map(|rel| join_rel(&base, &rel)));
     }
     Ok(out)
+}
+
+fn join_rel(base: &str, rel: &str) -> String {
+    match (base.is_empty(), rel.is_empty()) {
+        (true, _) => rel.to_owned(),
+        (false, true) => base.to_owned(),
+        (false, false) => format!("{base}/{rel}"),
+    }
 }
 
 pub(super) fn run_mkdir(
