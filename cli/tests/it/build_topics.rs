@@ -11,7 +11,9 @@
 //!   image's own one (each must also carry BuildKit's comment `buildkit.dockerfile.v0`,
 //!   and the entries with a layer must match the manifest's layers in number);
 //! * `files`: path -> content, or `{"type": "file"|"dir"|"symlink", "content", "target",
-//!   "mode": "0755", "uid", "gid"}` (each key optional but `type`);
+//!   "mode": "0755", "uid", "gid", "mtime", "hardlink_of"}` (each key optional but
+//!   `type`; `mtime` in seconds since the epoch, `hardlink_of` a path whose inode this
+//!   one shares);
 //! * `absent`: paths that must not exist;
 //! * `platform` (optional): passed as `--platform`; `image` (optional): top-level keys of
 //!   the image config (`architecture`, `os`, ...) compared exactly;
@@ -287,6 +289,8 @@ fn apply_layer(blob: &Path, root: &Path) {
     archive.set_preserve_ownerships(true);
     archive.set_overwrite(true);
     let mut written: HashSet<PathBuf> = HashSet::new();
+    // Directory mtimes are set once everything is in them, as tar's own unpack does.
+    let mut dir_times: Vec<(PathBuf, u64)> = Vec::new();
     for entry in archive.entries().expect("read the layer") {
         let mut entry = entry.expect("a layer entry");
         let raw = entry.path().expect("an entry path").into_owned();
@@ -318,10 +322,21 @@ fn apply_layer(blob: &Path, root: &Path) {
         {
             remove_any(&dest);
         }
+        if entry.header().entry_type().is_dir()
+            && let Ok(mtime) = entry.header().mtime()
+        {
+            dir_times.push((dest.clone(), mtime));
+        }
         entry
             .unpack_in(root)
             .unwrap_or_else(|e| panic!("extract {}: {e}", raw.display()));
         written.insert(dest);
+    }
+    for (dir, mtime) in dir_times.iter().rev() {
+        let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(*mtime);
+        if let Ok(handle) = std::fs::File::open(dir) {
+            let _ = handle.set_modified(time);
+        }
     }
 }
 
@@ -425,6 +440,17 @@ fn check_file(root: &Path, path: &str, want: &Value, failures: &mut Vec<String>)
         && u64::from(meta.gid()) != gid
     {
         fail(format!("expected gid {gid}"));
+    }
+    if let Some(mtime) = spec.get("mtime").and_then(Value::as_i64)
+        && meta.mtime() != mtime
+    {
+        fail(format!("expected mtime {mtime}, not {}", meta.mtime()));
+    }
+    if let Some(other) = spec.get("hardlink_of").and_then(Value::as_str) {
+        let other_meta = root.join(other.trim_start_matches('/')).symlink_metadata();
+        if !other_meta.is_ok_and(|o| o.dev() == meta.dev() && o.ino() == meta.ino()) {
+            fail(format!("expected a hard link of {other}"));
+        }
     }
 }
 
@@ -695,6 +721,7 @@ topics!(
     workdir_slash,
     copy_chown_lookup,
     copy_globs,
+    add_archive_entries,
 );
 
 /// Every topic directory has a test above.
@@ -719,6 +746,7 @@ fn every_topic_directory_has_a_test() {
         "workdir_slash",
         "copy_chown_lookup",
         "copy_globs",
+        "add_archive_entries",
     ];
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/build");
     for entry in std::fs::read_dir(&root).expect("read testdata/build") {

@@ -239,12 +239,21 @@ pub fn copy(
             ensure_dir(diff_dir, &view, &dest_resolved, created_owner)?;
             let file = fs::File::open(&entry.host).map_err(io_err(&entry.host))?;
             let root = host_path(diff_dir, &dest_resolved);
-            kiln_snapshotter::layer_in::extract_archive(file, &root, options.chown).map_err(
-                |e| CopyError::Io {
-                    path: entry.host.clone(),
-                    source: io::Error::other(e.to_string()),
-                },
-            )?;
+            let below_dest = BelowDest {
+                diff_dir,
+                view: &view,
+                dest: &dest_resolved,
+            };
+            kiln_snapshotter::layer_in::extract_add_archive(
+                file,
+                &root,
+                options.chown,
+                Some(&below_dest),
+            )
+            .map_err(|e| CopyError::Io {
+                path: PathBuf::from(&source),
+                source: io::Error::other(e.to_string()),
+            })?;
         } else {
             let target = if into_dir || dest_is_existing_dir {
                 let name = rel.rsplit('/').next().unwrap_or(&rel);
@@ -262,6 +271,69 @@ pub fn copy(
         }
     }
     Ok(())
+}
+
+/// The tree an `ADD` extracts over, seen from its destination: the archive's names
+/// resolve through its symlinks and directories as they would on the merged tree.
+struct BelowDest<'a> {
+    diff_dir: &'a Path,
+    /// The diff dir over the parent snapshot.
+    view: &'a LayeredView,
+    /// The destination, resolved, absolute in the image.
+    dest: &'a str,
+}
+
+impl BelowDest<'_> {
+    fn image_path(&self, rel: &str) -> String {
+        format!("{}/{rel}", self.dest.trim_end_matches('/'))
+    }
+}
+
+impl kiln_snapshotter::layer_in::Below for BelowDest<'_> {
+    fn lookup(
+        &self,
+        rel: &str,
+    ) -> Result<kiln_snapshotter::layer_in::BelowEntry, kiln_snapshotter::StoreError> {
+        use kiln_snapshotter::layer_in::BelowEntry;
+        let path = self.image_path(rel);
+        let found = self
+            .view
+            .lstat(&path)
+            .map_err(|e| view_store_error(&path, e))?;
+        Ok(match found {
+            None => BelowEntry::Missing,
+            Some(found) if found.meta.is_dir() => BelowEntry::Dir,
+            Some(found) if found.meta.file_type().is_symlink() => {
+                BelowEntry::Symlink(fs::read_link(&found.host_path).map_err(|e| {
+                    view_store_error(
+                        &path,
+                        ViewError::Io {
+                            path: found.host_path.clone(),
+                            source: e,
+                        },
+                    )
+                })?)
+            }
+            Some(_) => BelowEntry::Other,
+        })
+    }
+
+    fn copy_up_dir(&self, rel: &str) -> Result<(), kiln_snapshotter::StoreError> {
+        let path = self.image_path(rel);
+        ensure_dir(self.diff_dir, self.view, &path, (0, 0)).map_err(|e| {
+            kiln_snapshotter::StoreError::Io {
+                path: PathBuf::from(&path),
+                source: io::Error::other(e.to_string()),
+            }
+        })
+    }
+}
+
+fn view_store_error(path: &str, e: ViewError) -> kiln_snapshotter::StoreError {
+    kiln_snapshotter::StoreError::Io {
+        path: PathBuf::from(path),
+        source: io::Error::other(e.to_string()),
+    }
 }
 
 fn copy_children(
