@@ -9,6 +9,10 @@
 //! kept unless `--chmod` says otherwise; symlinks are copied as links, except a source
 //! that is itself a symlink, which is followed, as BuildKit does.
 //!
+//! `ADD` extracts a local tar archive instead of copying it, as BuildKit's chrootarchive
+//! does ([`kiln_snapshotter::layer_in::extract_add_archive`]): the archive's names resolve
+//! inside the destination, through the symlinks and directories of the tree below.
+//!
 //! The destination is the diff dir of the new snapshot; the tree below it is read through
 //! a [`LayeredView`], so a destination directory that exists below is first copied up
 //! (its metadata only), exactly as overlayfs would do it.
