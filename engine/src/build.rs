@@ -655,6 +655,15 @@ fn failure(e: &SolveError, dockerfile: &DockerfileText) -> BuildError {
         StepError::SourceNotFound { .. } => Some(
             "COPY sources are relative to the build context; check the path and the context directory",
         ),
+        StepError::TreeSourceNotFound { .. } => Some(
+            "COPY --from reads that stage's or image's filesystem, not the context; check the path there",
+        ),
+        StepError::WildcardBaseMissing { .. } => Some(
+            "the directories before a source's first wildcard must exist; fix the path or create them",
+        ),
+        StepError::Pattern { .. } => Some(
+            "COPY sources use Go's path.Match: close every `[`, and write a literal `*`, `?` or `[` as `\\*`, `\\?`, `\\[`",
+        ),
         _ => None,
     };
     if let Some(label) = &e.label {

@@ -9,6 +9,12 @@
 //! it). Refusals name the entry. A later entry for the same path replaces an earlier one,
 //! as tar does.
 //!
+//! An `ADD` of a local archive ([`extract_add_archive`]) reads names as BuildKit does,
+//! as if chrooted at the destination ([`EntryNames::Chroot`]): `..` stops at the root,
+//! absolute names and symlinks (the archive's and the tree's below) resolve inside it.
+//! Nothing outside the root is written there either; what cannot resolve (a symlink
+//! loop, a file where a directory is needed) is refused, naming the entry.
+//!
 //! Hostile archives are bounded too ([`SizeLimit`]): by default an extraction stops
 //! before it would leave less than 5% (at most 1 GiB) of the target's filesystem free,
 //! so a decompression bomb fails with a message instead of filling the disk. An
@@ -150,6 +156,55 @@ pub struct ApplyOptions<'a> {
     /// directory the caller merges into): an entry that would replace one is refused,
     /// as is one below it.
     pub protected: Option<&'a HashSet<PathBuf>>,
+    /// Entry names as BuildKit's `ADD` reads them ([`extract_add_archive`]), not as a
+    /// layer's.
+    pub names: EntryNames<'a>,
+}
+
+/// How entry names are resolved.
+#[derive(Clone, Copy, Default)]
+pub enum EntryNames<'a> {
+    /// A layer's: `..`, absolute names and writes through symlinks are refused.
+    #[default]
+    Layer,
+    /// As moby's `chrootarchive.Untar` does with the target as the root directory:
+    /// names are cleaned, `..` stops at the root, an absolute name starts there, and
+    /// symlinks on the way (the archive's own, or those of the tree below, looked up in
+    /// the given [`Below`]) are followed inside the root; missing parents are made
+    /// `0755` and owned by root.
+    Chroot(Option<&'a dyn Below>),
+}
+
+impl std::fmt::Debug for EntryNames<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EntryNames::Layer => f.write_str("Layer"),
+            EntryNames::Chroot(below) => write!(f, "Chroot(below: {})", below.is_some()),
+        }
+    }
+}
+
+/// What a tree under the extraction's target has at a path (the layers below the diff
+/// dir an `ADD` extracts into), so names resolve as they would on the merged tree.
+pub trait Below {
+    /// What is at `rel` (relative to the target, `/`-separated, no symlinks in it).
+    fn lookup(&self, rel: &str) -> Result<BelowEntry, StoreError>;
+    /// Makes `rel` in the target a directory with the metadata of the one below (what
+    /// overlayfs's copy-up does), before something is written in it.
+    fn copy_up_dir(&self, rel: &str) -> Result<(), StoreError>;
+}
+
+/// An entry of a [`Below`] tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BelowEntry {
+    /// Nothing there.
+    Missing,
+    /// A directory.
+    Dir,
+    /// A symlink, with its target.
+    Symlink(PathBuf),
+    /// Anything else.
+    Other,
 }
 
 impl ApplyOptions<'_> {
@@ -163,6 +218,7 @@ impl ApplyOptions<'_> {
             devices: true,
             setuid: true,
             protected: None,
+            names: EntryNames::Layer,
         }
     }
 }
@@ -397,6 +453,130 @@ pub fn extract_archive(
     apply_with(reader, root, &options)
 }
 
+/// Extracts a local archive for `ADD` into `root` (its destination in the new diff dir)
+/// as BuildKit does (`solver/llbsolver/file/unpack.go`: moby's `chrootarchive.Untar`
+/// with `ChownOpts` only for `--chown`): names resolved as in a chroot at `root`
+/// ([`EntryNames::Chroot`], through `below`), the archive's owners kept unless `owner`
+/// is given (missing parents are root's either way), modes (setuid included), mtimes,
+/// hard links, xattrs and devices as the archive has them.
+pub fn extract_add_archive(
+    reader: impl Read + 'static,
+    root: &Path,
+    owner: Option<(u32, u32)>,
+    below: Option<&dyn Below>,
+) -> Result<ApplyStats, StoreError> {
+    let options = ApplyOptions {
+        owner,
+        names: EntryNames::Chroot(below),
+        ..ApplyOptions::layer(WhiteoutStyle::Literal)
+    };
+    apply_with(reader, root, &options)
+}
+
+/// An entry name cleaned as `filepath.Join("/", filepath.Clean(name))` would: `.` and
+/// empty parts dropped, `..` removing the part before it and nothing at the root.
+fn chroot_parts(raw: &str) -> Vec<String> {
+    let mut parts: Vec<String> = Vec::new();
+    for part in raw.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            other => parts.push(other.to_owned()),
+        }
+    }
+    parts
+}
+
+/// The host path of the directory `parts` names inside a chroot at `root`, following
+/// symlinks (the target's, else `below`'s) without ever leaving `root`. Missing
+/// directories are made (`0755`, root's) when `create`, else are an error.
+fn chroot_dir(
+    root: &Path,
+    parts: &[String],
+    raw: &str,
+    below: Option<&dyn Below>,
+    create: bool,
+) -> Result<PathBuf, StoreError> {
+    enum Found {
+        Dir,
+        Link(PathBuf),
+        Other,
+        Missing,
+    }
+    let mut resolved: Vec<String> = Vec::new();
+    let mut pending: std::collections::VecDeque<String> = parts.iter().cloned().collect();
+    let mut hops = 0;
+    while let Some(part) = pending.pop_front() {
+        match part.as_str() {
+            "" | "." => continue,
+            ".." => {
+                resolved.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let rel = if resolved.is_empty() {
+            part.clone()
+        } else {
+            format!("{}/{part}", resolved.join("/"))
+        };
+        let host = root.join(&rel);
+        let found = match host.symlink_metadata() {
+            Ok(m) if m.file_type().is_symlink() => {
+                Found::Link(fs::read_link(&host).map_err(io(&host))?)
+            }
+            Ok(m) if m.is_dir() => Found::Dir,
+            Ok(_) => Found::Other,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match below {
+                None => Found::Missing,
+                Some(below) => match below.lookup(&rel)? {
+                    BelowEntry::Dir => {
+                        below.copy_up_dir(&rel)?;
+                        Found::Dir
+                    }
+                    BelowEntry::Symlink(target) => Found::Link(target),
+                    BelowEntry::Other => Found::Other,
+                    BelowEntry::Missing => Found::Missing,
+                },
+            },
+            Err(e) => return Err(io(&host)(e)),
+        };
+        match found {
+            Found::Dir => resolved.push(part),
+            Found::Link(target) => {
+                hops += 1;
+                if hops > 255 {
+                    return Err(refuse(raw, "too many levels of symbolic links"));
+                }
+                let target = target.to_string_lossy().into_owned();
+                if target.starts_with('/') {
+                    resolved.clear();
+                }
+                for p in target.rsplit('/') {
+                    pending.push_front(p.to_owned());
+                }
+            }
+            Found::Other => return Err(refuse(raw, "a parent path is not a directory")),
+            Found::Missing if create => {
+                fs::create_dir(&host).map_err(io(&host))?;
+                std::os::unix::fs::lchown(&host, Some(0), Some(0)).map_err(io(&host))?;
+                fs::set_permissions(&host, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                    .map_err(io(&host))?;
+                resolved.push(part);
+            }
+            Found::Missing => {
+                return Err(refuse(
+                    raw,
+                    &format!("its hard-link target's directory /{rel} does not exist"),
+                ));
+            }
+        }
+    }
+    Ok(root.join(resolved.join("/")))
+}
+
 /// Extracts the layer read from `reader` into `root`, bounded by the default
 /// [`SizeLimit`].
 pub fn apply_layer(
@@ -459,7 +639,10 @@ fn apply_entries<R: Read + 'static>(
     for entry in entries {
         let mut entry = entry.map_err(io("<layer>"))?;
         let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let parts = clean_parts(&raw)?;
+        let parts = match options.names {
+            EntryNames::Layer => clean_parts(&raw)?,
+            EntryNames::Chroot(_) => chroot_parts(&raw),
+        };
         let Some(name) = parts.last().cloned() else {
             continue; // the root itself
         };
@@ -504,7 +687,12 @@ fn apply_entries<R: Read + 'static>(
             continue;
         }
 
-        let path = confined(root, &parts, &raw)?;
+        let path = match options.names {
+            EntryNames::Layer => confined(root, &parts, &raw)?,
+            EntryNames::Chroot(below) => {
+                chroot_dir(root, &parts[..parts.len() - 1], &raw, below, true)?.join(&name)
+            }
+        };
         if let Some(protected) = options.protected
             && path
                 .ancestors()
@@ -598,20 +786,38 @@ fn apply_entries<R: Read + 'static>(
                     .map_err(io(&path))?
                     .ok_or_else(|| refuse(&raw, "a hard link without a target"))?;
                 let target_raw = target.to_string_lossy().into_owned();
-                let target_parts = clean_parts(&target_raw)
-                    .map_err(|_| refuse(&raw, "its hard-link target leaves the layer's root"))?;
-                let target_path = confined(root, &target_parts, &raw)?;
-                match target_path.symlink_metadata() {
-                    Ok(m) if !m.is_dir() => {}
+                let target_path = match options.names {
+                    EntryNames::Layer => {
+                        let target_parts = clean_parts(&target_raw).map_err(|_| {
+                            refuse(&raw, "its hard-link target leaves the layer's root")
+                        })?;
+                        confined(root, &target_parts, &raw)?
+                    }
+                    EntryNames::Chroot(below) => {
+                        let target_parts = chroot_parts(&target_raw);
+                        let Some((last, dir)) = target_parts.split_last() else {
+                            return Err(refuse(&raw, "its hard-link target is the root"));
+                        };
+                        chroot_dir(root, dir, &raw, below, false)?.join(last)
+                    }
+                };
+                let target_meta = match target_path.symlink_metadata() {
+                    Ok(m) if !m.is_dir() => m,
                     _ => {
                         return Err(refuse(
                             &raw,
                             "its hard-link target is not a file of this layer",
                         ));
                     }
-                }
+                };
                 remove_any(&path)?;
                 fs::hard_link(&target_path, &path).map_err(io(&path))?;
+                if let EntryNames::Chroot(_) = options.names {
+                    // moby's createTarFile chowns, chmods and times the link's path too
+                    // (the inode it shares), from the link's own header.
+                    meta.is_symlink = target_meta.file_type().is_symlink();
+                    tree_copy::apply_meta(&path, &meta)?;
+                }
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 let major = header.device_major().ok().flatten().unwrap_or(0);

@@ -216,17 +216,7 @@ pub fn apply(
             format!("USER {user}")
         }
         Kind::Workdir(dir) => {
-            let path = if dir.starts_with('/') {
-                dir.clone()
-            } else {
-                let base = if config.working_dir.is_empty() {
-                    "/"
-                } else {
-                    &config.working_dir
-                };
-                format!("{}/{}", base.trim_end_matches('/'), dir)
-            };
-            config.working_dir = clean_abs(&path);
+            config.working_dir = normalize_workdir(&config.working_dir, dir);
             format!("WORKDIR {}", config.working_dir)
         }
         Kind::Volume(list) => {
@@ -306,6 +296,27 @@ pub fn apply(
     }))
 }
 
+/// BuildKit's `system.NormalizeWorkdir` on Linux (`util/system/path.go`): an absolute
+/// WORKDIR is kept as given (trailing `/`, `.` and `..` included); a relative one is
+/// `path.Join`ed to the current one (cleaned, no trailing `/`); an empty one keeps the
+/// current one.
+pub fn normalize_workdir(current: &str, dir: &str) -> String {
+    let parent = if current.is_empty() {
+        "/".to_owned()
+    } else if current.starts_with('/') {
+        current.to_owned()
+    } else {
+        clean_abs(current)
+    };
+    if dir.is_empty() {
+        parent
+    } else if dir.starts_with('/') {
+        dir.to_owned()
+    } else {
+        clean_abs(&format!("{parent}/{dir}"))
+    }
+}
+
 /// Cleans an absolute path (`/a/./b/../c` -> `/a/c`).
 pub fn clean_abs(path: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
@@ -324,6 +335,18 @@ pub fn clean_abs(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn workdir_is_normalized_as_buildkit_does() {
+        // BuildKit util/system/path.go NormalizePath with keepSlash=false.
+        assert_eq!(normalize_workdir("", "/app/"), "/app/");
+        assert_eq!(normalize_workdir("/", "/x/./y/../z"), "/x/./y/../z");
+        assert_eq!(normalize_workdir("/app/", "sub/"), "/app/sub");
+        assert_eq!(normalize_workdir("/a/b", "../c/./d/"), "/a/c/d");
+        assert_eq!(normalize_workdir("", "rel"), "/rel");
+        assert_eq!(normalize_workdir("/app/", ""), "/app/");
+        assert_eq!(normalize_workdir("/a", ".."), "/");
+    }
 
     fn run(lines: &[&str]) -> (ImageConfig, Vec<String>) {
         let mut image = ImageConfig::default();

@@ -95,7 +95,12 @@ where
                 if first_error.is_some() {
                     continue;
                 }
-                for dependent in graph.dependents(id) {
+                // One edge per use: a vertex using this input twice is listed twice
+                // here, and released once, by its number of uses.
+                let mut dependents: Vec<VertexId> = graph.dependents(id).collect();
+                dependents.sort_unstable_by_key(|d| d.index());
+                dependents.dedup();
+                for dependent in dependents {
                     let Some(count) = waiting.get_mut(&dependent) else {
                         continue;
                     };
@@ -167,6 +172,23 @@ mod tests {
         assert_eq!(results[&b], "b(a())");
         assert_eq!(results[&c], "c(a())");
         assert_eq!(results[&d], "d(b(a()),c(a()))");
+    }
+
+    #[tokio::test]
+    async fn an_input_used_twice_releases_its_reader_once() {
+        // `COPY --from=s` where stage s is the base image itself: [image, image].
+        let mut g = Graph::new();
+        let a = g.add("a", vec![], "a");
+        let b = g.add("b", vec![a, a], "b");
+        let g = Arc::new(g);
+        let graph = Arc::clone(&g);
+        let results = run(g, &[b], Cancel::new(), move |id, inputs: Vec<String>| {
+            let name = graph.vertex(id).op;
+            async move { Ok::<_, String>(format!("{name}({})", inputs.join(","))) }
+        })
+        .await
+        .expect("run");
+        assert_eq!(results[&b], "b(a(),a())");
     }
 
     #[tokio::test]

@@ -11,7 +11,9 @@
 //!   image's own one (each must also carry BuildKit's comment `buildkit.dockerfile.v0`,
 //!   and the entries with a layer must match the manifest's layers in number);
 //! * `files`: path -> content, or `{"type": "file"|"dir"|"symlink", "content", "target",
-//!   "mode": "0755", "uid", "gid"}` (each key optional but `type`);
+//!   "mode": "0755", "uid", "gid", "mtime", "hardlink_of"}` (each key optional but
+//!   `type`; `mtime` in seconds since the epoch, `hardlink_of` a path whose inode this
+//!   one shares);
 //! * `absent`: paths that must not exist;
 //! * `platform` (optional): passed as `--platform`; `image` (optional): top-level keys of
 //!   the image config (`architecture`, `os`, ...) compared exactly;
@@ -287,6 +289,8 @@ fn apply_layer(blob: &Path, root: &Path) {
     archive.set_preserve_ownerships(true);
     archive.set_overwrite(true);
     let mut written: HashSet<PathBuf> = HashSet::new();
+    // Directory mtimes are set once everything is in them, as tar's own unpack does.
+    let mut dir_times: Vec<(PathBuf, u64)> = Vec::new();
     for entry in archive.entries().expect("read the layer") {
         let mut entry = entry.expect("a layer entry");
         let raw = entry.path().expect("an entry path").into_owned();
@@ -318,10 +322,21 @@ fn apply_layer(blob: &Path, root: &Path) {
         {
             remove_any(&dest);
         }
+        if entry.header().entry_type().is_dir()
+            && let Ok(mtime) = entry.header().mtime()
+        {
+            dir_times.push((dest.clone(), mtime));
+        }
         entry
             .unpack_in(root)
             .unwrap_or_else(|e| panic!("extract {}: {e}", raw.display()));
         written.insert(dest);
+    }
+    for (dir, mtime) in dir_times.iter().rev() {
+        let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(*mtime);
+        if let Ok(handle) = std::fs::File::open(dir) {
+            let _ = handle.set_modified(time);
+        }
     }
 }
 
@@ -425,6 +440,17 @@ pub(crate) fn check_file(root: &Path, path: &str, want: &Value, failures: &mut V
         && u64::from(meta.gid()) != gid
     {
         fail(format!("expected gid {gid}"));
+    }
+    if let Some(mtime) = spec.get("mtime").and_then(Value::as_i64)
+        && meta.mtime() != mtime
+    {
+        fail(format!("expected mtime {mtime}, not {}", meta.mtime()));
+    }
+    if let Some(other) = spec.get("hardlink_of").and_then(Value::as_str) {
+        let other_meta = root.join(other.trim_start_matches('/')).symlink_metadata();
+        if !other_meta.is_ok_and(|o| o.dev() == meta.dev() && o.ino() == meta.ino()) {
+            fail(format!("expected a hard link of {other}"));
+        }
     }
 }
 
@@ -694,6 +720,10 @@ topics!(
     platform_cross,
     cache_mount_identity,
     dockerignore_walk,
+    workdir_slash,
+    copy_chown_lookup,
+    copy_globs,
+    add_archive_entries,
 );
 
 /// Every topic directory has a test above.
@@ -717,6 +747,10 @@ fn every_topic_directory_has_a_test() {
         "platform_cross",
         "cache_mount_identity",
         "dockerignore_walk",
+        "workdir_slash",
+        "copy_chown_lookup",
+        "copy_globs",
+        "add_archive_entries",
     ];
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/build");
     for entry in std::fs::read_dir(&root).expect("read testdata/build") {
@@ -730,5 +764,73 @@ fn every_topic_directory_has_a_test() {
             entry.path().join("expected.json").is_file(),
             "testdata/build/{name} has no expected.json"
         );
+    }
+}
+
+/// COPY sources that BuildKit refuses, and its words for each (kiln adds the Dockerfile
+/// line and a hint): a literal source missing from the context or from a stage fails
+/// computing the cache key (`cache/contenthash/checksum.go`: `"/path": not found`); a
+/// wildcard whose literal directory part is missing fails in fsutil's walk with its
+/// `lstat` error; a malformed pattern is Go's `syntax error in pattern`; a backslash makes
+/// the next wildcard character literal, so `\[x\].txt` is a plain name, backslashes kept.
+#[test]
+fn copy_source_errors() {
+    if !is_root("build_topics::copy_source_errors") {
+        return;
+    }
+    let k = Kiln::new();
+    let Some(rootfs) = busybox_rootfs(&k.path("rootfs")) else {
+        return;
+    };
+    k.ok(&["import", rootfs.to_str().expect("utf8"), "busybox:latest"]);
+    k.write("ctx/[x].txt", "x");
+    k.write("ctx/d/a.txt", "a");
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "FROM busybox:latest\nCOPY nosuch /x\n",
+            &[
+                "failed to compute cache key",
+                "\"/nosuch\": not found",
+                ":2:1",
+                "hint:",
+            ],
+        ),
+        (
+            "FROM busybox:latest AS s\nFROM busybox:latest\nCOPY --from=s /nosuch /x\n",
+            &[
+                "\"/nosuch\": not found",
+                ":3:1",
+                "hint: COPY --from reads that stage's",
+            ],
+        ),
+        (
+            "FROM busybox:latest\nCOPY nodir/*.txt /x/\n",
+            &["lstat /nodir: no such file or directory", ":2:1", "hint:"],
+        ),
+        (
+            "FROM busybox:latest AS s\nFROM busybox:latest\nCOPY --from=s /nodir/* /x/\n",
+            &["lstat /nodir: no such file or directory", ":3:1"],
+        ),
+        (
+            "FROM busybox:latest\nCOPY d/[a /x/\n",
+            &["syntax error in pattern", ":2:1", "hint:"],
+        ),
+        (
+            "FROM busybox:latest\nCOPY '\\[x\\].txt' /x/\n",
+            &["\"/\\\\[x\\\\].txt\": not found", ":2:1"],
+        ),
+    ];
+    for (i, (dockerfile, wants)) in cases.iter().enumerate() {
+        let path = format!("ctx/Dockerfile.{i}");
+        k.write(&path, dockerfile);
+        let out = run(k
+            .cmd()
+            .args(["build", "--progress=plain", "-f", &path, "ctx"]));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{dockerfile}\n{err}");
+        for want in *wants {
+            assert!(err.contains(want), "{dockerfile}\nwant {want:?} in\n{err}");
+        }
+        assert!(!err.contains("panicked"), "{err}");
     }
 }

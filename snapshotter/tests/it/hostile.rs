@@ -135,3 +135,69 @@ fn duplicates_take_the_later_entry_and_links_inside_work() {
         Path::new("/etc/passwd")
     );
 }
+
+/// `ADD`'s extraction (moby's chrootarchive semantics): names that climb, absolute
+/// names and symlinks out of the root all land inside it; nothing outside is written.
+#[test]
+fn add_extraction_keeps_everything_inside_the_root() {
+    use kiln_snapshotter::layer_in::extract_add_archive;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let target = tmp.path().join("target");
+    std::fs::create_dir_all(&target).expect("mkdir");
+    let bytes = archive(&[
+        (b"../../up", tar::EntryType::Regular, b"up", None),
+        (b"/tmp/kiln-escaped", tar::EntryType::Regular, b"abs", None),
+        (b"out", tar::EntryType::Symlink, b"", Some(b"../../../..")),
+        (b"out/through-up", tar::EntryType::Regular, b"t", None),
+        (b"etc", tar::EntryType::Symlink, b"", Some(b"/tmp")),
+        (b"etc/through-abs", tar::EntryType::Regular, b"a", None),
+        (b"hard", tar::EntryType::Link, b"", Some(b"../../../up")),
+    ]);
+    extract_add_archive(std::io::Cursor::new(bytes), &target, None, None).expect("extract");
+    let read = |p: &str| std::fs::read_to_string(target.join(p)).expect(p);
+    assert_eq!(read("up"), "up");
+    assert_eq!(read("tmp/kiln-escaped"), "abs");
+    assert_eq!(read("through-up"), "t");
+    assert_eq!(read("tmp/through-abs"), "a");
+    assert_eq!(read("hard"), "up");
+    let names: Vec<String> = std::fs::read_dir(tmp.path())
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["target"]);
+    assert!(!Path::new("/tmp/kiln-escaped").exists());
+    assert!(!Path::new("/tmp/through-abs").exists());
+}
+
+/// What chrootarchive would fail on fails, naming the entry: a symlink loop on the way,
+/// a hard link to nothing, a file where a directory is needed.
+#[test]
+fn add_extraction_refuses_loops_and_missing_link_targets() {
+    use kiln_snapshotter::layer_in::extract_add_archive;
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (
+            archive(&[
+                (b"loop", tar::EntryType::Symlink, b"", Some(b"loop")),
+                (b"loop/x", tar::EntryType::Regular, b"x", None),
+            ]),
+            "too many levels of symbolic links",
+        ),
+        (
+            archive(&[(b"hard", tar::EntryType::Link, b"", Some(b"nowhere/file"))]),
+            "nowhere",
+        ),
+        (
+            archive(&[
+                (b"file", tar::EntryType::Regular, b"x", None),
+                (b"file/below", tar::EntryType::Regular, b"y", None),
+            ]),
+            "not a directory",
+        ),
+    ];
+    for (bytes, want) in cases {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let err = extract_add_archive(std::io::Cursor::new(bytes), tmp.path(), None, None)
+            .expect_err("must fail");
+        assert!(err.to_string().contains(want), "{err}");
+    }
+}

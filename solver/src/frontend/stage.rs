@@ -176,11 +176,12 @@ impl Lowerer<'_> {
                     &instruction.original,
                 )
                 .map_err(|e| LowerError::at(span, e.to_string()))?;
-                let path = state.image.config.working_dir.clone();
-                let with_layer = path != "/";
+                // BuildKit compares the WORKDIR as stored (`/.` makes a layer); its mkdir
+                // resolves the cleaned path (`fs.RootPath`).
+                let with_layer = state.image.config.working_dir != "/";
                 if with_layer {
                     let op = Op::Mkdir(MkdirOp {
-                        path,
+                        path: crate::meta::clean_abs(&state.image.config.working_dir),
                         user: state.image.config.user.clone(),
                     });
                     state.fs = self.add(

@@ -2,11 +2,16 @@
 //!
 //! The rules are BuildKit's (and `docker cp`'s): a directory source copies its contents,
 //! not itself; a file goes into the destination when that is a directory (or ends with
-//! `/`, or several sources are copied), else it becomes the destination; missing parents
-//! are created. Files from the context become root's (`0:0`) unless `--chown` says
+//! `/`), else it becomes the destination; missing parents are created. Several sources
+//! are copied one after the other to the same destination, as BuildKit's one copy action
+//! per source does: without a trailing `/` a later file replaces an earlier one. Files from the context become root's (`0:0`) unless `--chown` says
 //! otherwise; files from another stage or image keep their owner. Modes and mtimes are
 //! kept unless `--chmod` says otherwise; symlinks are copied as links, except a source
 //! that is itself a symlink, which is followed, as BuildKit does.
+//!
+//! `ADD` extracts a local tar archive instead of copying it, as BuildKit's chrootarchive
+//! does ([`kiln_snapshotter::layer_in::extract_add_archive`]): the archive's names resolve
+//! inside the destination, through the symlinks and directories of the tree below.
 //!
 //! The destination is the diff dir of the new snapshot; the tree below it is read through
 //! a [`LayeredView`], so a destination directory that exists below is first copied up
@@ -69,8 +74,8 @@ pub struct CopyOptions {
     pub chown: Option<(u32, u32)>,
     /// `--chmod`, for every copied file and directory.
     pub chmod: Option<Chmod>,
-    /// The destination is a directory to copy into (it ends with `/`, or there are
-    /// several sources).
+    /// The destination is a directory to copy into (it ends with `/`; several sources
+    /// do not make it one).
     pub dest_is_dir: bool,
     /// `--exclude` patterns, matched against paths relative to each copied directory.
     pub excludes: Option<Matcher>,
@@ -196,7 +201,10 @@ pub fn copy(
     let mut layers = vec![diff_dir.to_owned()];
     layers.extend(below.layers().iter().cloned());
     let view = LayeredView::new(layers);
-    let into_dir = options.dest_is_dir || sources.len() > 1 || dest.ends_with('/');
+    // Only a trailing `/` (or an existing directory, below) makes the destination a
+    // directory: BuildKit copies several sources one after the other to the same path,
+    // so without one the last file replaces the one before (moby/buildkit#1853).
+    let into_dir = options.dest_is_dir || dest.ends_with('/');
     let created_owner = options.chown.unwrap_or((0, 0));
     for source in sources {
         let (rel, entry) = from.top(source)?;
@@ -235,12 +243,21 @@ pub fn copy(
             ensure_dir(diff_dir, &view, &dest_resolved, created_owner)?;
             let file = fs::File::open(&entry.host).map_err(io_err(&entry.host))?;
             let root = host_path(diff_dir, &dest_resolved);
-            kiln_snapshotter::layer_in::extract_archive(file, &root, options.chown).map_err(
-                |e| CopyError::Io {
-                    path: entry.host.clone(),
-                    source: io::Error::other(e.to_string()),
-                },
-            )?;
+            let below_dest = BelowDest {
+                diff_dir,
+                view: &view,
+                dest: &dest_resolved,
+            };
+            kiln_snapshotter::layer_in::extract_add_archive(
+                file,
+                &root,
+                options.chown,
+                Some(&below_dest),
+            )
+            .map_err(|e| CopyError::Io {
+                path: PathBuf::from(&source),
+                source: io::Error::other(e.to_string()),
+            })?;
         } else {
             let target = if into_dir || dest_is_existing_dir {
                 let name = rel.rsplit('/').next().unwrap_or(&rel);
@@ -258,6 +275,69 @@ pub fn copy(
         }
     }
     Ok(())
+}
+
+/// The tree an `ADD` extracts over, seen from its destination: the archive's names
+/// resolve through its symlinks and directories as they would on the merged tree.
+struct BelowDest<'a> {
+    diff_dir: &'a Path,
+    /// The diff dir over the parent snapshot.
+    view: &'a LayeredView,
+    /// The destination, resolved, absolute in the image.
+    dest: &'a str,
+}
+
+impl BelowDest<'_> {
+    fn image_path(&self, rel: &str) -> String {
+        format!("{}/{rel}", self.dest.trim_end_matches('/'))
+    }
+}
+
+impl kiln_snapshotter::layer_in::Below for BelowDest<'_> {
+    fn lookup(
+        &self,
+        rel: &str,
+    ) -> Result<kiln_snapshotter::layer_in::BelowEntry, kiln_snapshotter::StoreError> {
+        use kiln_snapshotter::layer_in::BelowEntry;
+        let path = self.image_path(rel);
+        let found = self
+            .view
+            .lstat(&path)
+            .map_err(|e| view_store_error(&path, e))?;
+        Ok(match found {
+            None => BelowEntry::Missing,
+            Some(found) if found.meta.is_dir() => BelowEntry::Dir,
+            Some(found) if found.meta.file_type().is_symlink() => {
+                BelowEntry::Symlink(fs::read_link(&found.host_path).map_err(|e| {
+                    view_store_error(
+                        &path,
+                        ViewError::Io {
+                            path: found.host_path.clone(),
+                            source: e,
+                        },
+                    )
+                })?)
+            }
+            Some(_) => BelowEntry::Other,
+        })
+    }
+
+    fn copy_up_dir(&self, rel: &str) -> Result<(), kiln_snapshotter::StoreError> {
+        let path = self.image_path(rel);
+        ensure_dir(self.diff_dir, self.view, &path, (0, 0)).map_err(|e| {
+            kiln_snapshotter::StoreError::Io {
+                path: PathBuf::from(&path),
+                source: io::Error::other(e.to_string()),
+            }
+        })
+    }
+}
+
+fn view_store_error(path: &str, e: ViewError) -> kiln_snapshotter::StoreError {
+    kiln_snapshotter::StoreError::Io {
+        path: PathBuf::from(path),
+        source: io::Error::other(e.to_string()),
+    }
 }
 
 fn copy_children(

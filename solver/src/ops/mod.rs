@@ -10,6 +10,7 @@ pub mod chmod;
 pub mod copy;
 pub mod git;
 pub mod http;
+pub mod wildcard;
 
 use serde::Serialize;
 

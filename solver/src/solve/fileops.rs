@@ -49,37 +49,63 @@ pub(super) fn unpack_image(shared: &Shared, image: usize) -> Result<Option<Snaps
 /// Resolves `user[:group]` as BuildKit does for `--chown` and WORKDIR: numbers as they
 /// are, names from the tree's `/etc/passwd` and `/etc/group`, a name not found is 0.
 pub(super) fn resolve_owner(spec: &str, tree: &LayeredView) -> Result<(u32, u32), StepError> {
+    // BuildKit: llb.WithUser (client/llb/fileop.go) splits at the first `:` and takes a
+    // part for an id when parseUID accepts it (`root`, or an int32); readUser
+    // (solver/llbsolver/ops/user_linux.go) then never fails: a name /etc/passwd lacks
+    // leaves uid and gid 0, a group /etc/group lacks leaves the gid the user part gave.
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let passwd = tree.read_to_string("/etc/passwd")?.unwrap_or_default();
-    let (uid, mut gid) = match user.parse::<u32>() {
-        Ok(uid) => (uid, uid),
-        Err(_) if user == "root" || user.is_empty() => (0, 0),
-        Err(_) => passwd
-            .lines()
-            .map(|l| l.split(':').collect::<Vec<_>>())
-            .find(|f| f.len() >= 4 && f[0] == user)
-            .map(|f| (f[2].parse().unwrap_or(0), f[3].parse().unwrap_or(0)))
-            .unwrap_or((0, 0)),
+    let (uid, mut gid) = match parse_id(user) {
+        Some(uid) => (uid, uid),
+        None => {
+            let passwd = tree.read_to_string("/etc/passwd")?.unwrap_or_default();
+            id_file_entry(&passwd, user).map_or((0, 0), |f| (field_id(&f, 2), field_id(&f, 3)))
+        }
     };
     if let Some(group) = group {
-        gid = match group.parse::<u32>() {
-            Ok(gid) => gid,
-            Err(_) if group == "root" || group.is_empty() => 0,
-            Err(_) => {
+        match parse_id(group) {
+            Some(id) => gid = id,
+            None => {
                 let groups = tree.read_to_string("/etc/group")?.unwrap_or_default();
-                groups
-                    .lines()
-                    .map(|l| l.split(':').collect::<Vec<_>>())
-                    .find(|f| f.len() >= 3 && f[0] == group)
-                    .and_then(|f| f[2].parse().ok())
-                    .unwrap_or(0)
+                if let Some(f) = id_file_entry(&groups, group) {
+                    gid = field_id(&f, 2);
+                }
             }
-        };
+        }
     }
     Ok((uid, gid))
+}
+
+/// llb's parseUID: `root` is 0; otherwise a decimal int32 (sign allowed), or not an id.
+/// The empty string is no id either, but llb marshals an empty name as id 0.
+fn parse_id(text: &str) -> Option<u32> {
+    match text {
+        "root" | "" => Some(0),
+        // Go's int32 -> uint32 conversion keeps the bits.
+        _ => text.parse::<i32>().ok().map(|id| id as u32),
+    }
+}
+
+/// The first line of a passwd or group file whose name field is `name`, split at `:`
+/// (moby/sys/user's ParsePasswdFilter / ParseGroupFilter: lines trimmed, blank ones
+/// skipped).
+fn id_file_entry<'a>(text: &'a str, name: &str) -> Option<Vec<&'a str>> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|fields| fields[0] == name)
+}
+
+/// A numeric field of such a line; missing or unparsable is 0, as `strconv.Atoi`'s
+/// ignored error leaves it.
+fn field_id(fields: &[&str], index: usize) -> u32 {
+    fields
+        .get(index)
+        .and_then(|f| f.parse::<i32>().ok())
+        .map_or(0, |id| id as u32)
 }
 
 pub(super) fn view_of(
@@ -187,49 +213,62 @@ pub(super) fn run_copy(
     })
 }
 
-/// Matches sources (globs included) in another stage's or an image's tree.
+/// Matches sources (globs included) in another stage's or an image's tree, as
+/// [`super::keys::context_sources`] does in a context: the literal part resolved through
+/// the tree's symlinks, the rest matched level by level with Go's `path.Match`.
 pub(super) fn tree_sources(
     view: &LayeredView,
     patterns: &[String],
 ) -> Result<Vec<String>, StepError> {
+    use crate::ops::wildcard;
     let mut out = Vec::new();
     for pattern in patterns {
-        if !kiln_parser::dockerignore::has_wildcard(pattern) {
+        if !wildcard::has_wildcard(pattern) {
             // Through the tree's own symlinks (`/lib -> usr/lib`), as a chroot resolves.
             let resolved = view.resolve(&format!("/{pattern}"), true)?;
             if view.lstat(&resolved)?.is_none() && !pattern.is_empty() {
-                return Err(StepError::SourceNotFound {
+                return Err(StepError::TreeSourceNotFound {
                     path: format!("/{pattern}"),
-                    ignored_by: None,
                 });
             }
             out.push(pattern.clone());
             continue;
         }
+        let (prefix, rest) = wildcard::split_wildcards(pattern);
+        let base = view.resolve(&format!("/{prefix}"), true)?;
+        match view.lstat(&base)? {
+            None if !prefix.is_empty() => {
+                return Err(StepError::WildcardBaseMissing {
+                    path: format!("/{prefix}"),
+                });
+            }
+            Some(found) if !found.meta.is_dir() => continue,
+            _ => {}
+        }
+        let base = base.trim_start_matches('/').to_owned();
         // Walk only as deep as the pattern has parts: `*` never crosses a `/`.
-        let depth = pattern.split('/').count();
+        let depth = rest.split('/').count();
         let mut frontier = vec![String::new()];
         for level in 0..depth {
             let mut next = Vec::new();
+            let part_pattern: Vec<&str> = rest.split('/').take(level + 1).collect();
+            let part_pattern = part_pattern.join("/");
             for dir in frontier {
-                let real = view.resolve(&format!("/{dir}"), true)?;
-                let is_dir = dir.is_empty() || view.lstat(&real)?.is_some_and(|f| f.meta.is_dir());
+                let full = join_rel(&base, &dir);
+                let real = view.resolve(&format!("/{full}"), true)?;
+                let is_dir = full.is_empty() || view.lstat(&real)?.is_some_and(|f| f.meta.is_dir());
                 if !is_dir {
                     continue;
                 }
                 let mut names = view.read_dir(&real)?;
                 names.sort();
                 for name in names {
-                    let path = if dir.is_empty() {
-                        name
-                    } else {
-                        format!("{dir}/{name}")
-                    };
-                    let prefix: Vec<&str> = pattern.split('/').take(level + 1).collect();
-                    let matched = kiln_parser::dockerignore::glob_match(&prefix.join("/"), &path)
-                        .map_err(|reason| StepError::Pattern {
-                        pattern: pattern.clone(),
-                        reason,
+                    let path = join_rel(&dir, &name);
+                    let matched = wildcard::matches(&part_pattern, &path).map_err(|reason| {
+                        StepError::Pattern {
+                            pattern: pattern.clone(),
+                            reason,
+                        }
                     })?;
                     if matched {
                         next.push(path);
@@ -238,9 +277,17 @@ pub(super) fn tree_sources(
             }
             frontier = next;
         }
-        out.extend(frontier);
+        out.extend(frontier.into_iter().map(|rel| join_rel(&base, &rel)));
     }
     Ok(out)
+}
+
+fn join_rel(base: &str, rel: &str) -> String {
+    match (base.is_empty(), rel.is_empty()) {
+        (true, _) => rel.to_owned(),
+        (false, true) => base.to_owned(),
+        (false, false) => format!("{base}/{rel}"),
+    }
 }
 
 pub(super) fn run_mkdir(

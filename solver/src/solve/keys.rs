@@ -2,6 +2,7 @@
 //! (matched and digested before anything runs), and the chains of base layers.
 
 use super::*;
+use crate::ops::wildcard;
 
 /// Matches a COPY's sources in the context (globs included) and digests what they read.
 pub(super) fn context_sources(
@@ -12,25 +13,49 @@ pub(super) fn context_sources(
 ) -> Result<ContextSources, StepError> {
     let mut sources = Vec::new();
     for source in &op.sources {
-        if kiln_parser::dockerignore::has_wildcard(source) {
-            for (path, _) in tree.entries() {
-                if path.is_empty() {
+        if wildcard::has_wildcard(source) {
+            // BuildKit splits the source at its first wildcard component, resolves the
+            // literal part (through symlinks), and matches the rest below it with Go's
+            // path.Match; a directory that matches is taken whole.
+            let (prefix, rest) = wildcard::split_wildcards(source);
+            let base = if prefix.is_empty() {
+                String::new()
+            } else {
+                let resolved = follow_in_context(tree, &prefix);
+                if tree.get(&resolved).is_none() {
+                    return Err(StepError::WildcardBaseMissing {
+                        path: format!("/{prefix}"),
+                    });
+                }
+                resolved
+            };
+            let mut matched: Vec<String> = Vec::new();
+            for (path, _) in tree.subtree(&base) {
+                let rel = if base.is_empty() {
+                    path
+                } else {
+                    match path.strip_prefix(&base).and_then(|r| r.strip_prefix('/')) {
+                        Some(rel) => rel,
+                        None => continue,
+                    }
+                };
+                if rel.is_empty() || matched.iter().any(|m| rel.starts_with(&format!("{m}/"))) {
                     continue;
                 }
-                let matched =
-                    kiln_parser::dockerignore::glob_match(source, path).map_err(|reason| {
-                        StepError::Pattern {
-                            pattern: source.clone(),
-                            reason,
-                        }
-                    })?;
-                if matched
-                    && !sources
-                        .iter()
-                        .any(|s: &String| path.starts_with(&format!("{s}/")))
-                {
-                    sources.push(path.to_owned());
+                let hit = wildcard::matches(&rest, rel).map_err(|reason| StepError::Pattern {
+                    pattern: source.clone(),
+                    reason,
+                })?;
+                if hit {
+                    matched.push(rel.to_owned());
                 }
+            }
+            for rel in matched {
+                sources.push(if base.is_empty() {
+                    rel
+                } else {
+                    format!("{base}/{rel}")
+                });
             }
         } else if tree.get(source).is_some() {
             sources.push(source.clone());

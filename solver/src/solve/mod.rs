@@ -78,6 +78,20 @@ pub enum StepError {
         /// The `.dockerignore` line that excluded it, when one did.
         ignored_by: Option<usize>,
     },
+    /// A `COPY --from` source is not in the stage's or image's filesystem (BuildKit's
+    /// words as for the context: the cache key cannot be computed).
+    #[error("failed to compute cache key: {path:?}: not found")]
+    TreeSourceNotFound {
+        /// The source, absolute in that filesystem.
+        path: String,
+    },
+    /// A wildcard source's literal directory part does not exist (BuildKit fails in
+    /// fsutil's walk with the `lstat` error, its path relative to the source root).
+    #[error("lstat {path}: no such file or directory")]
+    WildcardBaseMissing {
+        /// The literal part, absolute in the source.
+        path: String,
+    },
     /// The sandbox could not run the command.
     #[error("could not run the step: {0}")]
     Sandbox(#[from] kiln_sandbox::Error),
