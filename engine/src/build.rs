@@ -105,6 +105,7 @@ impl Engine {
             &prepared.dockerfile.text,
             &request.build_args,
             request.target.as_deref(),
+            request.platform.as_ref(),
             Some(prepared.ignore.clone()),
             Some(self.store()),
         );
@@ -158,6 +159,7 @@ impl Engine {
             &dockerfile.text,
             &request.build_args,
             request.target.as_deref(),
+            request.platform.as_ref(),
             Some(ignore.clone()),
             Some(&store),
         );

@@ -3,27 +3,31 @@
 //!
 //! [`check`] takes the parsed [`Dockerfile`], its text (for what the AST does not keep:
 //! comments above an instruction, the casing of `AS`, empty continuation lines) and
-//! [`CheckOptions`] (build args, target, the `.dockerignore` matcher, base images'
-//! environments), and returns [`Finding`]s in line order. Which rules run is
-//! [`CheckConfig`]'s answer, read from the `# check=` directive, or from the
+//! [`CheckOptions`] (build args, target and platform, the `.dockerignore` matcher, base
+//! images' environments and platforms), and returns [`Finding`]s in line order. Which
+//! rules run is [`CheckConfig`]'s answer, read from the `# check=` directive, or from the
 //! `BUILDKIT_DOCKERFILE_CHECK` build arg which replaces it, as in BuildKit:
 //! `skip=Rule1,Rule2` or `skip=all` turn rules off, `experimental=Rule` or
-//! `experimental=all` turn on the experimental ones ([`COPY_IGNORED_FILE`],
-//! [`INVALID_DEFINITION_DESCRIPTION`]; `skip` does not touch them), `error=true` makes
-//! every finding an error.
+//! `experimental=all` turn on the experimental one ([`INVALID_DEFINITION_DESCRIPTION`];
+//! `skip` does not touch it), `error=true` makes every finding an error. A `# check=`
+//! comment among those right above an instruction (frontend 1.21+) adds its `skip` and
+//! `experimental` for the rules BuildKit runs with that instruction; the rules it runs
+//! for the whole file (instruction casing, stage names, empty continuations, default
+//! `ARG`s in `FROM`, base image platforms) see only the file's configuration.
 //!
 //! The rules follow where BuildKit reports them: the parse (casing, stage names,
 //! `MAINTAINER`, description comments, empty continuation lines), the `FROM` lines
-//! against the global `ARG`s, and the dispatch of each stage's instructions (undefined
-//! variables, relative `WORKDIR`, shell-form `CMD`, repeated `CMD`, legacy `ENV k v`,
-//! secrets in `ARG`/`ENV`, ignored `COPY` sources). Dispatch rules see only the stages the
-//! target needs; with no target every stage is checked, as `--check` does.
+//! against the global `ARG`s, the base images' platforms, and the dispatch of each
+//! stage's instructions (undefined variables, relative `WORKDIR`, shell-form `CMD`,
+//! repeated `CMD`, legacy `ENV k v`, secrets in `ARG`/`ENV`, ignored `COPY` sources,
+//! `EXPOSE` formats). Dispatch rules see only the stages the target needs; with no target
+//! every stage is checked, as `--check` does.
 //!
 //! Pure: no I/O; the caller reads the `.dockerignore` and base image configurations.
 //! Not modelled: a base image's `SHELL` (only the file's `SHELL` silences
 //! `JSONArgsRecommended`), Windows stages (paths are Linux paths), `ONBUILD` triggers
-//! run in a child stage, and the `# check=` comments newer BuildKit reads above single
-//! instructions. A finding BuildKit would repeat for one instruction is given once.
+//! run in a child stage, and named contexts standing in for base images. A finding
+//! BuildKit would repeat for one instruction is given once.
 //!
 //! ```
 //! use kiln_parser::lint::{self, CheckOptions};
@@ -37,6 +41,7 @@
 
 mod config;
 mod dispatch;
+mod expose;
 mod from;
 mod platform;
 mod reference;
@@ -66,8 +71,12 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// `https://docs.docker.com/go/dockerfile/rule/<slug>/`.
+    /// `https://docs.docker.com/go/dockerfile/rule/<slug>/`; empty for a rule BuildKit
+    /// gives no page ([`INVALID_BASE_IMAGE_PLATFORM`]).
     pub fn url(&self) -> String {
+        if self.slug.is_empty() {
+            return String::new();
+        }
         format!("https://docs.docker.com/go/dockerfile/rule/{}/", self.slug)
     }
 }
@@ -183,15 +192,12 @@ pub const FROM_PLATFORM_FLAG_CONST_DISALLOWED: Rule = rule(
     "from-platform-flag-const-disallowed",
     "FROM --platform flag should not use a constant value",
 );
-/// `COPY` of a path `.dockerignore` leaves out (experimental).
-pub const COPY_IGNORED_FILE: Rule = Rule {
-    experimental: true,
-    ..rule(
-        "CopyIgnoredFile",
-        "copy-ignored-file",
-        "Attempting to Copy file that is excluded by .dockerignore",
-    )
-};
+/// `COPY` of a path `.dockerignore` leaves out (experimental before frontend 1.21).
+pub const COPY_IGNORED_FILE: Rule = rule(
+    "CopyIgnoredFile",
+    "copy-ignored-file",
+    "Attempting to Copy file that is excluded by .dockerignore",
+);
 /// A comment above `FROM ... AS name` or `ARG name` that does not start with the name
 /// (experimental).
 pub const INVALID_DEFINITION_DESCRIPTION: Rule = Rule {
@@ -202,6 +208,26 @@ pub const INVALID_DEFINITION_DESCRIPTION: Rule = Rule {
         "Comment for build stage or argument should follow the format: `# <arg/stage name> <description>`. If this is not intended to be a description comment, add an empty line or comment between the instruction and the comment.",
     )
 };
+
+/// `EXPOSE 80/TCP`: the protocol should be lowercase.
+pub const EXPOSE_PROTO_CASING: Rule = rule(
+    "ExposeProtoCasing",
+    "expose-proto-casing",
+    "Protocol in EXPOSE instruction should be lowercase",
+);
+/// `EXPOSE 127.0.0.1:80:80` or `EXPOSE 8080:80`: an address or host port.
+pub const EXPOSE_INVALID_FORMAT: Rule = rule(
+    "ExposeInvalidFormat",
+    "expose-invalid-format",
+    "IP address and host-port mapping should not be used in EXPOSE instruction. This will become an error in a future release",
+);
+/// A base image whose OS or architecture is not the platform the stage is built for
+/// (BuildKit gives it no documentation page).
+pub const INVALID_BASE_IMAGE_PLATFORM: Rule = rule(
+    "InvalidBaseImagePlatform",
+    "",
+    "Base image platform does not match expected target platform",
+);
 
 /// Every rule [`check`] knows.
 pub const RULES: &[Rule] = &[
@@ -224,6 +250,9 @@ pub const RULES: &[Rule] = &[
     FROM_PLATFORM_FLAG_CONST_DISALLOWED,
     COPY_IGNORED_FILE,
     INVALID_DEFINITION_DESCRIPTION,
+    EXPOSE_PROTO_CASING,
+    EXPOSE_INVALID_FORMAT,
+    INVALID_BASE_IMAGE_PLATFORM,
 ];
 
 /// The [`Finding::rule`] of an expansion that hit a bound of [`crate::shell`] (nesting,
@@ -246,6 +275,13 @@ pub struct CheckOptions {
     /// `FROM` image after `ARG` expansion (`alpine:3.20`). Variables the image defines
     /// are not [`UNDEFINED_VAR`]; an image not listed defines only `PATH`.
     pub image_env: BTreeMap<String, Vec<String>>,
+    /// `--platform`: the platform the build targets (`linux/arm64`), which gives
+    /// `TARGETPLATFORM` and its parts; `None` is the host's.
+    pub platform: Option<String>,
+    /// The platform of each base image (`os/architecture[/variant]` of its config), keyed
+    /// like [`CheckOptions::image_env`], for [`INVALID_BASE_IMAGE_PLATFORM`]. Leave out
+    /// images without layers: BuildKit takes them as `scratch` and does not check them.
+    pub image_platform: BTreeMap<String, String>,
 }
 
 /// One rule's finding.
@@ -282,7 +318,7 @@ impl Finding {
             source,
             &self.span,
             &format!("{}: {}", self.rule, self.message),
-            Some(&self.url),
+            (!self.url.is_empty()).then_some(self.url.as_str()),
         )
     }
 }
@@ -332,8 +368,10 @@ pub fn check(file: &Dockerfile, text: &str, options: &CheckOptions) -> Vec<Findi
         }
     };
     let source = source::Source::new(text);
+    let local = source::local_configs(&source, &config);
     let mut report = Report {
         config: &config,
+        local,
         findings: Vec::new(),
     };
     stages::check(file, &source, &mut report);
@@ -347,7 +385,11 @@ pub fn check(file: &Dockerfile, text: &str, options: &CheckOptions) -> Vec<Findi
 
 /// Collects findings of the rules the configuration lets through.
 pub(crate) struct Report<'a> {
+    /// The file's configuration (directive or build arg).
     config: &'a CheckConfig,
+    /// For each instruction (by start byte) with a `# check=` comment above it, the
+    /// file's configuration merged with that comment's.
+    local: BTreeMap<usize, CheckConfig>,
     findings: Vec<Finding>,
 }
 
@@ -367,8 +409,21 @@ impl Report<'_> {
         }
     }
 
+    /// A finding of a rule BuildKit runs with the file's configuration only (casing,
+    /// stage names, empty continuations, default ARGs in FROM, base image platforms).
     pub(crate) fn add(&mut self, rule: &Rule, span: Span, message: String) {
-        if !self.config.enabled(rule) {
+        self.push(self.config.enabled(rule), rule, span, message);
+    }
+
+    /// A finding of a rule BuildKit runs for the instruction starting at byte `at`, so
+    /// a `# check=` comment above that instruction applies too.
+    pub(crate) fn add_at(&mut self, at: usize, rule: &Rule, span: Span, message: String) {
+        let enabled = self.local.get(&at).unwrap_or(self.config).enabled(rule);
+        self.push(enabled, rule, span, message);
+    }
+
+    fn push(&mut self, enabled: bool, rule: &Rule, span: Span, message: String) {
+        if !enabled {
             return;
         }
         let finding = Finding {

@@ -2,6 +2,9 @@
 //! instruction's node (keyword and `AS` as written), the comments right above it (for
 //! descriptions), and the span of a single line.
 
+use std::collections::BTreeMap;
+
+use super::CheckConfig;
 use crate::error::Span;
 use crate::node::Node;
 
@@ -71,6 +74,31 @@ fn line_span(text: &str, line: usize) -> Option<Span> {
         offset += raw.len();
     }
     None
+}
+
+/// The configuration for each instruction (by start byte) that has a `# check=` comment
+/// among the comments above it: `config` merged with the first such comment, as
+/// BuildKit's `WithMergedConfigFromComments` (frontend 1.21+). A comment that names
+/// another directive (`# syntax=`) is passed over; a `check=` value that does not parse
+/// leaves `config` as it is. The value ends at its first space, so
+/// `# check=skip=all // why` works.
+pub(crate) fn local_configs(
+    source: &Source<'_>,
+    config: &CheckConfig,
+) -> BTreeMap<usize, CheckConfig> {
+    let mut out = BTreeMap::new();
+    for (node, comments) in source.nodes.iter().zip(&source.comments) {
+        let found = comments.iter().find_map(|comment| {
+            let line = format!("#{comment}");
+            let (name, value) = crate::lines::directive(&line)?;
+            (name.eq_ignore_ascii_case("check"))
+                .then(|| value.split(' ').next().map(CheckConfig::parse))
+        });
+        if let Some(Some(Ok(local))) = found {
+            out.insert(node.span.start, config.merged(&local));
+        }
+    }
+    out
 }
 
 /// The line of the parser directive `name` at the top of the file.
