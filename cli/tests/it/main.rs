@@ -6,6 +6,7 @@ mod build_topics;
 mod cache_transfer;
 mod feedback;
 mod parse;
+mod realworld;
 mod registry;
 mod sandbox;
 mod security_bounds;
