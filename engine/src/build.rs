@@ -154,7 +154,7 @@ impl Engine {
             parsed,
             ignore,
         } = prepared;
-        let findings = crate::check::findings(
+        let mut findings = crate::check::findings(
             &parsed,
             &dockerfile.text,
             &request.build_args,
@@ -163,18 +163,10 @@ impl Engine {
             Some(ignore.clone()),
             Some(&store),
         );
-        if let Some(message) = kiln_parser::lint::violation(&findings) {
-            let mut rendered = String::new();
-            for finding in &findings {
-                let kind = if finding.error { "error" } else { "warning" };
-                rendered.push_str(&format!(
-                    "{kind}: {}",
-                    finding.render(&dockerfile.name, &dockerfile.text)
-                ));
-            }
-            rendered.push_str(&format!("error: {message}\n"));
-            return Err(BuildError::Dockerfile { rendered });
-        }
+        // The base images' platforms are checked once they are resolved (below): the
+        // store's image is not the one used when it is for another architecture.
+        findings.retain(|f| f.rule != kiln_parser::lint::INVALID_BASE_IMAGE_PLATFORM.name);
+        violation_stops(&findings, &dockerfile)?;
         let mut warnings = Vec::new();
         if let Some(syntax) = &parsed.directives.syntax {
             // kiln is its own Dockerfile frontend: the directive is noted, never fetched.
@@ -227,7 +219,7 @@ impl Engine {
             allow: request.allow.iter().map(|a| a.name().to_owned()).collect(),
             named_contexts,
         };
-        let plan = self
+        let (plan, resolved) = self
             .lower(
                 &parsed,
                 &options,
@@ -236,6 +228,19 @@ impl Engine {
                 &request.registry,
             )
             .await?;
+        // As BuildKit, when it resolves each base image: one of another OS or
+        // architecture than the stage is built for is `InvalidBaseImagePlatform`.
+        let late = crate::check::base_platform_findings(
+            &parsed,
+            &dockerfile.text,
+            &request.build_args,
+            request.target.as_deref(),
+            request.platform.as_ref(),
+            resolved,
+        );
+        findings.extend(late);
+        findings.sort_by_key(|f| f.span.line);
+        violation_stops(&findings, &dockerfile)?;
         for arg in &plan.unused_args {
             warnings.push(format!(
                 "build argument {arg:?} was given but no ARG in the build uses it"
@@ -408,7 +413,7 @@ impl Engine {
         dockerfile: &DockerfileText,
         pull: bool,
         access: &RegistryAccess,
-    ) -> Result<Plan, BuildError> {
+    ) -> Result<(Plan, BTreeMap<String, String>), BuildError> {
         let mut known: HashMap<(String, String), Result<BaseImage, String>> = HashMap::new();
         loop {
             let mut missing = None;
@@ -423,7 +428,7 @@ impl Engine {
             };
             let lowered = frontend::lower(parsed, options, &mut resolve);
             match (lowered, missing) {
-                (Ok(plan), _) => return Ok(plan),
+                (Ok(plan), _) => return Ok((plan, resolved_platforms(&known))),
                 (Err(_), Some((reference, platform))) => {
                     let found = self.resolve_base(&reference, &platform, pull, access).await;
                     // An engine failure (a damaged store) is the build's error; a missing
@@ -522,6 +527,44 @@ impl Engine {
             ))
         })
     }
+}
+
+/// The platform (`os/architecture[/variant]` of the config) of each base image the
+/// lowering resolved, by the name it was asked for; images without layers are left out,
+/// as BuildKit does not check them (it takes them for `scratch`).
+fn resolved_platforms(
+    known: &HashMap<(String, String), Result<BaseImage, String>>,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for ((reference, _), found) in known {
+        if let Ok(image) = found
+            && !image.layers.is_empty()
+        {
+            out.insert(
+                reference.clone(),
+                crate::check::config_platform(&image.config),
+            );
+        }
+    }
+    out
+}
+
+/// With `# check=error=true`, a finding fails the build: the findings and BuildKit's
+/// `lint violation found for rules: ...`.
+fn violation_stops(findings: &[Finding], dockerfile: &DockerfileText) -> Result<(), BuildError> {
+    let Some(message) = kiln_parser::lint::violation(findings) else {
+        return Ok(());
+    };
+    let mut rendered = String::new();
+    for finding in findings {
+        let kind = if finding.error { "error" } else { "warning" };
+        rendered.push_str(&format!(
+            "{kind}: {}",
+            finding.render(&dockerfile.name, &dockerfile.text)
+        ));
+    }
+    rendered.push_str(&format!("error: {message}\n"));
+    Err(BuildError::Dockerfile { rendered })
 }
 
 enum ResolveError {

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use kiln_image::config::ImageConfig;
 use kiln_image::platform::Platform;
 use kiln_parser::Dockerfile;
 use kiln_parser::dockerignore::Matcher;
@@ -25,18 +26,46 @@ fn bases(store: Option<&Store>, file: &Dockerfile) -> Bases {
         if let Ok((_, image)) = kiln_image::image::find_image(store, &stage.from.image) {
             let config = &image.config;
             if !image.manifest.layers.is_empty() {
-                let mut platform = format!("{}/{}", config.os, config.architecture);
-                if let Some(variant) = &config.variant {
-                    platform.push('/');
-                    platform.push_str(variant);
-                }
-                out.platform.insert(stage.from.image.clone(), platform);
+                out.platform
+                    .insert(stage.from.image.clone(), config_platform(config));
             }
             out.env
                 .insert(stage.from.image.clone(), config.config.env.clone());
         }
     }
     out
+}
+
+/// `os/architecture[/variant]` of an image config.
+pub(crate) fn config_platform(config: &ImageConfig) -> String {
+    let mut platform = format!("{}/{}", config.os, config.architecture);
+    if let Some(variant) = &config.variant {
+        platform.push('/');
+        platform.push_str(variant);
+    }
+    platform
+}
+
+/// Only the `InvalidBaseImagePlatform` findings, for base images resolved as a build
+/// resolves them (`resolved`: the platform of each, by the name the `FROM` gives).
+pub(crate) fn base_platform_findings(
+    file: &Dockerfile,
+    text: &str,
+    build_args: &BTreeMap<String, String>,
+    target: Option<&str>,
+    platform: Option<&Platform>,
+    resolved: BTreeMap<String, String>,
+) -> Vec<Finding> {
+    let options = CheckOptions {
+        build_args: build_args.clone(),
+        target: target.map(str::to_owned),
+        platform: platform.map(Platform::to_string),
+        image_platform: resolved,
+        ..CheckOptions::default()
+    };
+    let mut found = lint::check(file, text, &options);
+    found.retain(|f| f.rule == lint::INVALID_BASE_IMAGE_PLATFORM.name);
+    found
 }
 
 /// The findings for a parsed Dockerfile, for a build targeting `platform` (`None`: the

@@ -1,12 +1,13 @@
 //! Integration tests of the `kiln` binary: one test binary, one module per topic.
 
 mod build;
+mod build_checks;
 mod build_features;
 mod build_topics;
 mod cache_transfer;
 mod feedback;
 mod parse;
-mod realworld;
+
 mod registry;
 mod sandbox;
 mod security_bounds;
