@@ -336,31 +336,41 @@ pub fn violation(findings: &[Finding]) -> Option<String> {
 }
 
 /// The configuration in force: the `BUILDKIT_DOCKERFILE_CHECK` build arg if given, else
-/// the `# check=` directive, else every non-experimental rule as warnings.
-/// As in BuildKit, the directive's value ends at its first space.
-pub fn config(file: &Dockerfile, options: &CheckOptions) -> Result<CheckConfig, CheckConfigError> {
+/// the `# check=` directive (read from `text` as BuildKit's linter reads it), else every
+/// non-experimental rule as warnings. As in BuildKit, the directive's value ends at its
+/// first space.
+pub fn config(text: &str, options: &CheckOptions) -> Result<CheckConfig, CheckConfigError> {
     if let Some(value) = options.build_args.get("BUILDKIT_DOCKERFILE_CHECK") {
         return CheckConfig::parse(value);
     }
-    match &file.directives.check {
-        Some(value) => CheckConfig::parse(value.split(' ').next().unwrap_or_default()),
+    match source::check_directive(text) {
+        Some((value, _)) => CheckConfig::parse(&value),
         None => Ok(CheckConfig::default()),
     }
 }
 
 /// Runs the checks on `file`, parsed from `text`; findings are in line order.
 pub fn check(file: &Dockerfile, text: &str, options: &CheckOptions) -> Vec<Finding> {
-    let config = match config(file, options) {
+    let config = match config(text, options) {
         Ok(config) => config,
         Err(err) => {
-            let span = if options.build_args.contains_key("BUILDKIT_DOCKERFILE_CHECK") {
-                Span::default()
+            // dockerui/config.go names the build arg; convert.go `newRuleLinter` the
+            // directive.
+            let (span, message) = if options.build_args.contains_key("BUILDKIT_DOCKERFILE_CHECK") {
+                (
+                    Span::default(),
+                    format!("failed to parse build-arg:BUILDKIT_DOCKERFILE_CHECK: {err}"),
+                )
             } else {
-                source::directive_span(text, "check").unwrap_or_default()
+                let line = source::check_directive(text).map_or(0, |(_, line)| line);
+                (
+                    source::line_span(text, line).unwrap_or_default(),
+                    format!("failed to parse check options: {err}"),
+                )
             };
             return vec![Finding {
                 rule: "CheckOptions",
-                message: format!("failed to parse check options: {err}"),
+                message,
                 span,
                 url: "https://docs.docker.com/reference/build-checks/".to_owned(),
                 error: true,
@@ -576,6 +586,37 @@ mod tests {
             &[],
             &[
                 "1:CheckOptions:failed to parse check options: failed to parse check option \"error=maybe\": strconv.ParseBool: parsing \"maybe\": invalid syntax:error",
+            ],
+        );
+    }
+
+    #[test]
+    fn bad_build_arg_is_one_error_naming_it() {
+        // dockerui/config.go: "failed to parse %s", keyDockerfileLintArg.
+        check_text(
+            CASING,
+            &[("BUILDKIT_DOCKERFILE_CHECK", "skip")],
+            &[
+                "0:CheckOptions:failed to parse build-arg:BUILDKIT_DOCKERFILE_CHECK: invalid check option \"skip\":error",
+            ],
+        );
+    }
+
+    #[test]
+    fn directive_after_a_shebang_and_only_unindented() {
+        // parser.ParseDirective drops a first `#!` line before it reads directives, and
+        // reads `#` at the very start of a line only.
+        check_text(
+            &format!("#!/usr/bin/env kiln\n#check=skip=all\n{CASING}"),
+            &[],
+            &[],
+        );
+        check_text(
+            &format!("  #check=skip=all\n{CASING}"),
+            &[],
+            &[
+                "2:FromAsCasing:'as' and 'FROM' keywords' casing do not match",
+                "3:ConsistentInstructionCasing:Command 'copy' should match the case of the command majority (uppercase)",
             ],
         );
     }
