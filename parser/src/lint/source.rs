@@ -237,7 +237,7 @@ mod tests {
 
     #[test]
     fn directive_lines() {
-        let found = |text: &str| check_directive(text).map(|(v, line)| (v, line));
+        let found = check_directive;
         assert_eq!(
             found("# syntax=x\n# check=skip=all\nFROM a\n"),
             Some(("skip=all".to_owned(), 2))
