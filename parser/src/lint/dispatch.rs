@@ -512,12 +512,15 @@ impl Walker<'_> {
             .collect()
     }
 
-    /// Expands what BuildKit expands in `COPY`/`ADD` (`--chown`, `ADD --checksum`, the
+    /// Expands what BuildKit expands in `COPY`/`ADD` (`--chown`, `--chmod`, `ADD --checksum`, the
     /// paths, heredoc bodies with an unquoted delimiter); returns the expanded sources
     /// that are not heredocs.
     fn copy_words(&self, copy: &Copy, add: bool, unmatched: &mut BTreeSet<String>) -> Vec<String> {
         if let Some(chown) = &copy.chown {
             self.expand(chown, unmatched);
+        }
+        if let Some(chmod) = &copy.chmod {
+            self.expand(chmod, unmatched);
         }
         if add && let Some(checksum) = &copy.checksum {
             self.expand(checksum, unmatched);
