@@ -163,10 +163,18 @@ impl Engine {
             Some(ignore.clone()),
             Some(&store),
         );
-        // The base images' platforms are checked once they are resolved (below): the
-        // store's image is not the one used when it is for another architecture.
+        // Checked again once the base images are resolved (below): the store's copy of
+        // an image is not the one used when it is for another architecture, or absent.
+        // What does not depend on them can fail the build now, before any pull.
         findings.retain(|f| f.rule != kiln_parser::lint::INVALID_BASE_IMAGE_PLATFORM.name);
-        violation_stops(&findings, &dockerfile)?;
+        let early: Vec<Finding> = findings
+            .iter()
+            .filter(|f| !crate::check::depends_on_bases(f))
+            .cloned()
+            .collect();
+        if kiln_parser::lint::violation(&early).is_some() {
+            violation_stops(&findings, &dockerfile)?;
+        }
         let mut warnings = Vec::new();
         if let Some(syntax) = &parsed.directives.syntax {
             // kiln is its own Dockerfile frontend: the directive is noted, never fetched.
@@ -228,18 +236,22 @@ impl Engine {
                 &request.registry,
             )
             .await?;
-        // As BuildKit, when it resolves each base image: one of another OS or
-        // architecture than the stage is built for is `InvalidBaseImagePlatform`.
-        let late = crate::check::base_platform_findings(
-            &parsed,
-            &dockerfile.text,
-            &request.build_args,
-            request.target.as_deref(),
-            request.platform.as_ref(),
-            resolved,
-        );
-        findings.extend(late);
-        findings.sort_by_key(|f| f.span.line);
+        // As BuildKit, the checks see the base images the build resolved: their ENV and
+        // SHELL, and their platform (`InvalidBaseImagePlatform`).
+        // (The store's copies stay, without their platform, for stages the lowering did
+        // not need.)
+        let ask = crate::check::Ask {
+            build_args: &request.build_args,
+            target: request.target.as_deref(),
+            platform: request.platform.as_ref(),
+            ignore: Some(ignore.clone()),
+        };
+        let mut bases: BTreeMap<_, _> = crate::check::store_bases(&parsed, &ask, &store)
+            .into_iter()
+            .map(|(name, facts)| (name, facts.without_platform()))
+            .collect();
+        bases.extend(resolved);
+        findings = crate::check::findings_with(&parsed, &dockerfile.text, ask, bases);
         violation_stops(&findings, &dockerfile)?;
         for arg in &plan.unused_args {
             warnings.push(format!(
@@ -413,7 +425,7 @@ impl Engine {
         dockerfile: &DockerfileText,
         pull: bool,
         access: &RegistryAccess,
-    ) -> Result<(Plan, BTreeMap<String, String>), BuildError> {
+    ) -> Result<(Plan, BTreeMap<String, crate::check::BaseFacts>), BuildError> {
         let mut known: HashMap<(String, String), Result<BaseImage, String>> = HashMap::new();
         loop {
             let mut missing = None;
@@ -428,7 +440,7 @@ impl Engine {
             };
             let lowered = frontend::lower(parsed, options, &mut resolve);
             match (lowered, missing) {
-                (Ok(plan), _) => return Ok((plan, resolved_platforms(&known))),
+                (Ok(plan), _) => return Ok((plan, resolved_bases(&known))),
                 (Err(_), Some((reference, platform))) => {
                     let found = self.resolve_base(&reference, &platform, pull, access).await;
                     // An engine failure (a damaged store) is the build's error; a missing
@@ -529,21 +541,16 @@ impl Engine {
     }
 }
 
-/// The platform (`os/architecture[/variant]` of the config) of each base image the
-/// lowering resolved, by the name it was asked for; images without layers are left out,
-/// as BuildKit does not check them (it takes them for `scratch`).
-fn resolved_platforms(
+/// What the checks use of each base image the lowering resolved, by the name it was
+/// asked for.
+fn resolved_bases(
     known: &HashMap<(String, String), Result<BaseImage, String>>,
-) -> BTreeMap<String, String> {
+) -> BTreeMap<String, crate::check::BaseFacts> {
     let mut out = BTreeMap::new();
     for ((reference, _), found) in known {
-        if let Ok(image) = found
-            && !image.layers.is_empty()
-        {
-            out.insert(
-                reference.clone(),
-                crate::check::config_platform(&image.config),
-            );
+        if let Ok(image) = found {
+            let facts = crate::check::BaseFacts::of(&image.config, !image.layers.is_empty());
+            out.insert(reference.clone(), facts);
         }
     }
     out

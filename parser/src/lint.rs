@@ -4,7 +4,7 @@
 //! [`check`] takes the parsed [`Dockerfile`], its text (for what the AST does not keep:
 //! comments above an instruction, the casing of `AS`, empty continuation lines) and
 //! [`CheckOptions`] (build args, target and platform, the `.dockerignore` matcher, base
-//! images' environments and platforms), and returns [`Finding`]s in line order. Which
+//! images' environments, shells and platforms), and returns [`Finding`]s in line order. Which
 //! rules run is [`CheckConfig`]'s answer, read from the `# check=` directive, or from the
 //! `BUILDKIT_DOCKERFILE_CHECK` build arg which replaces it, as in BuildKit:
 //! `skip=Rule1,Rule2` or `skip=all` turn rules off, `experimental=Rule` or
@@ -24,8 +24,7 @@
 //! every stage is checked, as `--check` does.
 //!
 //! Pure: no I/O; the caller reads the `.dockerignore` and base image configurations.
-//! Not modelled: a base image's `SHELL` (only the file's `SHELL` silences
-//! `JSONArgsRecommended`), Windows stages (paths are Linux paths), `ONBUILD` triggers
+//! Not modelled: Windows stages (paths are Linux paths), `ONBUILD` triggers
 //! run in a child stage, and named contexts standing in for base images. A finding
 //! BuildKit would repeat for one instruction is given once.
 //!
@@ -275,6 +274,10 @@ pub struct CheckOptions {
     /// `FROM` image after `ARG` expansion (`alpine:3.20`). Variables the image defines
     /// are not [`UNDEFINED_VAR`]; an image not listed defines only `PATH`.
     pub image_env: BTreeMap<String, Vec<String>>,
+    /// The `SHELL` of each base image that sets one, keyed like
+    /// [`CheckOptions::image_env`]: a stage built on it starts with a shell, so shell-form
+    /// `CMD`/`ENTRYPOINT` are not [`JSON_ARGS_RECOMMENDED`].
+    pub image_shell: BTreeMap<String, Vec<String>>,
     /// `--platform`: the platform the build targets (`linux/arm64`), which gives
     /// `TARGETPLATFORM` and its parts; `None` is the host's.
     pub platform: Option<String>,
@@ -347,6 +350,32 @@ pub fn config(text: &str, options: &CheckOptions) -> Result<CheckConfig, CheckCo
         Some((value, _)) => CheckConfig::parse(&value),
         None => Ok(CheckConfig::default()),
     }
+}
+
+/// The image each stage's `FROM` names, after expansion with the global `ARG`s and the
+/// build args (`golang:1.23` for `FROM golang:${GO}`): the keys of
+/// [`CheckOptions::image_env`] and the like. Stages built on an earlier stage and
+/// `scratch` are left out; nothing when a `FROM` does not expand.
+pub fn base_images(file: &Dockerfile, options: &CheckOptions) -> Vec<String> {
+    let config = CheckConfig::default();
+    let mut report = Report {
+        config: &config,
+        local: BTreeMap::new(),
+        findings: Vec::new(),
+    };
+    let Some(globals) = from::check(file, options, &mut report) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = Vec::new();
+    for (i, base) in globals.bases.iter().enumerate() {
+        let is_stage = file.stages[..i]
+            .iter()
+            .any(|s| s.name.as_deref() == Some(base.as_str()));
+        if !is_stage && base != "scratch" && !out.contains(base) {
+            out.push(base.clone());
+        }
+    }
+    out
 }
 
 /// Runs the checks on `file`, parsed from `text`; findings are in line order.

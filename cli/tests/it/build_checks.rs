@@ -197,3 +197,46 @@ fn base_image_pulled_for_another_architecture_is_reported_by_the_build() {
     assert!(err.contains(&message), "{err}");
     assert!(err.contains("Dockerfile:2:1"), "{err}");
 }
+
+/// A build checks the base images it pulled: their `ENV` and `SHELL` count, as in
+/// BuildKit's dispatch (the stage starts from the resolved image's config). `kiln
+/// check`, pulling nothing, knows only `PATH` for an image the store lacks, so under
+/// `error=true` it fails where the build passes.
+#[test]
+fn a_build_checks_with_the_env_and_shell_of_the_images_it_pulled() {
+    use kiln_testkit::registry::{REGISTRY_BIN, RegistryServer, ServerOptions};
+    if !Path::new(REGISTRY_BIN).exists() {
+        eprintln!("skipped: {REGISTRY_BIN} is absent (apt-get install docker-registry)");
+        return;
+    }
+    let server = RegistryServer::start(ServerOptions::default());
+    let image = format!("{}/kiln/gobase:1", server.host());
+    let pusher = Kiln::new();
+    pusher.write("base/foo", "test");
+    pusher.write(
+        "base/Dockerfile",
+        "FROM scratch\nCOPY foo /foo\nENV GOPATH=/go\nSHELL [\"/bin/sh\", \"-c\"]\n",
+    );
+    pusher.ok(&["build", "-t", &image, "base"]);
+    pusher.ok(&["push", &image]);
+
+    let k = Kiln::new();
+    k.write(
+        "ctx/Dockerfile",
+        format!("# check=error=true\nFROM {image}\nWORKDIR $GOPATH/src\nCMD run\n"),
+    );
+    let out = run(k.cmd().args(["check", "ctx"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("UndefinedVar: Usage of undefined variable '$GOPATH'")
+            && err.contains("JSONArgsRecommended"),
+        "{err}"
+    );
+    let out = run(k.cmd().args(["build", "--progress=plain", "ctx"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        !err.contains("UndefinedVar") && !err.contains("JSONArgsRecommended"),
+        "{err}"
+    );
+}

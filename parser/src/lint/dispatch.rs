@@ -55,7 +55,7 @@ struct StageState {
     args: Vec<String>,
     /// An absolute or relative `WORKDIR` was set in this file.
     workdir_set: bool,
-    /// A `SHELL` was set in this file.
+    /// A `SHELL` was set in this file or by the base image.
     shell_set: bool,
 }
 
@@ -119,7 +119,12 @@ pub(crate) fn check(
                     let wanted = wanted.as_ref().unwrap_or(&globals.target);
                     base_platform(options, base_name, wanted, stage.span, report);
                 }
-                StageState::from_image(options.image_env.get(base_name))
+                let mut state = StageState::from_image(options.image_env.get(base_name));
+                state.shell_set = options
+                    .image_shell
+                    .get(base_name)
+                    .is_some_and(|shell| !shell.is_empty());
+                state
             }
         };
         let mut walker = Walker {

@@ -249,6 +249,27 @@ WORKDIR rel
 }
 
 #[test]
+fn a_base_image_shell_silences_json_args_recommended() {
+    // dispatchCmd: the warning only when `d.image.Config.Shell` is empty, and the config
+    // starts as the base image's.
+    let text = "FROM pwsh-image\nCMD Get-Date\n\nFROM plain AS other\nENTRYPOINT run\n";
+    let options = CheckOptions {
+        image_shell: BTreeMap::from([(
+            "pwsh-image".to_owned(),
+            vec!["pwsh".to_owned(), "-Command".to_owned()],
+        )]),
+        ..CheckOptions::default()
+    };
+    check_text(
+        text,
+        &options,
+        &[
+            "5:JSONArgsRecommended:JSON arguments recommended for ENTRYPOINT to prevent unintended behavior related to OS signals",
+        ],
+    );
+}
+
+#[test]
 fn heredoc_bodies_are_expanded_unless_quoted() {
     let text = "FROM alpine\nCOPY <<EOF /a\n$MISSING\nEOF\nCOPY <<'EOF' /b\n$QUOTED\nEOF\nRUN <<EOF\n$SHELL_ONLY\nEOF\n";
     check_text(
