@@ -240,3 +240,29 @@ fn a_build_checks_with_the_env_and_shell_of_the_images_it_pulled() {
         "{err}"
     );
 }
+
+/// `kiln check` looks the store's base up by the `FROM` name after `ARG` expansion, as
+/// the build resolves it: the image's `ENV` then counts.
+#[test]
+fn check_finds_the_stored_base_under_its_expanded_name() {
+    let k = Kiln::new();
+    k.write("base/foo", "test");
+    k.write(
+        "base/Dockerfile",
+        "FROM scratch\nCOPY foo /foo\nENV GOPATH=/go\n",
+    );
+    k.ok(&["build", "-t", "gobase:1.26", "base"]);
+    k.write(
+        "ctx/Dockerfile",
+        "ARG GO=1.26\nFROM gobase:${GO}\nWORKDIR $GOPATH/src\nCOPY --chmod=$MODE x /x\n",
+    );
+    let json = k.ok(&["check", "--format", "json", "ctx"]);
+    let findings: serde_json::Value = serde_json::from_str(&json).expect("json");
+    let messages: Vec<&str> = findings
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|f| f["message"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(messages, ["Usage of undefined variable '$MODE'"], "{json}");
+}
