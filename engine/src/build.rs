@@ -105,6 +105,7 @@ impl Engine {
             &prepared.dockerfile.text,
             &request.build_args,
             request.target.as_deref(),
+            request.platform.as_ref(),
             Some(prepared.ignore.clone()),
             Some(self.store()),
         );
@@ -153,25 +154,26 @@ impl Engine {
             parsed,
             ignore,
         } = prepared;
-        let findings = crate::check::findings(
+        let mut findings = crate::check::findings(
             &parsed,
             &dockerfile.text,
             &request.build_args,
             request.target.as_deref(),
+            request.platform.as_ref(),
             Some(ignore.clone()),
             Some(&store),
         );
-        if let Some(message) = kiln_parser::lint::violation(&findings) {
-            let mut rendered = String::new();
-            for finding in &findings {
-                let kind = if finding.error { "error" } else { "warning" };
-                rendered.push_str(&format!(
-                    "{kind}: {}",
-                    finding.render(&dockerfile.name, &dockerfile.text)
-                ));
-            }
-            rendered.push_str(&format!("error: {message}\n"));
-            return Err(BuildError::Dockerfile { rendered });
+        // Checked again once the base images are resolved (below): the store's copy of
+        // an image is not the one used when it is for another architecture, or absent.
+        // What does not depend on them can fail the build now, before any pull.
+        findings.retain(|f| f.rule != kiln_parser::lint::INVALID_BASE_IMAGE_PLATFORM.name);
+        let early: Vec<Finding> = findings
+            .iter()
+            .filter(|f| !crate::check::depends_on_bases(f))
+            .cloned()
+            .collect();
+        if kiln_parser::lint::violation(&early).is_some() {
+            violation_stops(&findings, &dockerfile)?;
         }
         let mut warnings = Vec::new();
         if let Some(syntax) = &parsed.directives.syntax {
@@ -232,7 +234,7 @@ impl Engine {
             allow: request.allow.iter().map(|a| a.name().to_owned()).collect(),
             named_contexts,
         };
-        let plan = self
+        let (plan, resolved) = self
             .lower(
                 &parsed,
                 &options,
@@ -241,6 +243,23 @@ impl Engine {
                 &request.registry,
             )
             .await?;
+        // As BuildKit, the checks see the base images the build resolved: their ENV and
+        // SHELL, and their platform (`InvalidBaseImagePlatform`).
+        // (The store's copies stay, without their platform, for stages the lowering did
+        // not need.)
+        let ask = crate::check::Ask {
+            build_args: &request.build_args,
+            target: request.target.as_deref(),
+            platform: request.platform.as_ref(),
+            ignore: Some(ignore.clone()),
+        };
+        let mut bases: BTreeMap<_, _> = crate::check::store_bases(&parsed, &ask, &store)
+            .into_iter()
+            .map(|(name, facts)| (name, facts.without_platform()))
+            .collect();
+        bases.extend(resolved);
+        findings = crate::check::findings_with(&parsed, &dockerfile.text, ask, bases);
+        violation_stops(&findings, &dockerfile)?;
         for arg in &plan.unused_args {
             warnings.push(format!(
                 "build argument {arg:?} was given but no ARG in the build uses it"
@@ -419,7 +438,7 @@ impl Engine {
         dockerfile: &DockerfileText,
         pull: bool,
         access: &RegistryAccess,
-    ) -> Result<Plan, BuildError> {
+    ) -> Result<(Plan, BTreeMap<String, crate::check::BaseFacts>), BuildError> {
         let mut known: HashMap<(String, String), Result<BaseImage, String>> = HashMap::new();
         loop {
             let mut missing = None;
@@ -434,7 +453,7 @@ impl Engine {
             };
             let lowered = frontend::lower(parsed, options, &mut resolve);
             match (lowered, missing) {
-                (Ok(plan), _) => return Ok(plan),
+                (Ok(plan), _) => return Ok((plan, resolved_bases(&known))),
                 (Err(_), Some((reference, platform))) => {
                     let found = self.resolve_base(&reference, &platform, pull, access).await;
                     // An engine failure (a damaged store) is the build's error; a missing
@@ -533,6 +552,39 @@ impl Engine {
             ))
         })
     }
+}
+
+/// What the checks use of each base image the lowering resolved, by the name it was
+/// asked for.
+fn resolved_bases(
+    known: &HashMap<(String, String), Result<BaseImage, String>>,
+) -> BTreeMap<String, crate::check::BaseFacts> {
+    let mut out = BTreeMap::new();
+    for ((reference, _), found) in known {
+        if let Ok(image) = found {
+            let facts = crate::check::BaseFacts::of(&image.config, !image.layers.is_empty());
+            out.insert(reference.clone(), facts);
+        }
+    }
+    out
+}
+
+/// With `# check=error=true`, a finding fails the build: the findings and BuildKit's
+/// `lint violation found for rules: ...`.
+fn violation_stops(findings: &[Finding], dockerfile: &DockerfileText) -> Result<(), BuildError> {
+    let Some(message) = kiln_parser::lint::violation(findings) else {
+        return Ok(());
+    };
+    let mut rendered = String::new();
+    for finding in findings {
+        let kind = if finding.error { "error" } else { "warning" };
+        rendered.push_str(&format!(
+            "{kind}: {}",
+            finding.render(&dockerfile.name, &dockerfile.text)
+        ));
+    }
+    rendered.push_str(&format!("error: {message}\n"));
+    Err(BuildError::Dockerfile { rendered })
 }
 
 enum ResolveError {

@@ -3,27 +3,30 @@
 //!
 //! [`check`] takes the parsed [`Dockerfile`], its text (for what the AST does not keep:
 //! comments above an instruction, the casing of `AS`, empty continuation lines) and
-//! [`CheckOptions`] (build args, target, the `.dockerignore` matcher, base images'
-//! environments), and returns [`Finding`]s in line order. Which rules run is
-//! [`CheckConfig`]'s answer, read from the `# check=` directive, or from the
+//! [`CheckOptions`] (build args, target and platform, the `.dockerignore` matcher, base
+//! images' environments, shells and platforms), and returns [`Finding`]s in line order. Which
+//! rules run is [`CheckConfig`]'s answer, read from the `# check=` directive, or from the
 //! `BUILDKIT_DOCKERFILE_CHECK` build arg which replaces it, as in BuildKit:
 //! `skip=Rule1,Rule2` or `skip=all` turn rules off, `experimental=Rule` or
-//! `experimental=all` turn on the experimental ones ([`COPY_IGNORED_FILE`],
-//! [`INVALID_DEFINITION_DESCRIPTION`]; `skip` does not touch them), `error=true` makes
-//! every finding an error.
+//! `experimental=all` turn on the experimental one ([`INVALID_DEFINITION_DESCRIPTION`];
+//! `skip` does not touch it), `error=true` makes every finding an error. A `# check=`
+//! comment among those right above an instruction (frontend 1.21+) adds its `skip` and
+//! `experimental` for the rules BuildKit runs with that instruction; the rules it runs
+//! for the whole file (instruction casing, stage names, empty continuations, default
+//! `ARG`s in `FROM`, base image platforms) see only the file's configuration.
 //!
 //! The rules follow where BuildKit reports them: the parse (casing, stage names,
 //! `MAINTAINER`, description comments, empty continuation lines), the `FROM` lines
-//! against the global `ARG`s, and the dispatch of each stage's instructions (undefined
-//! variables, relative `WORKDIR`, shell-form `CMD`, repeated `CMD`, legacy `ENV k v`,
-//! secrets in `ARG`/`ENV`, ignored `COPY` sources). Dispatch rules see only the stages the
-//! target needs; with no target every stage is checked, as `--check` does.
+//! against the global `ARG`s, the base images' platforms, and the dispatch of each
+//! stage's instructions (undefined variables, relative `WORKDIR`, shell-form `CMD`,
+//! repeated `CMD`, legacy `ENV k v`, secrets in `ARG`/`ENV`, ignored `COPY` sources,
+//! `EXPOSE` formats). Dispatch rules see only the stages the target needs; with no target
+//! every stage is checked, as `--check` does.
 //!
 //! Pure: no I/O; the caller reads the `.dockerignore` and base image configurations.
-//! Not modelled: a base image's `SHELL` (only the file's `SHELL` silences
-//! `JSONArgsRecommended`), Windows stages (paths are Linux paths), `ONBUILD` triggers
-//! run in a child stage, and the `# check=` comments newer BuildKit reads above single
-//! instructions. A finding BuildKit would repeat for one instruction is given once.
+//! Not modelled: Windows stages (paths are Linux paths), `ONBUILD` triggers
+//! run in a child stage, and named contexts standing in for base images. A finding
+//! BuildKit would repeat for one instruction is given once.
 //!
 //! ```
 //! use kiln_parser::lint::{self, CheckOptions};
@@ -37,6 +40,7 @@
 
 mod config;
 mod dispatch;
+mod expose;
 mod from;
 mod platform;
 mod reference;
@@ -66,8 +70,12 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// `https://docs.docker.com/go/dockerfile/rule/<slug>/`.
+    /// `https://docs.docker.com/go/dockerfile/rule/<slug>/`; empty for a rule BuildKit
+    /// gives no page ([`INVALID_BASE_IMAGE_PLATFORM`]).
     pub fn url(&self) -> String {
+        if self.slug.is_empty() {
+            return String::new();
+        }
         format!("https://docs.docker.com/go/dockerfile/rule/{}/", self.slug)
     }
 }
@@ -183,15 +191,12 @@ pub const FROM_PLATFORM_FLAG_CONST_DISALLOWED: Rule = rule(
     "from-platform-flag-const-disallowed",
     "FROM --platform flag should not use a constant value",
 );
-/// `COPY` of a path `.dockerignore` leaves out (experimental).
-pub const COPY_IGNORED_FILE: Rule = Rule {
-    experimental: true,
-    ..rule(
-        "CopyIgnoredFile",
-        "copy-ignored-file",
-        "Attempting to Copy file that is excluded by .dockerignore",
-    )
-};
+/// `COPY` of a path `.dockerignore` leaves out (experimental before frontend 1.21).
+pub const COPY_IGNORED_FILE: Rule = rule(
+    "CopyIgnoredFile",
+    "copy-ignored-file",
+    "Attempting to Copy file that is excluded by .dockerignore",
+);
 /// A comment above `FROM ... AS name` or `ARG name` that does not start with the name
 /// (experimental).
 pub const INVALID_DEFINITION_DESCRIPTION: Rule = Rule {
@@ -202,6 +207,26 @@ pub const INVALID_DEFINITION_DESCRIPTION: Rule = Rule {
         "Comment for build stage or argument should follow the format: `# <arg/stage name> <description>`. If this is not intended to be a description comment, add an empty line or comment between the instruction and the comment.",
     )
 };
+
+/// `EXPOSE 80/TCP`: the protocol should be lowercase.
+pub const EXPOSE_PROTO_CASING: Rule = rule(
+    "ExposeProtoCasing",
+    "expose-proto-casing",
+    "Protocol in EXPOSE instruction should be lowercase",
+);
+/// `EXPOSE 127.0.0.1:80:80` or `EXPOSE 8080:80`: an address or host port.
+pub const EXPOSE_INVALID_FORMAT: Rule = rule(
+    "ExposeInvalidFormat",
+    "expose-invalid-format",
+    "IP address and host-port mapping should not be used in EXPOSE instruction. This will become an error in a future release",
+);
+/// A base image whose OS or architecture is not the platform the stage is built for
+/// (BuildKit gives it no documentation page).
+pub const INVALID_BASE_IMAGE_PLATFORM: Rule = rule(
+    "InvalidBaseImagePlatform",
+    "",
+    "Base image platform does not match expected target platform",
+);
 
 /// Every rule [`check`] knows.
 pub const RULES: &[Rule] = &[
@@ -224,6 +249,9 @@ pub const RULES: &[Rule] = &[
     FROM_PLATFORM_FLAG_CONST_DISALLOWED,
     COPY_IGNORED_FILE,
     INVALID_DEFINITION_DESCRIPTION,
+    EXPOSE_PROTO_CASING,
+    EXPOSE_INVALID_FORMAT,
+    INVALID_BASE_IMAGE_PLATFORM,
 ];
 
 /// The [`Finding::rule`] of an expansion that hit a bound of [`crate::shell`] (nesting,
@@ -246,6 +274,17 @@ pub struct CheckOptions {
     /// `FROM` image after `ARG` expansion (`alpine:3.20`). Variables the image defines
     /// are not [`UNDEFINED_VAR`]; an image not listed defines only `PATH`.
     pub image_env: BTreeMap<String, Vec<String>>,
+    /// The `SHELL` of each base image that sets one, keyed like
+    /// [`CheckOptions::image_env`]: a stage built on it starts with a shell, so shell-form
+    /// `CMD`/`ENTRYPOINT` are not [`JSON_ARGS_RECOMMENDED`].
+    pub image_shell: BTreeMap<String, Vec<String>>,
+    /// `--platform`: the platform the build targets (`linux/arm64`), which gives
+    /// `TARGETPLATFORM` and its parts; `None` is the host's.
+    pub platform: Option<String>,
+    /// The platform of each base image (`os/architecture[/variant]` of its config), keyed
+    /// like [`CheckOptions::image_env`], for [`INVALID_BASE_IMAGE_PLATFORM`]. Leave out
+    /// images without layers: BuildKit takes them as `scratch` and does not check them.
+    pub image_platform: BTreeMap<String, String>,
 }
 
 /// One rule's finding.
@@ -282,7 +321,7 @@ impl Finding {
             source,
             &self.span,
             &format!("{}: {}", self.rule, self.message),
-            Some(&self.url),
+            (!self.url.is_empty()).then_some(self.url.as_str()),
         )
     }
 }
@@ -300,31 +339,67 @@ pub fn violation(findings: &[Finding]) -> Option<String> {
 }
 
 /// The configuration in force: the `BUILDKIT_DOCKERFILE_CHECK` build arg if given, else
-/// the `# check=` directive, else every non-experimental rule as warnings.
-/// As in BuildKit, the directive's value ends at its first space.
-pub fn config(file: &Dockerfile, options: &CheckOptions) -> Result<CheckConfig, CheckConfigError> {
+/// the `# check=` directive (read from `text` as BuildKit's linter reads it), else every
+/// non-experimental rule as warnings. As in BuildKit, the directive's value ends at its
+/// first space.
+pub fn config(text: &str, options: &CheckOptions) -> Result<CheckConfig, CheckConfigError> {
     if let Some(value) = options.build_args.get("BUILDKIT_DOCKERFILE_CHECK") {
         return CheckConfig::parse(value);
     }
-    match &file.directives.check {
-        Some(value) => CheckConfig::parse(value.split(' ').next().unwrap_or_default()),
+    match source::check_directive(text) {
+        Some((value, _)) => CheckConfig::parse(&value),
         None => Ok(CheckConfig::default()),
     }
 }
 
+/// The image each stage's `FROM` names, after expansion with the global `ARG`s and the
+/// build args (`golang:1.23` for `FROM golang:${GO}`): the keys of
+/// [`CheckOptions::image_env`] and the like. Stages built on an earlier stage and
+/// `scratch` are left out; nothing when a `FROM` does not expand.
+pub fn base_images(file: &Dockerfile, options: &CheckOptions) -> Vec<String> {
+    let config = CheckConfig::default();
+    let mut report = Report {
+        config: &config,
+        local: BTreeMap::new(),
+        findings: Vec::new(),
+    };
+    let Some(globals) = from::check(file, options, &mut report) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = Vec::new();
+    for (i, base) in globals.bases.iter().enumerate() {
+        let is_stage = file.stages[..i]
+            .iter()
+            .any(|s| s.name.as_deref() == Some(base.as_str()));
+        if !is_stage && base != "scratch" && !out.contains(base) {
+            out.push(base.clone());
+        }
+    }
+    out
+}
+
 /// Runs the checks on `file`, parsed from `text`; findings are in line order.
 pub fn check(file: &Dockerfile, text: &str, options: &CheckOptions) -> Vec<Finding> {
-    let config = match config(file, options) {
+    let config = match config(text, options) {
         Ok(config) => config,
         Err(err) => {
-            let span = if options.build_args.contains_key("BUILDKIT_DOCKERFILE_CHECK") {
-                Span::default()
+            // dockerui/config.go names the build arg; convert.go `newRuleLinter` the
+            // directive.
+            let (span, message) = if options.build_args.contains_key("BUILDKIT_DOCKERFILE_CHECK") {
+                (
+                    Span::default(),
+                    format!("failed to parse build-arg:BUILDKIT_DOCKERFILE_CHECK: {err}"),
+                )
             } else {
-                source::directive_span(text, "check").unwrap_or_default()
+                let line = source::check_directive(text).map_or(0, |(_, line)| line);
+                (
+                    source::line_span(text, line).unwrap_or_default(),
+                    format!("failed to parse check options: {err}"),
+                )
             };
             return vec![Finding {
                 rule: "CheckOptions",
-                message: format!("failed to parse check options: {err}"),
+                message,
                 span,
                 url: "https://docs.docker.com/reference/build-checks/".to_owned(),
                 error: true,
@@ -332,8 +407,10 @@ pub fn check(file: &Dockerfile, text: &str, options: &CheckOptions) -> Vec<Findi
         }
     };
     let source = source::Source::new(text);
+    let local = source::local_configs(&source, &config);
     let mut report = Report {
         config: &config,
+        local,
         findings: Vec::new(),
     };
     stages::check(file, &source, &mut report);
@@ -347,7 +424,11 @@ pub fn check(file: &Dockerfile, text: &str, options: &CheckOptions) -> Vec<Findi
 
 /// Collects findings of the rules the configuration lets through.
 pub(crate) struct Report<'a> {
+    /// The file's configuration (directive or build arg).
     config: &'a CheckConfig,
+    /// For each instruction (by start byte) with a `# check=` comment above it, the
+    /// file's configuration merged with that comment's.
+    local: BTreeMap<usize, CheckConfig>,
     findings: Vec<Finding>,
 }
 
@@ -367,8 +448,21 @@ impl Report<'_> {
         }
     }
 
+    /// A finding of a rule BuildKit runs with the file's configuration only (casing,
+    /// stage names, empty continuations, default ARGs in FROM, base image platforms).
     pub(crate) fn add(&mut self, rule: &Rule, span: Span, message: String) {
-        if !self.config.enabled(rule) {
+        self.push(self.config.enabled(rule), rule, span, message);
+    }
+
+    /// A finding of a rule BuildKit runs for the instruction starting at byte `at`, so
+    /// a `# check=` comment above that instruction applies too.
+    pub(crate) fn add_at(&mut self, at: usize, rule: &Rule, span: Span, message: String) {
+        let enabled = self.local.get(&at).unwrap_or(self.config).enabled(rule);
+        self.push(enabled, rule, span, message);
+    }
+
+    fn push(&mut self, enabled: bool, rule: &Rule, span: Span, message: String) {
+        if !enabled {
             return;
         }
         let finding = Finding {
@@ -521,6 +615,37 @@ mod tests {
             &[],
             &[
                 "1:CheckOptions:failed to parse check options: failed to parse check option \"error=maybe\": strconv.ParseBool: parsing \"maybe\": invalid syntax:error",
+            ],
+        );
+    }
+
+    #[test]
+    fn bad_build_arg_is_one_error_naming_it() {
+        // dockerui/config.go: "failed to parse %s", keyDockerfileLintArg.
+        check_text(
+            CASING,
+            &[("BUILDKIT_DOCKERFILE_CHECK", "skip")],
+            &[
+                "0:CheckOptions:failed to parse build-arg:BUILDKIT_DOCKERFILE_CHECK: invalid check option \"skip\":error",
+            ],
+        );
+    }
+
+    #[test]
+    fn directive_after_a_shebang_and_only_unindented() {
+        // parser.ParseDirective drops a first `#!` line before it reads directives, and
+        // reads `#` at the very start of a line only.
+        check_text(
+            &format!("#!/usr/bin/env kiln\n#check=skip=all\n{CASING}"),
+            &[],
+            &[],
+        );
+        check_text(
+            &format!("  #check=skip=all\n{CASING}"),
+            &[],
+            &[
+                "2:FromAsCasing:'as' and 'FROM' keywords' casing do not match",
+                "3:ConsistentInstructionCasing:Command 'copy' should match the case of the command majority (uppercase)",
             ],
         );
     }

@@ -24,6 +24,9 @@ pub(crate) struct CheckArgs {
     /// Check only what this stage needs
     #[arg(long, value_name = "STAGE")]
     pub(crate) target: Option<String>,
+    /// The platform the build would target, e.g. linux/arm64 [default: the host's]
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub(crate) platform: Option<String>,
     /// Output: text or json
     #[arg(long, value_name = "FORMAT", default_value = "text")]
     pub(crate) format: String,
@@ -65,6 +68,12 @@ pub(crate) fn check(global: &GlobalArgs, args: CheckArgs) -> anyhow::Result<Exit
             build_args.insert(k, v);
         }
     }
+    let platform = match &args.platform {
+        Some(text) => Some(kiln_solver::frontend::parse_platform(text).ok_or_else(|| {
+            anyhow::anyhow!("--platform {text:?}: write OS/ARCH[/VARIANT], e.g. linux/amd64")
+        })?),
+        None => None,
+    };
     let ignore = kiln_engine::ignore_for(&args.context, Some(&path))
         .map_err(|e| anyhow::anyhow!("{}", e.render().trim_end()))?;
     let store = crate::cmd::store::open_store(global).ok();
@@ -73,6 +82,7 @@ pub(crate) fn check(global: &GlobalArgs, args: CheckArgs) -> anyhow::Result<Exit
         &text,
         &build_args,
         args.target.as_deref(),
+        platform.as_ref(),
         Some(ignore),
         store.as_ref(),
     );

@@ -1,6 +1,7 @@
 //! Integration tests of the `kiln` binary: one test binary, one module per topic.
 
 mod build;
+mod build_checks;
 mod build_features;
 mod build_topics;
 mod buildah_corpus;
@@ -8,6 +9,7 @@ mod cache_transfer;
 mod explain;
 mod feedback;
 mod parse;
+
 mod registry;
 mod sandbox;
 mod security_bounds;

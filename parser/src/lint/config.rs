@@ -71,6 +71,18 @@ impl CheckConfig {
         Ok(config)
     }
 
+    /// This configuration with an instruction's own `# check=` comment on top, as
+    /// BuildKit's `WithMergedConfig`: its skips and experimental rules are added, its
+    /// `error=` is not (whether findings fail the build is the file's choice).
+    pub fn merged(&self, local: &CheckConfig) -> CheckConfig {
+        let mut out = self.clone();
+        out.skip_all |= local.skip_all;
+        out.experimental_all |= local.experimental_all;
+        out.skip.extend(local.skip.iter().cloned());
+        out.experimental.extend(local.experimental.iter().cloned());
+        out
+    }
+
     /// Whether `rule` runs: an experimental rule only when named (`skip` does not reach
     /// it), any other unless skipped.
     pub fn enabled(&self, rule: &Rule) -> bool {
@@ -156,12 +168,16 @@ mod tests {
 
     #[test]
     fn enabled_rules() {
-        use crate::lint::{COPY_IGNORED_FILE, STAGE_NAME_CASING};
+        use crate::lint::{COPY_IGNORED_FILE, INVALID_DEFINITION_DESCRIPTION, STAGE_NAME_CASING};
         let all = CheckConfig::default();
         assert!(all.enabled(&STAGE_NAME_CASING));
-        assert!(!all.enabled(&COPY_IGNORED_FILE));
-        let skip = CheckConfig::parse("skip=all;experimental=CopyIgnoredFile").expect("parse");
+        // Stable since frontend 1.21 (BuildKit 4187c344c).
+        assert!(all.enabled(&COPY_IGNORED_FILE));
+        assert!(!all.enabled(&INVALID_DEFINITION_DESCRIPTION));
+        let skip = CheckConfig::parse("skip=all;experimental=InvalidDefinitionDescription")
+            .expect("parse");
         assert!(!skip.enabled(&STAGE_NAME_CASING));
-        assert!(skip.enabled(&COPY_IGNORED_FILE));
+        assert!(!skip.enabled(&COPY_IGNORED_FILE));
+        assert!(skip.enabled(&INVALID_DEFINITION_DESCRIPTION));
     }
 }

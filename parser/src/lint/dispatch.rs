@@ -13,15 +13,17 @@ use std::collections::BTreeSet;
 
 use super::from::Globals;
 use super::{
-    COPY_IGNORED_FILE, CheckOptions, JSON_ARGS_RECOMMENDED, LEGACY_KEY_VALUE_FORMAT,
+    COPY_IGNORED_FILE, CheckOptions, EXPOSE_INVALID_FORMAT, EXPOSE_PROTO_CASING,
+    INVALID_BASE_IMAGE_PLATFORM, JSON_ARGS_RECOMMENDED, LEGACY_KEY_VALUE_FORMAT,
     MULTIPLE_INSTRUCTIONS_DISALLOWED, Report, Rule, SECRETS_USED_IN_ARG_OR_ENV, UNDEFINED_VAR,
-    WORKDIR_RELATIVE_PATH, suggest,
+    WORKDIR_RELATIVE_PATH, expose, platform, suggest,
 };
 use crate::ast::{ArgDecl, Command, Copy, Dockerfile, Instruction, KeyValue, Kind, Stage};
 use crate::dockerignore::{self, Matcher};
 use crate::error::Span;
 use crate::expand::expand_heredoc;
 use crate::shell::{Env, Lexer};
+use platform::Platform;
 
 /// BuildKit's default `PATH` for Linux images that set none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -53,7 +55,7 @@ struct StageState {
     args: Vec<String>,
     /// An absolute or relative `WORKDIR` was set in this file.
     workdir_set: bool,
-    /// A `SHELL` was set in this file.
+    /// A `SHELL` was set in this file or by the base image.
     shell_set: bool,
 }
 
@@ -92,6 +94,8 @@ impl StageState {
 
 /// A finding waiting for its stage to be known as dispatched.
 struct Pending {
+    /// The start of the instruction whose `# check=` comment applies.
+    at: usize,
     rule: &'static Rule,
     span: Span,
     message: String,
@@ -109,7 +113,19 @@ pub(crate) fn check(
         let base_name = globals.bases.get(i).map(String::as_str).unwrap_or_default();
         let state = match base_stage(file, i, base_name) {
             Some(base) => ends[base].clone(),
-            None => StageState::from_image(options.image_env.get(base_name)),
+            None => {
+                if dispatched[i] {
+                    let wanted = globals.platforms.get(i).cloned().flatten();
+                    let wanted = wanted.as_ref().unwrap_or(&globals.target);
+                    base_platform(options, base_name, wanted, stage.span, report);
+                }
+                let mut state = StageState::from_image(options.image_env.get(base_name));
+                state.shell_set = options
+                    .image_shell
+                    .get(base_name)
+                    .is_some_and(|shell| !shell.is_empty());
+                state
+            }
         };
         let mut walker = Walker {
             lexer: Lexer::new(file.directives.escape),
@@ -139,10 +155,44 @@ pub(crate) fn check(
         }
         if dispatched[i] {
             for p in walker.pending {
-                report.add(p.rule, p.span, p.message);
+                report.add_at(p.at, p.rule, p.span, p.message);
             }
         }
         ends.push(walker.state);
+    }
+}
+
+/// [`INVALID_BASE_IMAGE_PLATFORM`]: the image's OS or architecture is not the one the
+/// stage is built for (its `--platform`, else the target's). BuildKit checks this when
+/// it resolves the image, with the file's configuration only. (When neither the build
+/// nor the `FROM` names a platform, BuildKit would take an image of another platform it
+/// can run; kiln runs only the host's, which is the target then, so nothing changes.)
+fn base_platform(
+    options: &CheckOptions,
+    image: &str,
+    wanted: &Platform,
+    span: Span,
+    report: &mut Report<'_>,
+) {
+    if image == "scratch" {
+        return;
+    }
+    let Some(actual) = options.image_platform.get(image) else {
+        return;
+    };
+    let Some(actual) = platform::parse(actual) else {
+        return;
+    };
+    if actual.os != wanted.os || actual.architecture != wanted.architecture {
+        report.add(
+            &INVALID_BASE_IMAGE_PLATFORM,
+            span,
+            format!(
+                "Base image {image} was pulled with platform {:?}, expected {:?} for current build",
+                actual.format_normalized(),
+                wanted.format_normalized()
+            ),
+        );
     }
 }
 
@@ -244,6 +294,7 @@ struct Walker<'a> {
 impl Walker<'_> {
     fn add(&mut self, rule: &'static Rule, span: Span, message: String) {
         self.pending.push(Pending {
+            at: self.span.start,
             rule,
             span,
             message,
@@ -377,8 +428,52 @@ impl Walker<'_> {
             }
             Kind::Healthcheck(_) => self.used_once(keyword, span, Once::Healthcheck),
             Kind::Shell(_) => self.state.shell_set = true,
-            // EXPOSE expands without reporting; the rest do not expand.
-            Kind::Expose(_) | Kind::Maintainer(_) | Kind::Onbuild(_) | Kind::From(_) => {}
+            Kind::Expose(ports) => self.expose(ports, span),
+            // The rest do not expand.
+            Kind::Maintainer(_) | Kind::Onbuild(_) | Kind::From(_) => {}
+        }
+    }
+
+    /// `EXPOSE`: each word expanded and split (unknown variables are not reported), then
+    /// read as `[ip:][host:]port[-end][/proto]`: a protocol not in lowercase is
+    /// [`EXPOSE_PROTO_CASING`], an address or host port [`EXPOSE_INVALID_FORMAT`]. A port
+    /// BuildKit refuses ends the instruction (the build stops there).
+    fn expose(&mut self, ports: &[String], span: Span) {
+        let mut words = Vec::new();
+        for port in ports {
+            match self.lexer.expand_words(port, &self.state.env) {
+                Ok(out) => words.extend(out.value),
+                Err(err) => {
+                    if err.limit.is_some() && self.limit.borrow().is_none() {
+                        *self.limit.borrow_mut() = Some((self.span, err));
+                    }
+                    return;
+                }
+            }
+        }
+        for raw in words {
+            let Some(port) = expose::parse(&raw) else {
+                return;
+            };
+            if port.proto != port.proto.to_lowercase() {
+                self.add(
+                    &EXPOSE_PROTO_CASING,
+                    span,
+                    format!("Defined protocol '{raw}' in EXPOSE instruction should be lowercase"),
+                );
+            }
+            if port.mapped {
+                self.add(
+                    &EXPOSE_INVALID_FORMAT,
+                    span,
+                    format!(
+                        "EXPOSE instruction should not define an IP address or host-port mapping, found '{raw}'"
+                    ),
+                );
+            }
+            if !port.valid {
+                return;
+            }
         }
     }
 
@@ -422,12 +517,15 @@ impl Walker<'_> {
             .collect()
     }
 
-    /// Expands what BuildKit expands in `COPY`/`ADD` (`--chown`, `ADD --checksum`, the
+    /// Expands what BuildKit expands in `COPY`/`ADD` (`--chown`, `--chmod`, `ADD --checksum`, the
     /// paths, heredoc bodies with an unquoted delimiter); returns the expanded sources
     /// that are not heredocs.
     fn copy_words(&self, copy: &Copy, add: bool, unmatched: &mut BTreeSet<String>) -> Vec<String> {
         if let Some(chown) = &copy.chown {
             self.expand(chown, unmatched);
+        }
+        if let Some(chmod) = &copy.chmod {
+            self.expand(chmod, unmatched);
         }
         if add && let Some(checksum) = &copy.checksum {
             self.expand(checksum, unmatched);

@@ -19,6 +19,10 @@ pub(crate) struct Globals {
     pub(crate) env: Vec<(String, String)>,
     /// Each stage's base after expansion (an image, or an earlier stage's name).
     pub(crate) bases: Vec<String>,
+    /// Each stage's `--platform` after expansion, when it has one.
+    pub(crate) platforms: Vec<Option<platform::Platform>>,
+    /// The platform the build targets.
+    pub(crate) target: platform::Platform,
 }
 
 /// Runs the `FROM` rules; `None` when BuildKit would stop here (a base or platform that
@@ -34,7 +38,12 @@ pub(crate) fn check(
         .clone()
         .or_else(|| file.stages.last().and_then(|s| s.name.clone()))
         .unwrap_or_default();
-    let defaults = default_args(&options.build_args, &target);
+    let target_platform = options
+        .platform
+        .as_deref()
+        .and_then(platform::parse)
+        .unwrap_or_else(platform::host);
+    let defaults = default_args(&options.build_args, &target, &target_platform);
 
     // With the defaults alone, every base should still name a valid image.
     if let Some(Scope { env, .. }) = global_args(defaults.clone(), file, &lexer, None) {
@@ -62,6 +71,7 @@ pub(crate) fn check(
     let known: Vec<String> = known.into_iter().collect();
 
     let mut bases = Vec::new();
+    let mut platforms = Vec::new();
     for stage in &file.stages {
         let base = lexer.expand_word(&stage.from.image, &env).ok()?;
         undeclared(&base, &known, stage.span, report);
@@ -73,13 +83,21 @@ pub(crate) fn check(
             undeclared(&value, &known, stage.span, report);
             redundant_target_platform(written, &value, &env, stage.span, report);
             constant_platform(stage.name.as_deref(), &value, stage.span, report);
-            if value.value.is_empty() || platform::parse(&value.value).is_none() {
-                return None;
+            match platform::parse(&value.value) {
+                Some(parsed) if !value.value.is_empty() => platforms.push(Some(parsed)),
+                _ => return None,
             }
+        } else {
+            platforms.push(None);
         }
         bases.push(base.value);
     }
-    Some(Globals { env, bases })
+    Some(Globals {
+        env,
+        bases,
+        platforms,
+        target: target_platform,
+    })
 }
 
 fn undeclared(
@@ -98,7 +116,7 @@ fn undeclared(
             }
             None => format!("FROM argument '{name}' is not declared"),
         };
-        report.add(&UNDEFINED_ARG_IN_FROM, span, message);
+        report.add_at(span.start, &UNDEFINED_ARG_IN_FROM, span, message);
     }
 }
 
@@ -117,7 +135,8 @@ fn redundant_target_platform(
     if value.matched.contains("TARGETPLATFORM")
         && Env::get(env, "TARGETPLATFORM") == Some(value.value.as_str())
     {
-        report.add(
+        report.add_at(
+            span.start,
             &REDUNDANT_TARGET_PLATFORM,
             span,
             format!(
@@ -145,7 +164,8 @@ fn constant_platform(
     if name.contains(parsed.os.as_str()) || name.contains(parsed.architecture.as_str()) {
         return;
     }
-    report.add(
+    report.add_at(
+        span.start,
         &FROM_PLATFORM_FLAG_CONST_DISALLOWED,
         span,
         format!(
@@ -155,17 +175,22 @@ fn constant_platform(
     );
 }
 
-/// The automatic platform args and `TARGETSTAGE`, each overridable by a build arg.
-fn default_args(build_args: &BTreeMap<String, String>, target: &str) -> Vec<(String, String)> {
+/// The automatic platform args (`BUILD*` the host's, `TARGET*` the target's) and
+/// `TARGETSTAGE`, each overridable by a build arg.
+fn default_args(
+    build_args: &BTreeMap<String, String>,
+    target: &str,
+    target_platform: &platform::Platform,
+) -> Vec<(String, String)> {
     let host = platform::host();
     let mut out = Vec::new();
-    for prefix in ["BUILD", "TARGET"] {
+    for (prefix, platform) in [("BUILD", &host), ("TARGET", target_platform)] {
         let values = [
-            ("PLATFORM", host.format()),
-            ("OS", host.os.clone()),
+            ("PLATFORM", platform.format()),
+            ("OS", platform.os.clone()),
             ("OSVERSION", String::new()),
-            ("ARCH", host.architecture.clone()),
-            ("VARIANT", host.variant.clone()),
+            ("ARCH", platform.architecture.clone()),
+            ("VARIANT", platform.variant.clone()),
         ];
         for (suffix, value) in values {
             out.push((format!("{prefix}{suffix}"), value));

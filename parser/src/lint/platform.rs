@@ -19,6 +19,18 @@ impl Platform {
         }
         out
     }
+
+    /// As BuildKit prints a platform in messages (`FormatAll(Normalize(p))`): the
+    /// variant an architecture implies is dropped (`linux/arm64`, not `.../v8`).
+    pub(crate) fn format_normalized(&self) -> String {
+        let (architecture, variant) = normalize_arch(&self.architecture, &self.variant);
+        Platform {
+            os: normalize_os(&self.os),
+            architecture,
+            variant,
+        }
+        .format()
+    }
 }
 
 const KNOWN_OS: &[&str] = &[

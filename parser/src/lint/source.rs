@@ -2,6 +2,9 @@
 //! instruction's node (keyword and `AS` as written), the comments right above it (for
 //! descriptions), and the span of a single line.
 
+use std::collections::BTreeMap;
+
+use super::CheckConfig;
 use crate::error::Span;
 use crate::node::Node;
 
@@ -55,7 +58,8 @@ impl<'a> Source<'a> {
     }
 }
 
-fn line_span(text: &str, line: usize) -> Option<Span> {
+/// The span of physical line `line` (1-based) of `text`, without its newline.
+pub(crate) fn line_span(text: &str, line: usize) -> Option<Span> {
     let mut offset = 0;
     for (i, raw) in text.split_inclusive('\n').enumerate() {
         if i + 1 == line {
@@ -73,20 +77,56 @@ fn line_span(text: &str, line: usize) -> Option<Span> {
     None
 }
 
-/// The line of the parser directive `name` at the top of the file.
-pub(crate) fn directive_span(text: &str, name: &str) -> Option<Span> {
-    let mut scan = DirectiveScan::default();
-    for (i, raw) in text.split_inclusive('\n').enumerate() {
-        let raw = if i == 0 {
-            raw.strip_prefix('\u{feff}').unwrap_or(raw)
-        } else {
-            raw
-        };
-        match scan.directive(raw.trim_start().trim_end_matches(['\r', '\n'])) {
-            Some(found) if found == name => return line_span(text, i + 1),
-            Some(_) => {}
-            None => return None,
+/// The configuration for each instruction (by start byte) that has a `# check=` comment
+/// among the comments above it: `config` merged with the first such comment, as
+/// BuildKit's `WithMergedConfigFromComments` (frontend 1.21+). A comment that names
+/// another directive (`# syntax=`) is passed over; a `check=` value that does not parse
+/// leaves `config` as it is. The value ends at its first space, so
+/// `# check=skip=all // why` works.
+pub(crate) fn local_configs(
+    source: &Source<'_>,
+    config: &CheckConfig,
+) -> BTreeMap<usize, CheckConfig> {
+    let mut out = BTreeMap::new();
+    for (node, comments) in source.nodes.iter().zip(&source.comments) {
+        let found = comments.iter().find_map(|comment| {
+            let line = format!("#{comment}");
+            let (name, value) = crate::lines::directive(&line)?;
+            (name.eq_ignore_ascii_case("check"))
+                .then(|| value.split(' ').next().map(CheckConfig::parse))
+        });
+        if let Some(Some(Ok(local))) = found {
+            out.insert(node.span.start, config.merged(&local));
         }
+    }
+    out
+}
+
+/// The `# check=` directive as BuildKit's linter reads it (`parser.ParseDirective`, not
+/// the parser's own pass): after a byte-order mark and a first `#!` line, each line
+/// must start with `#` (no indent) and be a known directive, the first other line ends
+/// the scan, and a second directive of one name ends it too. The value, cut at its
+/// first space, and its line (1-based).
+pub(crate) fn check_directive(text: &str) -> Option<(String, usize)> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut lines = text.split('\n').enumerate().peekable();
+    if lines.peek().is_some_and(|(_, l)| l.starts_with("#!")) {
+        lines.next();
+    }
+    let mut seen: Vec<String> = Vec::new();
+    for (i, raw) in lines {
+        let (name, value) = crate::lines::directive(raw.trim_end_matches('\r'))?;
+        let name = name.to_lowercase();
+        if !matches!(name.as_str(), "syntax" | "escape" | "check") || seen.contains(&name) {
+            return None;
+        }
+        if name == "check" {
+            return Some((
+                value.split(' ').next().unwrap_or_default().to_owned(),
+                i + 1,
+            ));
+        }
+        seen.push(name);
     }
     None
 }
@@ -197,8 +237,17 @@ mod tests {
 
     #[test]
     fn directive_lines() {
-        let text = "# syntax=x\n# check=skip=all\nFROM a\n";
-        assert_eq!(directive_span(text, "check").map(|s| s.line), Some(2));
-        assert_eq!(directive_span("# hi\n# check=a\nFROM a\n", "check"), None);
+        let found = check_directive;
+        assert_eq!(
+            found("# syntax=x\n# check=skip=all\nFROM a\n"),
+            Some(("skip=all".to_owned(), 2))
+        );
+        assert_eq!(found("# hi\n# check=a\nFROM a\n"), None);
+        assert_eq!(
+            found("#!/bin/kiln\n#check = skip=A, B\n"),
+            Some(("skip=A,".to_owned(), 2))
+        );
+        assert_eq!(found(" # check=skip=all\nFROM a\n"), None);
+        assert_eq!(found("# escape=`\n# escape=\\\n# check=skip=all\n"), None);
     }
 }

@@ -29,7 +29,8 @@ pub(crate) fn check(file: &Dockerfile, source: &Source<'_>, report: &mut Report<
     for node in &source.nodes {
         match node.name().as_str() {
             "from" => from(node, source, report),
-            "maintainer" => report.add(
+            "maintainer" => report.add_at(
+                node.span.start,
                 &MAINTAINER_DEPRECATED,
                 node.span,
                 "Maintainer instruction is deprecated in favor of using label".to_owned(),
@@ -61,7 +62,8 @@ fn from(node: &Node, source: &Source<'_>, report: &mut Report<'_>) {
         return;
     };
     if *name != name.to_lowercase() {
-        report.add(
+        report.add_at(
+            node.span.start,
             &STAGE_NAME_CASING,
             node.span,
             format!("Stage name '{name}' should be lowercase"),
@@ -77,7 +79,8 @@ fn from(node: &Node, source: &Source<'_>, report: &mut Report<'_>) {
         true
     };
     if !as_matches {
-        report.add(
+        report.add_at(
+            node.span.start,
             &FROM_AS_CASING,
             node.span,
             format!("'{as_word}' and '{keyword}' keywords' casing do not match"),
@@ -112,7 +115,8 @@ fn description(
     } else {
         first_key.as_str()
     };
-    report.add(
+    report.add_at(
+        span.start,
         &INVALID_DEFINITION_DESCRIPTION,
         span,
         format!("Comment for {instruction} should follow the format: `# {example} <description>`"),

@@ -1,6 +1,7 @@
 //! The build checks against `testdata/lint/<Rule>/`: `bad.Dockerfile` gives exactly the
 //! findings in `expected.txt` (`LINE:RULE:MESSAGE` lines), `good.Dockerfile` none of that
-//! rule; a `.dockerignore` beside them applies to both. `KILN_BLESS=1` rewrites
+//! rule; a `.dockerignore` beside them applies to both, and so does `platforms.txt`
+//! (`IMAGE OS/ARCH[/VARIANT]` lines: the base images' platforms). `KILN_BLESS=1` rewrites
 //! `expected.txt` from what `bad.Dockerfile` gives.
 
 use std::collections::BTreeMap;
@@ -25,8 +26,16 @@ fn findings(dir: &Path, name: &str) -> Vec<Finding> {
     let ignore = std::fs::read_to_string(dir.join(".dockerignore"))
         .ok()
         .map(|t| Matcher::new(&read_ignore_file(&t)).expect(".dockerignore"));
+    let image_platform: BTreeMap<String, String> =
+        std::fs::read_to_string(dir.join("platforms.txt"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(image, platform)| (image.to_owned(), platform.to_owned()))
+            .collect();
     let options = CheckOptions {
         ignore,
+        image_platform,
         ..CheckOptions::default()
     };
     lint::check(&file, &text, &options)
@@ -158,6 +167,106 @@ fn build_args_and_image_env_define_variables() {
         ..CheckOptions::default()
     };
     check_text(text, &options, &[]);
+}
+
+#[test]
+fn base_image_platform_against_the_build_platform() {
+    let text = "FROM example/app:1\nFROM example/app:1 AS other\n";
+    let options = |platform: Option<&str>, image: &str| CheckOptions {
+        platform: platform.map(str::to_owned),
+        image_platform: BTreeMap::from([("example/app:1".to_owned(), image.to_owned())]),
+        target: Some("other".to_owned()),
+        ..CheckOptions::default()
+    };
+    // Only the stages the target needs resolve their base.
+    check_text(
+        text,
+        &options(Some("linux/s390x"), "linux/arm64/v8"),
+        &[
+            "2:InvalidBaseImagePlatform:Base image example/app:1 was pulled with platform \"linux/arm64\", expected \"linux/s390x\" for current build",
+        ],
+    );
+    // The variant does not count.
+    check_text(text, &options(Some("linux/arm/v7"), "linux/arm/v6"), &[]);
+    // With no --platform, the host's.
+    let host = match std::env::consts::ARCH {
+        "aarch64" => "linux/arm64",
+        _ => "linux/amd64",
+    };
+    check_text(text, &options(None, host), &[]);
+    // --platform gives TARGETPLATFORM too.
+    let text = "FROM --platform=$TARGETPLATFORM example/app:1\n";
+    check_text(
+        text,
+        &options(Some("linux/riscv64"), "linux/riscv64"),
+        &[
+            "1:RedundantTargetPlatform:Setting platform to predefined $TARGETPLATFORM in FROM is redundant as this is the default behavior",
+        ],
+    );
+}
+
+#[test]
+fn check_comments_above_one_instruction() {
+    // frontend 1.21+: `# check=` above an instruction adds to the file's configuration
+    // for the rules BuildKit runs with that instruction.
+    let text = "\
+# the base stage
+# check=skip=FromAsCasing
+FROM alpine as Base
+# check=skip=SecretsUsedInArgOrEnv // allowed here
+ENV password=bar
+# check=skip=all // only this instruction
+ARG alternate_password
+ENV api_token=x
+
+# a comment, then the directive: still above the instruction
+# check=skip=JSONArgsRecommended
+CMD run
+# check=skip=WorkdirRelativePath
+# check=skip=LegacyKeyValueFormat
+ENV A b
+# syntax=not-a-check
+# check=skip=ExposeProtoCasing
+EXPOSE 80/TCP
+# check=skip=MultipleInstructionsDisallowed
+CMD [\"again\"]
+# check=skip=ConsistentInstructionCasing
+run true
+# check=skip
+WORKDIR rel
+";
+    check_text(
+        text,
+        &CheckOptions::default(),
+        &[
+            "3:StageNameCasing:Stage name 'Base' should be lowercase",
+            "8:SecretsUsedInArgOrEnv:Do not use ARG or ENV instructions for sensitive data (ENV \"api_token\")",
+            "15:LegacyKeyValueFormat:\"ENV key=value\" should be used instead of legacy \"ENV key value\" format",
+            "22:ConsistentInstructionCasing:Command 'run' should match the case of the command majority (uppercase)",
+            "24:WorkdirRelativePath:Relative workdir \"rel\" can have unexpected results if the base image changes",
+        ],
+    );
+}
+
+#[test]
+fn a_base_image_shell_silences_json_args_recommended() {
+    // dispatchCmd: the warning only when `d.image.Config.Shell` is empty, and the config
+    // starts as the base image's.
+    let text = "FROM pwsh-image\nCMD Get-Date\n\nFROM plain AS other\nENTRYPOINT run\n";
+    let options = CheckOptions {
+        image_shell: BTreeMap::from([(
+            "pwsh-image".to_owned(),
+            vec!["pwsh".to_owned(), "-Command".to_owned()],
+        )]),
+        ..CheckOptions::default()
+    };
+    check_text(
+        text,
+        &options,
+        &[
+            "5:JSONArgsRecommended:JSON arguments recommended for ENTRYPOINT to prevent unintended behavior related to OS signals",
+        ],
+    );
 }
 
 #[test]

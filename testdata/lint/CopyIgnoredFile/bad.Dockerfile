@@ -1,4 +1,3 @@
-# check=experimental=CopyIgnoredFile
 FROM alpine:3.20
 COPY app.log /srv/
 ADD secrets/key.pem /srv/

@@ -1,4 +1,3 @@
-# check=experimental=CopyIgnoredFile
 FROM alpine:3.20 AS build
 COPY src/ /src/
 COPY . /context/

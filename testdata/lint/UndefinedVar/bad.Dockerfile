@@ -4,3 +4,5 @@ COPY $DIR_ASSET /srv/
 ENV PATH=$PAHT:/opt/bin
 COPY $foo /tmp/
 ARG foo=bar
+COPY --chmod=$MODE a /b
+ADD --chmod=${ADD_MODE:-644} a /c

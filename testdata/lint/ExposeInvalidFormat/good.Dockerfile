@@ -1,0 +1,2 @@
+FROM scratch
+EXPOSE 8000 8001/udp 9000-9010
