@@ -44,122 +44,94 @@ impl Lowerer<'_> {
             .iter()
             .filter(|s| s.starts_with("<<"))
             .collect();
-        let (source_vertex, context, sources) = if !heredoc_sources.is_empty() {
-            if heredoc_sources.len() != copy.sources.len() {
-                return Err(LowerError::at(
-                    span,
-                    format!("{keyword} cannot mix heredocs and other sources in one instruction"),
-                )
-                .hint("split it into one COPY for the heredocs and one for the files"));
-            }
-            let mut files = Vec::new();
-            for heredoc in &copy.heredocs {
-                // The delimiter becomes a file name in an empty tree: one plain name.
-                let name = &heredoc.name;
-                if name.is_empty() || name.contains(['/', '\0']) || name == "." || name == ".." {
+        // Heredocs beside paths (`COPY file <<EOF /dest/`): the paths from their source,
+        // then the heredocs from their own tree, as BuildKit copies SourceContents after
+        // SourcePaths.
+        let mixed = !heredoc_sources.is_empty() && heredoc_sources.len() != copy.sources.len();
+        let heredoc_files = if heredoc_sources.is_empty() {
+            None
+        } else {
+            Some(self.heredoc_files(copy, state, span, stage)?)
+        };
+        let (source_vertex, context, sources) =
+            if let (Some((vertex, names)), false) = (&heredoc_files, mixed) {
+                (*vertex, None, names.clone())
+            } else if is_add && crate::ops::git::is_git_url(&copy.sources[0]) {
+                if copy.sources.len() != 1 {
                     return Err(LowerError::at(
                         span,
-                        format!("heredoc name {name:?} cannot be a file name"),
+                        "kiln's ADD takes one git repository per instruction",
                     )
-                    .hint(
-                        "use a plain word such as <<EOF; the destination path says where it goes",
-                    ));
+                    .hint("split them into one ADD each"));
                 }
-                let content = if heredoc.expand {
-                    kiln_parser::expand::expand_heredoc(&heredoc.body, self.escape, &state.env)
-                        .map_err(|e| LowerError::expansion(span, &e))?
-                } else {
-                    heredoc.body.clone()
-                };
-                files.push((heredoc.name.clone(), content));
-            }
-            let names = files.iter().map(|(n, _)| n.clone()).collect();
-            let vertex = self.add(
-                Op::Files(FilesOp { files }),
-                Vec::new(),
-                Step {
-                    label: "[internal] heredoc files".to_owned(),
-                    span: Some(span),
-                    stage: stage.to_owned(),
-                },
-            );
-            (vertex, None, names)
-        } else if is_add && crate::ops::git::is_git_url(&copy.sources[0]) {
-            if copy.sources.len() != 1 {
-                return Err(LowerError::at(
-                    span,
-                    "kiln's ADD takes one git repository per instruction",
-                )
-                .hint("split them into one ADD each"));
-            }
-            let (source, keep_git_dir, checksum) = git_add_source(copy, span)?;
-            let label = format!("[internal] git clone {}", copy.sources[0]);
-            let vertex = self.add(
-                Op::Git(GitOp {
-                    source,
-                    keep_git_dir,
-                    checksum,
-                }),
-                Vec::new(),
-                Step {
-                    label,
-                    span: Some(span),
-                    stage: stage.to_owned(),
-                },
-            );
-            (vertex, None, vec![String::new()])
-        } else if is_add && is_url(&copy.sources[0]) {
-            if copy.sources.len() != 1 {
-                return Err(
-                    LowerError::at(span, "kiln's ADD takes one URL per instruction")
-                        .hint("split the URLs into one ADD each"),
+                let (source, keep_git_dir, checksum) = git_add_source(copy, span)?;
+                let label = format!("[internal] git clone {}", copy.sources[0]);
+                let vertex = self.add(
+                    Op::Git(GitOp {
+                        source,
+                        keep_git_dir,
+                        checksum,
+                    }),
+                    Vec::new(),
+                    Step {
+                        label,
+                        span: Some(span),
+                        stage: stage.to_owned(),
+                    },
                 );
-            }
-            let url = copy.sources[0].clone();
-            let name = url_file_name(&url);
-            let vertex = self.add(
-                Op::Http(HttpOp {
-                    url: url.clone(),
-                    checksum: copy.checksum.clone(),
-                    name: name.clone(),
-                }),
-                Vec::new(),
-                Step {
-                    label: format!("[internal] download {url}"),
-                    span: Some(span),
-                    stage: stage.to_owned(),
-                },
-            );
-            (vertex, None, vec![name])
-        } else {
-            let source = match &copy.from {
-                None => FromSource::Context("context".to_owned()),
-                Some(from) => self.resolve_from(from, stage_index, span)?,
-            };
-            let (vertex, context) = match source {
-                FromSource::Context(name) => (self.context_vertex(&name), Some(name)),
-                FromSource::Stage(index) => (self.stage_fs(index, span)?, None),
-                FromSource::Image(reference) => (
-                    self.image_vertex(&reference, &state.platform.clone(), span, stage)?
-                        .0,
-                    None,
-                ),
-            };
-            let mut sources = Vec::new();
-            for source in &copy.sources {
-                // `--parents` keeps the path below a `/./` pivot; the pivot itself is
-                // cleaned apart, since cleaning would drop the `.`.
-                let whole = if copy.parents {
-                    source.replacen("/./", "/", 1)
-                } else {
-                    source.clone()
+                (vertex, None, vec![String::new()])
+            } else if is_add && is_url(&copy.sources[0]) {
+                if copy.sources.len() != 1 {
+                    return Err(
+                        LowerError::at(span, "kiln's ADD takes one URL per instruction")
+                            .hint("split the URLs into one ADD each"),
+                    );
+                }
+                let url = copy.sources[0].clone();
+                let name = url_file_name(&url);
+                let vertex = self.add(
+                    Op::Http(HttpOp {
+                        url: url.clone(),
+                        checksum: copy.checksum.clone(),
+                        name: name.clone(),
+                    }),
+                    Vec::new(),
+                    Step {
+                        label: format!("[internal] download {url}"),
+                        span: Some(span),
+                        stage: stage.to_owned(),
+                    },
+                );
+                (vertex, None, vec![name])
+            } else {
+                let source = match &copy.from {
+                    None => FromSource::Context("context".to_owned()),
+                    Some(from) => self.resolve_from(from, stage_index, span)?,
                 };
-                let cleaned = crate::context::clean_context_path(&whole)
-                    .map_err(|e| LowerError::at(span, e.to_string()))?;
-                sources.push(cleaned);
-            }
-            (vertex, context, sources)
-        };
+                let (vertex, context) = match source {
+                    FromSource::Context(name) => (self.context_vertex(&name), Some(name)),
+                    FromSource::Stage(index) => (self.stage_fs(index, span)?, None),
+                    FromSource::Image(reference) => (
+                        self.image_vertex(&reference, &state.platform.clone(), span, stage)?
+                            .0,
+                        None,
+                    ),
+                };
+                let mut sources = Vec::new();
+                for source in copy.sources.iter().filter(|s| !s.starts_with("<<")) {
+                    // `--parents` keeps the path below a `/./` pivot; the pivot itself is
+                    // cleaned apart, since cleaning would drop the `.`.
+                    let whole = if copy.parents {
+                        source.replacen("/./", "/", 1)
+                    } else {
+                        source.clone()
+                    };
+                    let cleaned = crate::context::clean_context_path(&whole)
+                        .map_err(|e| LowerError::at(span, e.to_string()))?;
+                    sources.push(cleaned);
+                }
+                (vertex, context, sources)
+            };
         let parents = copy.parents.then(|| {
             copy.sources
                 .iter()
@@ -198,6 +170,10 @@ impl Lowerer<'_> {
             context,
             parents,
             unpack,
+            heredocs: match (&heredoc_files, mixed) {
+                (Some((_, names)), true) => names.clone(),
+                _ => Vec::new(),
+            },
         });
         let step = Step {
             label,
@@ -216,7 +192,9 @@ impl Lowerer<'_> {
                     stage: stage.to_owned(),
                 },
             );
-            let linked = self.add(op, vec![scratch, source_vertex], step.clone());
+            let mut inputs = vec![scratch, source_vertex];
+            inputs.extend(heredoc_files.as_ref().filter(|_| mixed).map(|(v, _)| *v));
+            let linked = self.add(op, inputs, step.clone());
             self.add(
                 Op::Merge,
                 vec![state.fs, linked],
@@ -226,7 +204,9 @@ impl Lowerer<'_> {
                 },
             )
         } else {
-            self.add(op, vec![state.fs, source_vertex], step)
+            let mut inputs = vec![state.fs, source_vertex];
+            inputs.extend(heredoc_files.as_ref().filter(|_| mixed).map(|(v, _)| *v));
+            self.add(op, inputs, step)
         };
         state.layers.push(LayerSource::Vertex(state.fs));
         let mut history = keyword.to_owned();
@@ -252,6 +232,47 @@ impl Lowerer<'_> {
         history.push_str(" # buildkit");
         push_history(&mut state.image, history, true);
         Ok(())
+    }
+
+    /// A COPY's heredocs as files of an empty tree (each named by its delimiter, expanded
+    /// unless quoted): the vertex, and the names in order.
+    fn heredoc_files(
+        &mut self,
+        copy: &Copy,
+        state: &StageState,
+        span: Span,
+        stage: &str,
+    ) -> Result<(VertexId, Vec<String>), LowerError> {
+        let mut files = Vec::new();
+        for heredoc in &copy.heredocs {
+            // The delimiter becomes a file name in an empty tree: one plain name.
+            let name = &heredoc.name;
+            if name.is_empty() || name.contains(['/', '\0']) || name == "." || name == ".." {
+                return Err(LowerError::at(
+                    span,
+                    format!("heredoc name {name:?} cannot be a file name"),
+                )
+                .hint("use a plain word such as <<EOF; the destination path says where it goes"));
+            }
+            let content = if heredoc.expand {
+                kiln_parser::expand::expand_heredoc(&heredoc.body, self.escape, &state.env)
+                    .map_err(|e| LowerError::expansion(span, &e))?
+            } else {
+                heredoc.body.clone()
+            };
+            files.push((heredoc.name.clone(), content));
+        }
+        let names = files.iter().map(|(n, _)| n.clone()).collect();
+        let vertex = self.add(
+            Op::Files(FilesOp { files }),
+            Vec::new(),
+            Step {
+                label: "[internal] heredoc files".to_owned(),
+                span: Some(span),
+                stage: stage.to_owned(),
+            },
+        );
+        Ok((vertex, names))
     }
 }
 

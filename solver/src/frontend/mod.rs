@@ -705,6 +705,7 @@ impl Lowerer<'_> {
                 context: Some(name.to_owned()),
                 parents: None,
                 unpack: false,
+                heredocs: Vec::new(),
             }),
             vec![scratch, context],
             Step {

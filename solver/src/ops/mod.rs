@@ -255,6 +255,11 @@ pub struct CopyOp {
     /// Input 1 is this build context (files become `0:0`, globs match its scan), not a
     /// stage or image (owners kept).
     pub context: Option<String>,
+    /// Heredoc files (`COPY file <<EOF dest`), by name, copied from input 2 (their
+    /// [`FilesOp`] tree) after the sources, as BuildKit copies a COPY's inline documents
+    /// after its paths. Left out of the key's JSON when empty, so other COPYs keep theirs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub heredocs: Vec<String>,
 }
 
 /// `WORKDIR`: make a directory (and its parents).

@@ -209,6 +209,25 @@ pub(super) fn run_copy(
                 &options,
             )?;
         }
+        if !op.heredocs.is_empty() {
+            // Made by kiln from the Dockerfile: owned by root (or --chown), never unpacked.
+            let files = inputs.get(2).ok_or_else(|| {
+                StepError::Internal("a COPY without its heredoc files".to_owned())
+            })?;
+            let files_view = view_of(shared, files.snapshot.as_ref())?;
+            let options = CopyOptions {
+                unpack: false,
+                ..options.clone()
+            };
+            copy(
+                &CopyFrom::Tree(&files_view),
+                &op.heredocs,
+                &dest,
+                dir,
+                below,
+                &options,
+            )?;
+        }
         Ok(())
     })
 }
