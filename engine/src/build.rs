@@ -301,17 +301,32 @@ impl Engine {
         let cached = solved.results.values().filter(|d| d.cached).count();
         let ran = solved.results.len() - cached;
         warnings.extend(solved.warnings.iter().cloned());
-        let (image, solved) = {
+        let inline = request
+            .cache_to
+            .iter()
+            .any(|s| s.location == kiln_solver::cache_transfer::CacheLocation::Inline);
+        let (image, solved, inline_steps) = {
             let (store, plan) = (store.clone(), Arc::clone(&plan));
             let annotations = request.annotations.clone();
             // Writing layers is blocking I/O: off the async workers.
             let (image, solved) = tokio::task::spawn_blocking(move || {
-                let image = solve::export_image(&store, &index_path, &plan, &solved, annotations);
+                let image = solve::export_image(&store, &index_path, &plan, &solved, annotations)
+                    .map(|image| {
+                        // `--cache-to type=inline`: the image carries the record of its
+                        // own steps.
+                        if inline {
+                            crate::cache::with_inline_cache(&store, &plan, &solved, image)
+                                .map(|(image, steps)| (image, Some(steps)))
+                        } else {
+                            Ok((image, None))
+                        }
+                    });
                 (image, solved)
             })
             .await
             .map_err(|e| EngineError::io("the export task", std::io::Error::other(e)))?;
-            (image.map_err(|e| failure(&e, &dockerfile))?, solved)
+            let (image, steps) = image.map_err(|e| failure(&e, &dockerfile))??;
+            (image, solved, steps)
         };
         let outputs = output::effective(&request.outputs);
         let mut delivered = output::deliver(
@@ -324,6 +339,11 @@ impl Engine {
             &request.allow,
         )
         .await?;
+        if let Some(steps) = inline_steps {
+            delivered.lines.push(format!(
+                "Exported the cache inline in the image: {steps} steps"
+            ));
+        }
         crate::cache::finish(
             &store,
             &plan,

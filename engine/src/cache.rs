@@ -138,6 +138,10 @@ pub(crate) async fn load_imports(
                     Ok(resolved) => from_registry(name.clone(), resolved, client, parsed).map(Some),
                 }
             }
+            // The parser refuses it: an inline cache is read from its image's reference.
+            CacheLocation::Inline => Err(TransferError::Record(
+                "type=inline is for --cache-to; give the image's reference".to_owned(),
+            )),
         };
         match loaded {
             Ok(Some(cache)) => imports.push(Arc::new(cache)),
@@ -145,7 +149,9 @@ pub(crate) async fn load_imports(
                 "--cache-from {name}: no cache there yet ({}); the build runs without it",
                 match spec.location {
                     CacheLocation::Local { .. } => "no index.json",
-                    CacheLocation::Registry { .. } => "the registry has no such manifest",
+                    CacheLocation::Registry { .. } | CacheLocation::Inline => {
+                        "the registry has no such manifest"
+                    }
                 }
             )),
             Err(e) => warnings.push(format!(
@@ -164,16 +170,30 @@ fn from_registry(
     registry: Registry,
     reference: ImageRef,
 ) -> Result<ImportedCache, TransferError> {
-    if resolved.index_digest.is_some() {
-        return Err(TransferError::Record(format!(
-            "it is an image index, not a kiln cache (a kiln cache is one manifest whose config is {RECORD_MEDIA_TYPE})"
-        )));
-    }
     let manifest: Manifest =
         serde_json::from_slice(&resolved.manifest_bytes).map_err(|e| TransferError::Blob {
             digest: resolved.manifest_digest.clone(),
             reason: format!("it is not an OCI image manifest: {e}"),
         })?;
+    if manifest.config.media_type != RECORD_MEDIA_TYPE {
+        // An image (for this platform, when it is an index): its inline cache.
+        let blobs = Box::new(RegistryBlobs {
+            registry,
+            reference,
+        });
+        return ImportedCache::from_image(name, &manifest, &resolved.config, blobs)?.ok_or_else(
+            || {
+                TransferError::Record(
+                    "it is an image without kiln's inline cache (build it with --cache-to type=inline), not a kiln cache".to_owned(),
+                )
+            },
+        );
+    }
+    if resolved.index_digest.is_some() {
+        return Err(TransferError::Record(format!(
+            "it is an image index, not a kiln cache (a kiln cache is one manifest whose config is {RECORD_MEDIA_TYPE})"
+        )));
+    }
     ImportedCache::from_manifest(
         name,
         &manifest,
@@ -183,6 +203,59 @@ fn from_registry(
             reference,
         }),
     )
+}
+
+/// `--cache-to type=inline`: the image with the cache record of its own steps in its
+/// config (`kiln.cache.v1`, base64, as BuildKit's `moby.buildkit.cache.v0`), so the image
+/// pushed is its own cache. Blocking. Returns the image and the steps the record holds.
+pub(crate) fn with_inline_cache(
+    store: &Store,
+    plan: &Plan,
+    solved: &Solved,
+    image: kiln_image::image::StoredImage,
+) -> Result<(kiln_image::image::StoredImage, usize), EngineError> {
+    let failed = |source: TransferError| EngineError::CacheExport {
+        location: "type=inline".to_owned(),
+        source,
+    };
+    let cache = cache_image(
+        store,
+        plan,
+        solved,
+        kiln_solver::cache_transfer::CacheMode::Min,
+    )
+    .map_err(failed)?;
+    let mut config = image.config.clone();
+    config.inline_cache = Some(base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        &cache.record,
+    ));
+    let layers: Vec<kiln_snapshotter::layer_out::LayerInfo> = image
+        .manifest
+        .layers
+        .iter()
+        .zip(&config.rootfs.diff_ids)
+        .map(|(layer, diff_id)| {
+            Ok(kiln_snapshotter::layer_out::LayerInfo {
+                digest: layer.digest.clone(),
+                diff_id: Digest::parse(diff_id).ok_or_else(|| {
+                    EngineError::invalid(
+                        format!("the image's diff_id {diff_id} is not a digest"),
+                        "rebuild the image".to_owned(),
+                    )
+                })?,
+                size: layer.size,
+                media_type: layer.media_type.clone(),
+            })
+        })
+        .collect::<Result<_, EngineError>>()?;
+    let image = kiln_image::image::write_image(
+        store,
+        &config,
+        &layers,
+        image.manifest.annotations.clone(),
+    )?;
+    Ok((image, cache.steps))
 }
 
 /// Writes one `--cache-to`: the cache image made (blocking, on a blocking thread), then
@@ -218,6 +291,10 @@ async fn export_one(
                 .map_err(|e| EngineError::io("the cache export task", std::io::Error::other(e)))?
                 .map_err(failed)
         }
+        CacheLocation::Inline => Err(EngineError::invalid(
+            "an inline cache is written into the image, not exported after it".to_owned(),
+            "this is kiln's bug: report it".to_owned(),
+        )),
         CacheLocation::Registry {
             reference,
             insecure,
@@ -321,7 +398,8 @@ pub(crate) async fn finish(
         delivered.lines.push(imported_line(name, *steps));
     }
     let solved = Arc::new(solved);
-    for spec in specs {
+    // An inline cache is already in the image (see `with_inline_cache`).
+    for spec in specs.iter().filter(|s| s.location != CacheLocation::Inline) {
         match export_one(store, plan, &solved, spec, registry).await {
             Ok(exported) => delivered.lines.push(exported_line(&exported)),
             Err(e) if spec.ignore_error => {

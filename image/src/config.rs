@@ -183,6 +183,14 @@ pub struct ImageConfig {
     /// One entry per step, layers or not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<History>,
+    /// kiln's inline build cache (`--cache-to type=inline`): the cache record of the
+    /// image's own steps, base64, as BuildKit keeps its own under `moby.buildkit.cache.v0`.
+    #[serde(
+        rename = "kiln.cache.v1",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub inline_cache: Option<String>,
 }
 
 /// This machine's architecture in OCI's words (`x86_64` -> `amd64`).

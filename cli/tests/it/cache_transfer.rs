@@ -465,8 +465,18 @@ fn bad_cache_values_are_errors() {
         ),
         (
             "--cache-to",
+            "type=gha",
+            "type=gha caches are not supported by kiln yet",
+        ),
+        (
+            "--cache-to",
+            "type=inline,mode=max",
+            "type=inline holds only the image's own steps (mode=min)",
+        ),
+        (
+            "--cache-from",
             "type=inline",
-            "type=inline caches are not supported by kiln yet",
+            "type=inline is for --cache-to",
         ),
         (
             "--cache-to",
@@ -596,6 +606,88 @@ fn a_cache_travels_through_a_registry() {
         )) && again.stderr.contains("(0 B written)"),
         "{}",
         again.stderr
+    );
+}
+
+/// `--cache-to type=inline`: the pushed image is its own cache (the record of its steps in
+/// its config, `kiln.cache.v1`, its layers the image's as pushed, gzip); a runner with an
+/// empty store and `--cache-from IMAGE` takes every step from it. An image built without
+/// it is refused as a cache with a warning, and the build runs.
+#[test]
+fn an_inline_cache_travels_in_the_pushed_image() {
+    let Some(server) = registry() else { return };
+    let Some((a, mut others)) = runners(2) else {
+        return;
+    };
+    let (c, b) = (others.pop().expect("C"), others.pop().expect("B"));
+    let single = "FROM busybox\nWORKDIR /src\nCOPY a.txt .\n\
+                  RUN cat a.txt > out.txt && echo built >> out.txt\n";
+    let steps = [
+        "[2/4] WORKDIR /src",
+        "[3/4] COPY a.txt .",
+        "[4/4] RUN cat a.txt > out.txt && echo built >> out.txt",
+    ];
+    let ctx_a = context(&a, "ctx");
+    a.write("ctx/Dockerfile", single);
+    let image = format!("{}/inline/app:1", server.host());
+    let on_a = build(
+        &a,
+        &ctx_a,
+        &[
+            "--cache-to",
+            "type=inline",
+            "-o",
+            &format!("type=registry,name={image}"),
+        ],
+    );
+    expect(&on_a, &steps, "ran");
+    assert!(
+        on_a.stderr
+            .contains("Exported the cache inline in the image: 3 steps"),
+        "{}",
+        on_a.stderr
+    );
+    // The pushed config carries the record; the layers are gzip, as any pushed image.
+    let (manifest, config) = registry_cache(&server, "inline/app", "1");
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.oci.image.config.v1+json"
+    );
+    assert!(
+        manifest["layers"][1]["mediaType"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("+gzip")),
+        "{manifest}"
+    );
+    assert!(config["kiln.cache.v1"].is_string(), "{config}");
+
+    let ctx_b = b.path("elsewhere/checkout");
+    copy_context(&ctx_a, &ctx_b);
+    let on_b = build(&b, &ctx_b, &["--cache-from", &image]);
+    expect(&on_b, &steps, &format!("CACHED (from {image})"));
+    let tree = image_tree(&b, "result");
+    assert_eq!(
+        std::fs::read_to_string(tree.path().join("src/out.txt")).expect("out.txt"),
+        "alpha\nbuilt\n"
+    );
+    // A base image's inline cache does not pass to an image built on it.
+    let on_b_config = crate::build_topics::inspect(&b, "result");
+    assert!(
+        on_b_config["Config"].get("kiln.cache.v1").is_none(),
+        "{on_b_config}"
+    );
+
+    // An image without an inline cache: a warning, and every step runs.
+    let plain = format!("{}/inline/plain:1", server.host());
+    build(&a, &ctx_a, &["-o", &format!("type=registry,name={plain}")]);
+    let ctx_c = c.path("ci/work");
+    copy_context(&ctx_a, &ctx_c);
+    let on_c = build(&c, &ctx_c, &["--cache-from", &plain]);
+    expect(&on_c, &steps, "ran");
+    assert!(
+        on_c.stderr.contains("an image without kiln's inline cache"),
+        "{}",
+        on_c.stderr
     );
 }
 

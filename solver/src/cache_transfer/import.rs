@@ -79,7 +79,17 @@ pub struct ImportedCache {
     /// The manifest's layers: a record may name no other blob.
     listed: HashSet<(Digest, u64)>,
     source_date_epoch: Option<i64>,
+    /// An image's inline cache: its layers are the image's, compressed as pushed.
+    inline: bool,
 }
+
+/// The layer media types an image's inline cache may name (its layers as pushed).
+const IMAGE_LAYER_TYPES: &[&str] = &[
+    LAYER_MEDIA_TYPE,
+    "application/vnd.oci.image.layer.v1.tar+gzip",
+    "application/vnd.oci.image.layer.v1.tar+zstd",
+    "application/vnd.docker.image.rootfs.diff.tar.gzip",
+];
 
 impl ImportedCache {
     /// Reads the cache tagged `tag` in the layout `dir`; `name` is how messages name
@@ -148,7 +158,73 @@ impl ImportedCache {
                 .map(|l| (l.digest.clone(), l.size))
                 .collect(),
             source_date_epoch: record.source_date_epoch,
+            inline: false,
         })
+    }
+
+    /// The inline cache of an image (`--cache-to type=inline`): the record in its config
+    /// (`kiln.cache.v1`), whose layers are found among the image's by their diff_id, so a
+    /// hit fetches the layer as the image was pushed. `Ok(None)`: the image has no inline
+    /// cache. `config` must be the blob the manifest names (the caller verified it).
+    pub fn from_image(
+        name: String,
+        manifest: &Manifest,
+        config: &[u8],
+        blobs: Box<dyn CacheBlobs>,
+    ) -> Result<Option<ImportedCache>, TransferError> {
+        let bad = |reason: String| TransferError::Blob {
+            digest: manifest.config.digest.clone(),
+            reason,
+        };
+        let image: kiln_image::config::ImageConfig = serde_json::from_slice(config)
+            .map_err(|e| bad(format!("it is not an image config: {e}")))?;
+        let Some(encoded) = image.inline_cache else {
+            return Ok(None);
+        };
+        if encoded.len() as u64 > MAX_RECORD * 2 {
+            return Err(bad("its inline cache is larger than kiln reads".to_owned()));
+        }
+        let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &encoded)
+            .map_err(|e| bad(format!("its inline cache is not base64: {e}")))?;
+        let record = Record::parse(&bytes).map_err(bad)?;
+        if image.rootfs.diff_ids.len() != manifest.layers.len() {
+            return Err(bad(format!(
+                "the config lists {} layers, the manifest {}",
+                image.rootfs.diff_ids.len(),
+                manifest.layers.len()
+            )));
+        }
+        // The image's layers by diff_id: a record's layer is one of them, as pushed.
+        let pushed: HashMap<&str, &kiln_snapshotter::Descriptor> = image
+            .rootfs
+            .diff_ids
+            .iter()
+            .map(String::as_str)
+            .zip(&manifest.layers)
+            .collect();
+        let mut steps = HashMap::new();
+        for mut step in record.steps {
+            if let StepResult::Layer { blob, .. } = &mut step.result
+                && let Some(layer) = pushed.get(blob.diff_id.as_str())
+            {
+                blob.digest = layer.digest.clone();
+                blob.size = layer.size;
+                blob.media_type = layer.media_type.clone();
+            }
+            steps.entry(step.key).or_insert(step);
+        }
+        Ok(Some(ImportedCache {
+            name,
+            blobs,
+            steps,
+            listed: manifest
+                .layers
+                .iter()
+                .map(|l| (l.digest.clone(), l.size))
+                .collect(),
+            source_date_epoch: record.source_date_epoch,
+            inline: true,
+        }))
     }
 
     /// How progress and warnings name the cache.
@@ -187,13 +263,22 @@ impl ImportedCache {
             digest: layer.digest.clone(),
             reason,
         };
-        if layer.media_type != LAYER_MEDIA_TYPE {
+        if self.inline {
+            // An image's layers, as pushed: compressed or not; extraction checks the
+            // content, and the blob is verified against the manifest's digest.
+            if !IMAGE_LAYER_TYPES.contains(&layer.media_type.as_str()) {
+                return Err(bad(format!(
+                    "its media type is {}, not an image layer kiln reads",
+                    layer.media_type
+                )));
+            }
+        } else if layer.media_type != LAYER_MEDIA_TYPE {
             return Err(bad(format!(
                 "its media type is {}; a v1 cache carries {LAYER_MEDIA_TYPE} layers",
                 layer.media_type
             )));
         }
-        if layer.diff_id != layer.digest {
+        if !self.inline && layer.diff_id != layer.digest {
             return Err(bad(format!(
                 "the record gives it the diff_id {}; a plain tar's diff_id is its digest",
                 layer.diff_id

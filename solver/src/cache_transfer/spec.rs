@@ -39,6 +39,9 @@ pub enum CacheLocation {
         /// insecure-listed registry (loopback hosts are allowed it anyway).
         insecure: bool,
     },
+    /// In the built image's own config (`type=inline`): the record of the image's steps,
+    /// whose layers are the image's; `--cache-from IMAGE` reads it back.
+    Inline,
 }
 
 impl CacheLocation {
@@ -49,6 +52,7 @@ impl CacheLocation {
             CacheLocation::Local { dir, tag } if tag == DEFAULT_TAG => dir.display().to_string(),
             CacheLocation::Local { dir, tag } => format!("{}:{tag}", dir.display()),
             CacheLocation::Registry { reference, .. } => reference.clone(),
+            CacheLocation::Inline => "inline".to_owned(),
         }
     }
 }
@@ -75,7 +79,7 @@ pub struct CacheImportSpec {
 }
 
 /// buildx's cache types kiln knows of but does not implement yet.
-const LATER_TYPES: &[&str] = &["inline", "gha", "s3", "azblob"];
+const LATER_TYPES: &[&str] = &["gha", "s3", "azblob"];
 
 /// buildx's attributes kiln knows of but does not implement yet.
 const LATER_ATTRS: &[&str] = &[
@@ -88,11 +92,12 @@ const LATER_ATTRS: &[&str] = &[
     "digest",
 ];
 
-/// The two cache types kiln implements.
+/// The cache types kiln implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Local,
     Registry,
+    Inline,
 }
 
 /// The type and the other attributes. A value without `=` is buildx's shorthand for
@@ -112,12 +117,13 @@ fn kind_of(flag: &'static str, value: &str) -> Result<(Kind, Vec<(String, String
     let kind = match kind.as_str() {
         "local" => Kind::Local,
         "registry" => Kind::Registry,
+        "inline" => Kind::Inline,
         _ if LATER_TYPES.contains(&kind.as_str()) => {
             return Err(bad(
                 flag,
                 value,
                 format!(
-                    "type={kind} caches are not supported by kiln yet; use type=local or type=registry"
+                    "type={kind} caches are not supported by kiln yet; use type=local, type=registry or type=inline"
                 ),
             ));
         }
@@ -125,7 +131,9 @@ fn kind_of(flag: &'static str, value: &str) -> Result<(Kind, Vec<(String, String
             return Err(bad(
                 flag,
                 value,
-                format!("unknown cache type {kind:?}; kiln supports type=local and type=registry"),
+                format!(
+                    "unknown cache type {kind:?}; kiln supports type=local, type=registry and type=inline"
+                ),
             ));
         }
     };
@@ -210,10 +218,18 @@ impl CacheExportSpec {
         let known = match kind {
             Kind::Local => "dest=, mode=, tag= and ignore-error=",
             Kind::Registry => "ref=, mode=, registry.insecure= and ignore-error=",
+            Kind::Inline => "mode=min and ignore-error=",
         };
         for (key, val) in attrs {
             match (kind, key.as_str()) {
                 (_, "ignore-error") => ignore_error = boolean(FLAG, value, &key, &val)?,
+                (Kind::Inline, "mode") if val == "max" => {
+                    return Err(bad(
+                        FLAG,
+                        value,
+                        "type=inline holds only the image's own steps (mode=min), as BuildKit's inline cache; use type=registry,ref=REF,mode=max to keep every stage's steps",
+                    ));
+                }
                 (Kind::Registry, "ref") => reference = Some(val),
                 (Kind::Registry, "registry.insecure") => {
                     insecure = boolean(FLAG, value, &key, &val)?;
@@ -237,6 +253,7 @@ impl CacheExportSpec {
         }
         let location = match kind {
             Kind::Registry => registry_location(FLAG, value, reference, insecure)?,
+            Kind::Inline => CacheLocation::Inline,
             Kind::Local => CacheLocation::Local {
                 dir: dir.ok_or_else(|| {
                     bad(
@@ -263,11 +280,18 @@ impl CacheImportSpec {
     pub fn parse(value: &str) -> Result<CacheImportSpec, RequestError> {
         const FLAG: &str = "cache-from";
         let (kind, attrs) = kind_of(FLAG, value)?;
+        if kind == Kind::Inline {
+            return Err(bad(
+                FLAG,
+                value,
+                "type=inline is for --cache-to; read an image's inline cache with --cache-from IMAGE (type=registry,ref=IMAGE)",
+            ));
+        }
         let (mut dir, mut tag) = (None, DEFAULT_TAG.to_owned());
         let (mut reference, mut insecure, mut ignore_error) = (None, false, false);
         let known = match kind {
             Kind::Local => "src= and tag=",
-            Kind::Registry => "ref=, registry.insecure= and ignore-error=",
+            Kind::Registry | Kind::Inline => "ref=, registry.insecure= and ignore-error=",
         };
         for (key, val) in attrs {
             match (kind, key.as_str()) {
@@ -303,7 +327,7 @@ impl CacheImportSpec {
             }
         }
         let location = match kind {
-            Kind::Registry => registry_location(FLAG, value, reference, insecure)?,
+            Kind::Registry | Kind::Inline => registry_location(FLAG, value, reference, insecure)?,
             Kind::Local => CacheLocation::Local {
                 dir: dir.ok_or_else(|| {
                     bad(
@@ -364,10 +388,23 @@ mod tests {
             "type=nope,dest=/c",
             Err("unknown cache type \"nope\""),
         );
+        check(true, "type=inline", Ok(("inline", CacheMode::Min)));
+        check(true, "type=inline,mode=min", Ok(("inline", CacheMode::Min)));
         check(
             true,
-            "type=inline",
-            Err("type=inline caches are not supported by kiln yet"),
+            "type=inline,mode=max",
+            Err("holds only the image's own steps (mode=min)"),
+        );
+        check(
+            true,
+            "type=inline,ref=r/x",
+            Err("unknown attribute \"ref\"; it takes mode=min"),
+        );
+        check(false, "type=inline", Err("type=inline is for --cache-to"));
+        check(
+            true,
+            "type=gha",
+            Err("type=gha caches are not supported by kiln yet"),
         );
         check(
             true,

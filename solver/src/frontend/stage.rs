@@ -80,6 +80,8 @@ impl Lowerer<'_> {
                 let base = &self.base_images[image_index];
                 let mut image = base.config.clone();
                 image.created = None;
+                // A base's inline cache describes the base's build, not this one.
+                image.inline_cache = None;
                 triggers = std::mem::take(&mut image.config.on_build);
                 let layers = (0..base.layers.len())
                     .map(|layer| LayerSource::Base {
