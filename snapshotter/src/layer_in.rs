@@ -850,9 +850,34 @@ fn apply_entries<R: Read + 'static>(
         stats.entries += 1;
     }
     for (dir, meta) in dirs.iter().rev() {
-        tree_copy::apply_meta(dir, meta)?;
+        // A later entry may have replaced the directory, or a parent of it, with a symlink
+        // (to anywhere on the host): its metadata then belongs to nothing any more.
+        if is_directory_below(root, dir) {
+            tree_copy::apply_meta(dir, meta)?;
+        }
     }
     Ok(stats)
+}
+
+/// Whether `path` is `root` or below it through real directories only: every component
+/// after `root` checked with lstat, none a symlink. Nothing else writes into the tree
+/// while an archive is applied, so the answer holds until the metadata is set.
+fn is_directory_below(root: &Path, path: &Path) -> bool {
+    let Ok(rest) = path.strip_prefix(root) else {
+        return false;
+    };
+    let mut at = root.to_path_buf();
+    for part in rest.components() {
+        let std::path::Component::Normal(name) = part else {
+            return false;
+        };
+        at.push(name);
+        match at.symlink_metadata() {
+            Ok(meta) if meta.is_dir() => {}
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// Checks an archive's entries as they stream past, with the rules extraction applies,

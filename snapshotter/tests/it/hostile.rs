@@ -201,3 +201,64 @@ fn add_extraction_refuses_loops_and_missing_link_targets() {
         assert!(err.to_string().contains(want), "{err}");
     }
 }
+
+/// A directory's metadata is applied after its contents; a later entry of the archive that
+/// replaces the directory (or one of its parents) with a symlink to the host must not turn
+/// that late chmod/chown into one of a host file (`d/` mode 06777, then `d -> HOST`).
+#[test]
+fn a_directory_replaced_by_a_symlink_keeps_the_host_untouched() {
+    use kiln_snapshotter::layer_in::extract_add_archive;
+    use std::os::unix::fs::PermissionsExt;
+    let dir_entry = |path: &'static [u8]| {
+        let mut h = header(path, tar::EntryType::Directory, 0);
+        h.set_mode(0o6777);
+        h.set_cksum();
+        h
+    };
+    for (layer, parent) in [(true, false), (true, true), (false, false), (false, true)] {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let host = tmp.path().join("host");
+        std::fs::create_dir_all(host.join("etc")).expect("mkdir");
+        std::fs::write(host.join("secret"), "s").expect("write");
+        for p in [host.join("secret"), host.join("etc")] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        }
+        let target = tmp.path().join("target");
+        std::fs::create_dir_all(&target).expect("mkdir");
+        let link_to = if parent {
+            host.to_str().expect("utf8").to_owned()
+        } else {
+            host.join("secret").to_str().expect("utf8").to_owned()
+        };
+        let mut b = tar::Builder::new(Vec::new());
+        let (dir, link): (&[u8], &[u8]) = if parent {
+            (b"a/etc", b"a")
+        } else {
+            (b"d", b"d")
+        };
+        if parent {
+            b.append(&dir_entry(b"a"), &b""[..]).expect("append");
+        }
+        b.append(&dir_entry(dir), &b""[..]).expect("append");
+        let mut h = header(link, tar::EntryType::Symlink, 0);
+        h.as_gnu_mut().expect("gnu").linkname[..link_to.len()].copy_from_slice(link_to.as_bytes());
+        h.set_cksum();
+        b.append(&h, &b""[..]).expect("append");
+        let bytes = b.into_inner().expect("tar");
+        // Layers refuse nothing here (a symlink may replace a directory); ADD neither.
+        let _ = if layer {
+            apply_layer(std::io::Cursor::new(bytes), &target, WhiteoutStyle::Delete).map(|_| ())
+        } else {
+            extract_add_archive(std::io::Cursor::new(bytes), &target, None, None).map(|_| ())
+        };
+        for p in [host.join("secret"), host.join("etc")] {
+            let mode = std::fs::metadata(&p).expect("stat").permissions().mode() & 0o7777;
+            assert_eq!(
+                mode,
+                0o700,
+                "{} changed (layer {layer}, parent {parent})",
+                p.display()
+            );
+        }
+    }
+}
