@@ -48,6 +48,8 @@ mod source;
 mod stages;
 mod suggest;
 
+pub use dispatch::looks_secret;
+
 use std::collections::BTreeMap;
 
 use crate::ast::Dockerfile;

@@ -52,6 +52,25 @@ pub enum Forced {
     NoCacheFilter,
 }
 
+/// `op` as a step's facts keep it: the value of an environment variable whose name marks
+/// a secret is replaced by a fingerprint, so the store never holds it and a change still
+/// shows.
+pub fn op_facts(op: &Value) -> Value {
+    let mut op = op.clone();
+    if let Some(env) = op.get_mut("env").and_then(Value::as_array_mut) {
+        for entry in env.iter_mut() {
+            let Some((key, value)) = entry.as_str().and_then(|kv| kv.split_once('=')) else {
+                continue;
+            };
+            if kiln_parser::lint::looks_secret(key) {
+                let print = blake3::hash(value.as_bytes()).to_hex();
+                *entry = Value::String(format!("{key}=<hidden {}>", &print[..16]));
+            }
+        }
+    }
+    op
+}
+
 /// A step's stable name inside its build: its stage and its place among the stage's
 /// steps, so that an edited instruction is still the same step.
 pub fn step_name(stage: &str, ordinal: usize) -> String {
@@ -198,11 +217,18 @@ fn env_lines(old: &Value, new: &Value, lines: &mut Vec<String>) {
     };
     let (a, b) = (split(old), split(new));
     for (key, value) in &b {
+        // A name that marks a secret (BuildKit's SecretsUsedInArgOrEnv rule) is said to
+        // have changed, never with its values.
+        let hidden = kiln_parser::lint::looks_secret(key);
         match a.get(key) {
             Some(before) if before == value => {}
+            Some(_) if hidden => lines.push(format!(
+                "build arg or ENV {key} changed (its value is not shown: the name marks a secret)"
+            )),
             Some(before) => lines.push(format!(
                 "build arg or ENV {key} changed: {before:?} -> {value:?}"
             )),
+            None if hidden => lines.push(format!("build arg or ENV {key} is new")),
             None => lines.push(format!("build arg or ENV {key} is new: {value:?}")),
         }
     }
@@ -295,6 +321,25 @@ mod tests {
         assert_eq!(
             explain(Some(("a", Some(&old))), "b", &edited, Forced::No),
             ["the instruction changed: RUN make -> RUN make all"]
+        );
+    }
+
+    #[test]
+    fn secret_looking_values_are_never_shown_nor_kept() {
+        let old = run(&["API_TOKEN=abc", "V=1"]);
+        let new = run(&["API_TOKEN=def", "V=1"]);
+        let stored = |f: &StepFacts| StepFacts {
+            op: op_facts(&f.op),
+            ..f.clone()
+        };
+        let (old, new) = (stored(&old), stored(&new));
+        let text = serde_json::to_string(&(&old, &new)).unwrap();
+        assert!(!text.contains("abc") && !text.contains("def"), "{text}");
+        assert_eq!(
+            explain(Some(("a", Some(&old))), "b", &new, Forced::No),
+            [
+                "build arg or ENV API_TOKEN changed (its value is not shown: the name marks a secret)"
+            ]
         );
     }
 

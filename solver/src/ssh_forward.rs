@@ -63,7 +63,11 @@ fn accept_loop(listener: &UnixListener, upstream: &Path, stop: &AtomicBool) {
         if stop.load(Ordering::SeqCst) {
             return;
         }
-        let Ok(client) = client else { continue };
+        let Ok(client) = client else {
+            // Out of descriptors, say: wait a little rather than spin.
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            continue;
+        };
         // A step that cannot reach the agent sees its connection closed, as with an
         // agent that went away; ssh reports that itself.
         let Ok(agent) = UnixStream::connect(upstream) else {

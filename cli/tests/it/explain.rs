@@ -4,7 +4,7 @@
 use crate::support::{Kiln, busybox_rootfs, run, world};
 
 const DOCKERFILE: &str = "FROM busybox\n\
-ARG V=1\n\
+ARG V=1 API_TOKEN=none\n\
 COPY a.txt b.txt /app/\n\
 RUN --mount=type=secret,id=tok cat /app/a.txt /run/secrets/tok > /out && echo $V >> /out\n";
 
@@ -93,6 +93,36 @@ fn explain_says_why_each_step_ran() {
             "{run_step}: build arg or ENV V changed: \"1\" -> \"2\""
         )]
     );
+
+    // A build arg whose name marks a secret: said to have changed, its values never
+    // shown, nor kept in the store.
+    let lines = explained(
+        &k,
+        &["--build-arg", "V=2", "--build-arg", "API_TOKEN=tok-81ab2f"],
+    );
+    assert_eq!(
+        lines,
+        [format!(
+            "{run_step}: build arg or ENV API_TOKEN changed (its value is not shown: the name marks a secret)"
+        )]
+    );
+    let lines = explained(
+        &k,
+        &["--build-arg", "V=2", "--build-arg", "API_TOKEN=tok-93cd4e"],
+    );
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    let store_bytes = [
+        std::fs::read(k.root().join("cache.db")).unwrap_or_default(),
+        std::fs::read(k.root().join("cache.db-wal")).unwrap_or_default(),
+    ];
+    for bytes in &store_bytes {
+        for value in ["tok-81ab2f", "tok-93cd4e"] {
+            assert!(
+                !bytes.windows(value.len()).any(|w| w == value.as_bytes()),
+                "{value} is in the cache index"
+            );
+        }
+    }
 
     // --no-cache-filter names the stage.
     let lines = explained(&k, &["--build-arg", "V=2", "--no-cache-filter", "stage-0"]);

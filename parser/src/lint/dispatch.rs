@@ -46,6 +46,16 @@ const SECRET_TOKENS: &[&str] = &[
 ];
 const NOT_SECRET_TOKENS: &[&str] = &["public", "file", "version"];
 
+/// Whether a variable's name marks a secret, by BuildKit's `SecretsUsedInArgOrEnv` rule
+/// (a `_`-separated part such as `token` or `password`, and none such as `file`).
+pub fn looks_secret(name: &str) -> bool {
+    let has = |tokens: &[&str]| {
+        name.split('_')
+            .any(|part| tokens.iter().any(|t| part.eq_ignore_ascii_case(t)))
+    };
+    has(SECRET_TOKENS) && !has(NOT_SECRET_TOKENS)
+}
+
 /// What a stage hands to the stages built on it.
 #[derive(Debug, Clone)]
 struct StageState {
@@ -579,11 +589,7 @@ impl Walker<'_> {
     }
 
     fn secret(&mut self, instruction: &str, key: &str, span: Span) {
-        let has = |tokens: &[&str]| {
-            key.split('_')
-                .any(|part| tokens.iter().any(|t| part.eq_ignore_ascii_case(t)))
-        };
-        if has(SECRET_TOKENS) && !has(NOT_SECRET_TOKENS) {
+        if looks_secret(key) {
             self.add(
                 &SECRETS_USED_IN_ARG_OR_ENV,
                 span,

@@ -307,7 +307,7 @@ fn git_add_source(
         return Err(LowerError::at(
             span,
             format!(
-                "{}: ?mtime= applies to a git build context; BuildKit's ADD ignores it",
+                "{}: ?mtime= applies to a git build context only; BuildKit's ADD accepts and ignores it, kiln refuses a setting that would do nothing",
                 copy.sources[0]
             ),
         )

@@ -85,7 +85,6 @@ pub fn export_image(
                 let value = serde_json::to_vec(&Recorded {
                     snapshot: Some(snapshot.as_str().to_owned()),
                     created: now_secs(),
-                    facts: None,
                 })
                 .unwrap_or_default();
                 let _ = index.put(

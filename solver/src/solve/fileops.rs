@@ -30,7 +30,6 @@ pub(super) fn unpack_image(shared: &Shared, image: usize) -> Result<Option<Snaps
         let value = serde_json::to_vec(&Recorded {
             snapshot: Some(id.as_str().to_owned()),
             created: now_secs(),
-            facts: None,
         })
         .map_err(|e| StepError::Internal(e.to_string()))?;
         shared.index.put(

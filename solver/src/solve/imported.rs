@@ -55,7 +55,6 @@ pub(super) async fn from_imports(
         let recorded = Recorded {
             snapshot: snapshot.as_ref().map(|s| s.as_str().to_owned()),
             created: step.created,
-            facts: None,
         };
         let value =
             serde_json::to_vec(&recorded).map_err(|e| StepError::Internal(e.to_string()))?;

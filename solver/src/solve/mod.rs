@@ -245,9 +245,12 @@ pub struct Done {
 struct Recorded {
     snapshot: Option<String>,
     created: i64,
-    /// What the key was made of, to explain the next build (absent in older records).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    facts: Option<crate::explain::StepFacts>,
+}
+
+/// The note under which a key's facts are kept (beside the cache record, so that a cache
+/// hit never reads them).
+fn facts_note(key: &CacheKey) -> String {
+    format!("facts:{}", key.to_hex())
 }
 
 /// An `ADD URL`'s identity (its checksum, its validators or its content's digest) and,
@@ -334,7 +337,9 @@ impl Explaining {
         }
         let mut names = HashMap::new();
         for (stage, mut steps) in by_stage {
-            steps.sort_by_key(|(_, at)| *at);
+            // Several steps of one instruction (COPY --link, ADD URL) share a place: the
+            // lowering's order (vertex ids) tells them apart, the same in every build.
+            steps.sort_by_key(|(id, at)| (*at, id.index()));
             for (ordinal, (id, _)) in steps.into_iter().enumerate() {
                 names.insert(id, crate::explain::step_name(stage, ordinal));
             }
@@ -769,8 +774,11 @@ async fn run_vertex(
     let recorded = Recorded {
         snapshot: snapshot.as_ref().map(|s| s.as_str().to_owned()),
         created,
-        facts,
     };
+    if let Some(facts) = &facts {
+        let text = serde_json::to_string(facts).map_err(|e| StepError::Internal(e.to_string()))?;
+        shared.index.set_note(&facts_note(&key), &text)?;
+    }
     let value = serde_json::to_vec(&recorded).map_err(|e| StepError::Internal(e.to_string()))?;
     shared.index.put(&key, &CacheRecord { value, parts })?;
     shared.progress.send(
@@ -815,7 +823,7 @@ fn step_facts(
     let sources = shared.context_sources.get(&id);
     crate::explain::StepFacts {
         label: label.to_owned(),
-        op: serde_json::to_value(op).unwrap_or_default(),
+        op: crate::explain::op_facts(&serde_json::to_value(op).unwrap_or_default()),
         inputs: vertex
             .inputs
             .iter()
@@ -844,9 +852,8 @@ fn explain_step(
         .and_then(|name| shared.explaining.previous.get(name));
     let old_facts = previous
         .and_then(|hex| CacheKey::from_hex(hex))
-        .and_then(|old| shared.index.get(&old).ok().flatten())
-        .and_then(|record| serde_json::from_slice::<Recorded>(&record.value).ok())
-        .and_then(|recorded| recorded.facts);
+        .and_then(|old| shared.index.note(&facts_note(&old)).ok().flatten())
+        .and_then(|text| serde_json::from_str(&text).ok());
     crate::explain::explain(
         previous.map(|hex| (hex.as_str(), old_facts.as_ref())),
         &key.to_hex(),

@@ -483,17 +483,15 @@ fn cache_dir_name(id: &str, seed: &CacheSeed, inputs: &[Done]) -> String {
     let seed_key = match seed {
         CacheSeed::Empty => String::new(),
         CacheSeed::Dir { mode, uid, gid } => format!(":dir {mode:o} {uid} {gid}"),
-        CacheSeed::Input {
-            input,
-            source,
-            or_dir,
-            ..
-        } => {
+        // BuildKit's key is the id and the from= input's ref: source= only selects what is
+        // mounted, so it is no part of it (`mkdir /cache` for uid/gid/mode makes another
+        // ref, so `or_dir` is).
+        CacheSeed::Input { input, or_dir, .. } => {
             let from = inputs
                 .get(*input)
                 .map(|d| d.key.to_hex())
                 .unwrap_or_default();
-            format!(":from {from} {source} {or_dir:?}")
+            format!(":from {from} {or_dir:?}")
         }
     };
     blake3::hash(format!("{id}{seed_key}").as_bytes()).to_hex()[..32].to_owned()
