@@ -183,8 +183,14 @@ pub(crate) fn push(global: &GlobalArgs, args: PushArgs) -> anyhow::Result<ExitCo
         )
     })?;
     let engine = crate::cmd::store::open_engine(global)?;
-    let report =
-        runtime()?.block_on(engine.push(&args.image, compression, &access(&args.insecure)))?;
+    let report = runtime()?.block_on(crate::interrupt::or_signal(
+        async {
+            Ok(engine
+                .push(&args.image, compression, &access(&args.insecure))
+                .await?)
+        },
+        "push",
+    ))?;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -219,8 +225,14 @@ pub(crate) fn pull(global: &GlobalArgs, args: PullArgs) -> anyhow::Result<ExitCo
         None => Platform::host(),
     };
     let engine = crate::cmd::store::open_engine(global)?;
-    let image =
-        runtime()?.block_on(engine.pull(&args.image, &platform, &access(&args.insecure)))?;
+    let image = runtime()?.block_on(crate::interrupt::or_signal(
+        async {
+            Ok(engine
+                .pull(&args.image, &platform, &access(&args.insecure))
+                .await?)
+        },
+        "pull",
+    ))?;
     writeln!(
         std::io::stdout(),
         "Digest: {}\n{}",

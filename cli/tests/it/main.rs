@@ -5,6 +5,7 @@ mod build_features;
 mod build_topics;
 mod buildah_corpus;
 mod cache_transfer;
+mod faults;
 mod feedback;
 mod parse;
 mod registry;

@@ -1,0 +1,147 @@
+//! kiln under faults (issue 19, "found already"): the real binary, a real store, real
+//! signals, a real full filesystem. Each test names the bug it keeps fixed.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{Kiln, describe, run, world};
+
+/// The events of a `--progress=rawjson` build (stderr), and its output.
+fn build_json(k: &Kiln, args: &[&str]) -> (std::process::Output, Vec<Value>) {
+    let mut all = vec!["build", "--progress=rawjson"];
+    all.extend_from_slice(args);
+    let out = run(k.cmd().args(&all));
+    let events = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("a rawjson line parses"))
+        .collect();
+    (out, events)
+}
+
+/// Labels of the Dockerfile steps that ran (not cached).
+fn ran(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["type"] == "started")
+        .map(|e| e["label"].as_str().unwrap_or_default().to_owned())
+        .filter(|l| !l.starts_with("[internal]") && !l.contains("] FROM "))
+        .collect()
+}
+
+/// `kiln fsck` says the store is clean (exit 0).
+fn assert_fsck_clean(k: &Kiln) {
+    let out = run(k.cmd().arg("fsck"));
+    assert!(out.status.success(), "{}", describe(&["fsck"], &out));
+}
+
+/// The pids below `pid` (children, grandchildren ...), from /proc.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok()) {
+            parents.push((child, ppid));
+        }
+    }
+    let mut out = vec![];
+    let mut frontier = vec![pid];
+    while let Some(p) = frontier.pop() {
+        for &(child, ppid) in &parents {
+            if ppid == p && !out.contains(&child) {
+                out.push(child);
+                frontier.push(child);
+            }
+        }
+    }
+    out
+}
+
+/// The command line of a live process (None once it is gone or a zombie).
+fn cmdline(pid: u32) -> Option<String> {
+    let bytes = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    (!bytes.is_empty()).then(|| String::from_utf8_lossy(&bytes).replace('\0', " "))
+}
+
+/// Issue 19 (e): a build stopped by SIGINT exits 130 and by SIGTERM 143 (128 + the
+/// signal, as docker's CLI does: cmd/docker/docker.go, getExitCode), after killing its
+/// RUN and removing its mounts — not 1, which reads as "the build failed".
+#[test]
+fn a_signal_ends_a_build_with_128_plus_its_number_and_nothing_left() {
+    let Some(k) = world() else { return };
+    for (signal, code) in [("INT", 130), ("TERM", 143)] {
+        k.write(
+            "ctx/Dockerfile",
+            format!("FROM busybox\nRUN sleep 1000 && echo {signal}\n"),
+        );
+        let child = k
+            .cmd()
+            .args(["build", "--progress=plain", "ctx", "-t", "interrupted"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start kiln build");
+        // Wait until the RUN's sleep runs, in the sandbox below kiln.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let sandboxed = loop {
+            let below = descendants(child.id());
+            if below
+                .iter()
+                .any(|&p| cmdline(p).is_some_and(|c| c.starts_with("sleep 1000")))
+            {
+                break below;
+            }
+            assert!(Instant::now() < deadline, "the RUN never started");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let pid = child.id().to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status();
+        assert!(sent.expect("run kill").success());
+        let sent_at = Instant::now();
+        let out = child.wait_with_output().expect("wait for kiln");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            sent_at.elapsed() < Duration::from_secs(10),
+            "SIG{signal} did not stop the build"
+        );
+        assert_eq!(out.status.code(), Some(code), "SIG{signal}\n{err}");
+        assert!(err.contains("cancelled"), "{err}");
+        // A killed process may take a moment to be reaped by init once kiln is gone.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let survivors = loop {
+            let alive: Vec<String> = sandboxed
+                .iter()
+                .filter_map(|&p| cmdline(p).map(|c| format!("{p}: {c}")))
+                .collect();
+            if alive.is_empty() || Instant::now() > deadline {
+                break alive;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(
+            survivors.is_empty(),
+            "processes of the build survived: {survivors:?}"
+        );
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        let root = k.root().display().to_string();
+        assert!(
+            !mounts.lines().any(|l| l.contains(&root)),
+            "a mount of the build survived:\n{mounts}"
+        );
+        assert_fsck_clean(&k);
+    }
+}
