@@ -145,3 +145,96 @@ fn a_signal_ends_a_build_with_128_plus_its_number_and_nothing_left() {
         assert_fsck_clean(&k);
     }
 }
+
+/// The snapshot ids in the store.
+fn snapshot_ids(k: &Kiln) -> Vec<String> {
+    let mut ids: Vec<String> = std::fs::read_dir(k.root().join("snapshots"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+/// Runs SQL on the store's cache index (with the sqlite3 shell, as a checker).
+fn cache_sql(k: &Kiln, sql: &str) {
+    let out = Command::new("sqlite3")
+        .arg(k.root().join("cache.db"))
+        .arg(sql)
+        .output()
+        .expect("run sqlite3 (apt-get install sqlite3)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Issue 19 (b): `kiln prune` (without `--all`) removes committed snapshots that no
+/// cache entry reaches — a build killed between commit and record, entries gone — and
+/// keeps every snapshot an entry reaches with its parents, so a rebuild stays cached.
+#[test]
+fn prune_removes_snapshots_no_cache_entry_reaches() {
+    let Some(k) = world() else { return };
+    k.write(
+        "kept/Dockerfile",
+        "FROM busybox\nRUN echo kept > /k\nRUN echo more > /m\n",
+    );
+    k.write(
+        "dropped/Dockerfile",
+        "FROM busybox\nRUN echo dropped > /d\n",
+    );
+    let (out, _) = build_json(&k, &["kept", "-t", "kept"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        describe(&["build", "kept"], &out)
+    );
+    let kept_id = String::from_utf8_lossy(&out.stdout).into_owned();
+    let kept = snapshot_ids(&k);
+    let (out, _) = build_json(&k, &["dropped", "-t", "dropped"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        describe(&["build", "dropped"], &out)
+    );
+    let dropped: Vec<String> = snapshot_ids(&k)
+        .into_iter()
+        .filter(|id| !kept.contains(id))
+        .collect();
+    assert!(!dropped.is_empty(), "the second build made no snapshot");
+    // As a build killed after committing its snapshots but before recording them leaves
+    // the store: the snapshots are there, no entry names them.
+    let forget: Vec<String> = dropped
+        .iter()
+        .map(|id| format!("DELETE FROM results WHERE CAST(value AS TEXT) LIKE '%{id}%';"))
+        .collect();
+    cache_sql(&k, &forget.join("\n"));
+    k.ok(&["prune"]);
+    let after = snapshot_ids(&k);
+    let left: Vec<&String> = dropped.iter().filter(|id| after.contains(id)).collect();
+    assert!(left.is_empty(), "prune kept unreachable snapshots {left:?}");
+    assert_eq!(after, kept, "prune removed a reachable snapshot");
+    // What the cache reaches still serves: the rebuild runs nothing, same image.
+    let (out, events) = build_json(&k, &["kept", "-t", "kept"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        describe(&["build", "kept"], &out)
+    );
+    assert_eq!(ran(&events), Vec::<String>::new(), "{events:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), kept_id);
+    // The image whose snapshots went is still whole (its blobs are tagged), and building
+    // it again runs its step again.
+    let (out, events) = build_json(&k, &["dropped", "-t", "dropped"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        describe(&["build", "dropped"], &out)
+    );
+    assert_eq!(ran(&events).len(), 1, "{events:?}");
+    assert_fsck_clean(&k);
+}

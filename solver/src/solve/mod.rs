@@ -228,6 +228,13 @@ struct Recorded {
     created: i64,
 }
 
+/// The snapshot a cache index record (a [`CacheRecord`]'s value) points to, if any: what
+/// pruning must keep (with its parents) for the entry to stay a hit.
+pub fn recorded_snapshot(value: &[u8]) -> Option<SnapshotId> {
+    let recorded: Recorded = serde_json::from_slice(value).ok()?;
+    SnapshotId::parse(&recorded.snapshot?)
+}
+
 /// An `ADD URL`'s identity (its checksum, its validators or its content's digest) and,
 /// when finding it meant downloading, where the download is.
 #[derive(Debug, Clone)]
