@@ -238,3 +238,153 @@ fn prune_removes_snapshots_no_cache_entry_reaches() {
     assert_eq!(ran(&events).len(), 1, "{events:?}");
     assert_fsck_clean(&k);
 }
+
+/// A tmpfs of `size` mounted on `dir` for the length of a test (unmounted on drop, also
+/// when the test fails).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).expect("create the mount point");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(dir.to_owned())
+    }
+
+    fn resize(&self, size: &str) {
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .output()
+            .expect("run mount");
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        assert!(
+            out.status.success(),
+            "{}\n{mounts}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// `bytes` of incompressible data.
+fn random_file(path: &Path, bytes: usize) {
+    use std::io::Read;
+    let mut data = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut data))
+        .expect("read /dev/urandom");
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).expect("create the file's dir");
+    }
+    std::fs::write(path, data).expect("write the big file");
+}
+
+/// Bytes under `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Issue 19 (d): a store that fills up while a step's layer is written. The error names
+/// the step, the store and "no space left on device"; the step is not recorded, so once
+/// there is room a rebuild runs it again and succeeds; the store is clean throughout.
+/// Also the step itself running out of space (a COPY bigger than what is free).
+#[test]
+fn a_full_store_names_the_step_and_records_nothing() {
+    if !crate::support::is_root("a store on a tmpfs needs mount") {
+        return;
+    }
+    let k = Kiln::new();
+    let store = Tmpfs::mount(&k.root(), "64m");
+    let Some(rootfs) = crate::support::busybox_rootfs(&k.path("rootfs")) else {
+        return;
+    };
+    k.ok(&["import", rootfs.to_str().unwrap(), "busybox:latest"]);
+    let root = k.root().display().to_string();
+    // 40 MB fits as a snapshot, but not a second time as the layer blob.
+    random_file(&k.path("ctx/big"), 40 << 20);
+    k.write("ctx/Dockerfile", "FROM busybox\nCOPY big /big\n");
+    let (out, _) = build_json(&k, &["ctx", "-t", "big"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the build fit in 64 MB?\n{err}");
+    for part in [
+        "[2/2] COPY big /big",
+        "no space left on device",
+        root.as_str(),
+    ] {
+        assert!(err.contains(part), "the error lacks {part:?}:\n{err}");
+    }
+    assert_fsck_clean(&k);
+    // The failed step's snapshot is no cache entry's: prune frees it.
+    k.ok(&["prune"]);
+    assert!(
+        dir_bytes(&k.root().join("snapshots")) < 10 << 20,
+        "prune left the failed step's snapshot"
+    );
+    // With room, the same build runs the step again (it was never recorded) and works.
+    store.resize("256m");
+    let (out, events) = build_json(&k, &["ctx", "-t", "big"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        describe(&["build", "ctx"], &out)
+    );
+    assert_eq!(
+        ran(&events),
+        vec!["[2/2] COPY big /big".to_owned()],
+        "{events:?}"
+    );
+    assert_fsck_clean(&k);
+
+    // The step itself runs out of room: it fails naming itself, leaves no snapshot.
+    k.ok(&["rmi", "big"]);
+    k.ok(&["prune", "--all"]);
+    store.resize("64m");
+    random_file(&k.path("ctx/bigger"), 80 << 20);
+    k.write("ctx/Dockerfile", "FROM busybox\nCOPY bigger /bigger\n");
+    let before = snapshot_ids(&k);
+    let (out, _) = build_json(&k, &["ctx", "-t", "bigger"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "80 MB fit in 64 MB?\n{err}");
+    for part in [
+        "[2/2] COPY bigger /bigger",
+        "no space left on device",
+        root.as_str(),
+    ] {
+        assert!(err.contains(part), "the error lacks {part:?}:\n{err}");
+    }
+    let new: Vec<String> = snapshot_ids(&k)
+        .into_iter()
+        .filter(|id| !before.contains(id))
+        .filter(|id| {
+            let meta =
+                std::fs::read_to_string(k.root().join("snapshots").join(id).join("meta.json"));
+            !meta.unwrap_or_default().contains("\"committed\":true")
+        })
+        .collect();
+    assert!(
+        new.is_empty(),
+        "the failed step left unfinished snapshots {new:?}"
+    );
+    assert_fsck_clean(&k);
+    drop(store);
+}

@@ -87,6 +87,15 @@ pub enum StepError {
     /// The cache index failed.
     #[error(transparent)]
     Index(#[from] IndexError),
+    /// The step's layer could not be written into the store (the step is not recorded).
+    #[error("its layer could not be written into the store {}: {source}", store.display())]
+    Layer {
+        /// The store's root.
+        store: PathBuf,
+        /// Why.
+        #[source]
+        source: StoreError,
+    },
     /// Reading the context failed.
     #[error(transparent)]
     Context(#[from] ContextError),
