@@ -388,3 +388,137 @@ fn a_full_store_names_the_step_and_records_nothing() {
     assert_fsck_clean(&k);
     drop(store);
 }
+
+/// SIGSTOP on a process until dropped (then SIGCONT), also when the test fails.
+struct Stopped(u32);
+
+impl Stopped {
+    fn stop(pid: u32) -> Stopped {
+        let sent = Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status();
+        assert!(sent.expect("run kill").success());
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.0.to_string()])
+            .status();
+    }
+}
+
+/// Issue 19 (c): a registry that stops answering (SIGSTOP) must not hang a push with no
+/// output. Each request that makes no progress for the stall timeout (kiln's config
+/// file, `registry-stall-timeout`) is retried with backoff, each retry shown; a registry
+/// that comes back gets the push, one that does not gets a bounded failure naming the
+/// operation and the stall.
+#[test]
+fn a_registry_that_stops_answering_is_retried_and_shown() {
+    use kiln_testkit::registry::{REGISTRY_BIN, RegistryServer, ServerOptions};
+    let Some(k) = world() else { return };
+    if !Path::new(REGISTRY_BIN).exists() {
+        eprintln!("skipped: {REGISTRY_BIN} is absent (apt-get install docker-registry)");
+        return;
+    }
+    let server = RegistryServer::start(ServerOptions::default());
+    let config = k.write("kiln.json", r#"{"registry-stall-timeout": 1}"#);
+    let target = format!("{}/stall/app:1", server.host());
+    random_file(&k.path("ctx/big"), 4 << 20);
+    k.write("ctx/Dockerfile", "FROM busybox\nCOPY big /big\n");
+    let (out, _) = build_json(&k, &["ctx", "-t", &target]);
+    assert!(out.status.success(), "{}", describe(&["build"], &out));
+    let push = |k: &Kiln| {
+        k.cmd()
+            .env("KILN_CONFIG", &config)
+            .args(["push", &target])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start kiln push")
+    };
+
+    // Stopped for good: the push gives up in bounded time, saying why.
+    let stopped = Stopped::stop(server.pid());
+    let started = Instant::now();
+    let out = push(&k).wait_with_output().expect("wait for kiln push");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "pushed to a stopped registry?\n{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "a stalled push took {:?}",
+        started.elapsed()
+    );
+    for part in [
+        "no progress for 1s: the registry stopped answering",
+        "try 1 of 5 failed",
+        "retrying in",
+    ] {
+        assert!(err.contains(part), "the output lacks {part:?}:\n{err}");
+    }
+    drop(stopped);
+
+    // Stopped for a while: retries carry the push through once it answers again.
+    let stopped = Stopped::stop(server.pid());
+    let child = push(&k);
+    std::thread::sleep(Duration::from_millis(2500));
+    drop(stopped);
+    let out = child.wait_with_output().expect("wait for kiln push");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}", describe(&["push"], &out));
+    assert!(
+        err.contains("no progress for 1s"),
+        "no retry was shown:\n{err}"
+    );
+    // Stopped mid-upload (once the registry has begun an upload session): the upload
+    // is retried, and the registry ends up with the whole image.
+    let second = format!("{}/stall/app:2", server.host());
+    random_file(&k.path("ctx/big"), 48 << 20);
+    let (out, _) = build_json(&k, &["ctx", "-t", &second]);
+    assert!(out.status.success(), "{}", describe(&["build"], &out));
+    let uploads = server
+        .dir
+        .path()
+        .join("data/docker/registry/v2/repositories/stall/app/_uploads");
+    let child = k
+        .cmd()
+        .env("KILN_CONFIG", &config)
+        .args(["push", &second])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kiln push");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_dir(&uploads).map_or(true, |mut d| d.next().is_none()) {
+        assert!(Instant::now() < deadline, "the upload never started");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let stopped = Stopped::stop(server.pid());
+    std::thread::sleep(Duration::from_millis(2500));
+    drop(stopped);
+    let out = child.wait_with_output().expect("wait for kiln push");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}", describe(&["push"], &out));
+    assert!(
+        err.contains("upload of blob") && err.contains("no progress for 1s"),
+        "the upload's retry was not shown:\n{err}"
+    );
+    let target = second;
+    // What the registry now has is the image: skopeo reads it back whole.
+    let inspected = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false"])
+        .arg(format!("docker://{target}"))
+        .output();
+    if let Ok(inspected) = inspected {
+        assert!(
+            inspected.status.success(),
+            "{}",
+            String::from_utf8_lossy(&inspected.stderr)
+        );
+    }
+}
