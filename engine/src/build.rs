@@ -639,7 +639,8 @@ fn failure(e: &SolveError, dockerfile: &DockerfileText, root: &Path) -> BuildErr
         return BuildError::Cancelled;
     }
     let mut message = e.error.to_string();
-    let full = is_out_of_space(&*e.error);
+    let full = is_out_of_space(&*e.error)
+        || matches!(&*e.error, StepError::Index(index) if index.is_disk_full());
     if full {
         let root = std::path::absolute(root).unwrap_or_else(|_| root.to_owned());
         message = match &*e.error {

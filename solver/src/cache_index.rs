@@ -43,6 +43,17 @@ pub enum IndexError {
     },
 }
 
+impl IndexError {
+    /// Whether SQLite could not write because the disk (or a quota) is full.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(
+            self,
+            IndexError::Database { source, .. }
+                if source.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+        )
+    }
+}
+
 /// What the index remembers about one cached result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CacheRecord {
