@@ -522,3 +522,50 @@ fn a_registry_that_stops_answering_is_retried_and_shown() {
         );
     }
 }
+
+/// Issue 19 (a), end to end: builds started together right after `kiln prune --all`
+/// removed the cache index all create it at once; every one succeeds with the same
+/// image. (The unit test `cache_index::tests::many_first_opens_at_once_all_succeed`
+/// reproduces the race reliably; this checks the real binary on a real store.)
+#[test]
+fn builds_started_together_after_prune_all_all_succeed() {
+    let Some(k) = world() else { return };
+    k.write("ctx/f", "content\n");
+    k.write("ctx/Dockerfile", "FROM busybox\nCOPY f /f\nENV A=1\n");
+    let mut ids = std::collections::BTreeSet::new();
+    for round in 0..3 {
+        k.ok(&["prune", "--all"]);
+        assert!(
+            !k.root().join("cache.db").exists(),
+            "prune --all kept the index"
+        );
+        let children: Vec<_> = (0..16)
+            .map(|_| {
+                // With SOURCE_DATE_EPOCH the image is the same whichever build made
+                // the step and when.
+                k.cmd()
+                    .env("SOURCE_DATE_EPOCH", "1700000000")
+                    .args(["build", "-q", "ctx"])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("start kiln build")
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().expect("wait for kiln build");
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                describe(&["build", "-q", "ctx"], &out)
+            );
+            ids.insert(String::from_utf8_lossy(&out.stdout).trim().to_owned());
+        }
+    }
+    assert_eq!(
+        ids.len(),
+        1,
+        "concurrent builds gave different images: {ids:?}"
+    );
+    assert_fsck_clean(&k);
+}
