@@ -3,6 +3,7 @@
 
 mod args;
 mod cmd;
+mod interrupt;
 mod progress;
 
 use std::process::ExitCode;
@@ -27,6 +28,10 @@ fn main() -> ExitCode {
         Err(err) => {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
+            }
+            if let Some(interrupt::Interrupted(signal)) = err.downcast_ref() {
+                // What was cancelled has been said; 128 + the signal, as a shell shows it.
+                return ExitCode::from(signal.exit_code());
             }
             if err.downcast_ref::<cmd::build::Reported>().is_some() {
                 // The build already showed what failed, with the Dockerfile excerpt.

@@ -297,7 +297,7 @@ impl Engine {
             cancel,
         )
         .await
-        .map_err(|e| failure(&e, &dockerfile))?;
+        .map_err(|e| failure(&e, &dockerfile, store.root()))?;
         let cached = solved.results.values().filter(|d| d.cached).count();
         let ran = solved.results.len() - cached;
         warnings.extend(solved.warnings.iter().cloned());
@@ -305,6 +305,7 @@ impl Engine {
             .cache_to
             .iter()
             .any(|s| s.location == kiln_solver::cache_transfer::CacheLocation::Inline);
+        let root = store.root().to_owned();
         let (image, solved, inline_steps) = {
             let (store, plan) = (store.clone(), Arc::clone(&plan));
             let annotations = request.annotations.clone();
@@ -325,7 +326,7 @@ impl Engine {
             })
             .await
             .map_err(|e| EngineError::io("the export task", std::io::Error::other(e)))?;
-            let (image, steps) = image.map_err(|e| failure(&e, &dockerfile))??;
+            let (image, steps) = image.map_err(|e| failure(&e, &dockerfile, &root))??;
             (image, solved, steps)
         };
         let outputs = output::effective(&request.outputs);
@@ -711,12 +712,28 @@ fn scan_contexts(
 }
 
 /// A solve error as data, with the Dockerfile excerpt rendered.
-fn failure(e: &SolveError, dockerfile: &DockerfileText) -> BuildError {
+fn failure(e: &SolveError, dockerfile: &DockerfileText, root: &Path) -> BuildError {
     if e.is_cancelled() {
         return BuildError::Cancelled;
     }
     let mut message = e.error.to_string();
+    let full = is_out_of_space(&*e.error)
+        || matches!(&*e.error, StepError::Index(index) if index.is_disk_full());
+    if full {
+        let root = std::path::absolute(root).unwrap_or_else(|_| root.to_owned());
+        message = match &*e.error {
+            // Its message names the store already.
+            StepError::Layer { .. } => format!("no space left on device: {message}"),
+            _ => format!(
+                "no space left on device in the store {}: {message}",
+                root.display()
+            ),
+        };
+    }
     let hint = match &*e.error {
+        _ if full => Some(
+            "free space on the store's filesystem (`kiln prune` removes what no image or cache entry uses, this step's leftovers included) or give --root a bigger one; the step was not cached, so the next build runs it again",
+        ),
         StepError::ExitCode { .. } => {
             Some("fix the command, or run it by hand with `kiln debug run`")
         }
@@ -773,6 +790,24 @@ fn failure(e: &SolveError, dockerfile: &DockerfileText) -> BuildError {
         log_tail,
         rendered,
     })
+}
+
+/// Whether the store's filesystem was full (ENOSPC, or EDQUOT: a quota is as full)
+/// somewhere down the error's causes.
+fn is_out_of_space(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            )
+        {
+            return true;
+        }
+        current = e.source();
+    }
+    false
 }
 
 /// `--build-arg SOURCE_DATE_EPOCH=VALUE` as BuildKit's frontend resolves it (`epoch.go`):

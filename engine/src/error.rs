@@ -21,6 +21,9 @@ pub enum EngineError {
     /// Writing an output failed.
     #[error(transparent)]
     Archive(#[from] kiln_exporter::archive::ArchiveError),
+    /// The cache index could not be read or written.
+    #[error(transparent)]
+    CacheIndex(#[from] kiln_solver::cache_index::IndexError),
     /// Writing a `--cache-to` cache failed.
     #[error("--cache-to {location}: {source}")]
     CacheExport {

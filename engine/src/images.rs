@@ -269,8 +269,12 @@ impl Engine {
         )
     }
 
-    /// Removes blobs no tag reaches and snapshots nothing committed; with `all`, every
-    /// snapshot, the cache index and the cache mounts too. Refused while a build runs.
+    /// Removes blobs no tag reaches and snapshots no cache index entry reaches (an entry
+    /// keeps its snapshot and that snapshot's parents; unfinished snapshots go too), and
+    /// the entries whose snapshot is gone. With `all`, every snapshot, the cache index
+    /// and the cache mounts too. Refused while a build runs (it holds the store's build
+    /// lock for its whole length, and prune needs the gc lock alone), so nothing a build
+    /// is writing or about to record is ever removed.
     pub fn prune(&self, all: bool) -> Result<PruneReport, EngineError> {
         let store = self.store();
         let Some(_gc) = store.try_lock_for_gc()? else {
@@ -289,8 +293,13 @@ impl Engine {
                 reclaimed += store.content().delete(&digest)?;
             }
         }
-        for (id, committed) in store.snapshots().list()? {
-            if !committed || all {
+        let reachable = if all {
+            HashSet::new()
+        } else {
+            reachable_snapshots(store)?
+        };
+        for (id, _) in store.snapshots().list()? {
+            if !reachable.contains(&id) {
                 reclaimed += store.snapshots().remove(&id)?;
             }
         }
@@ -355,6 +364,48 @@ impl Engine {
         kiln_exporter::archive::write_docker_archive(self.store(), &found.image, &options, out)?;
         Ok(())
     }
+}
+
+/// The committed snapshots the cache index reaches: each entry's snapshot and its
+/// parents. Entries whose snapshot (or a parent of it) is gone are removed on the way:
+/// they are misses already, and would otherwise be kept forever. No index, nothing
+/// reachable (the index is not created).
+fn reachable_snapshots(
+    store: &kiln_snapshotter::Store,
+) -> Result<HashSet<kiln_snapshotter::SnapshotId>, EngineError> {
+    let mut reachable = HashSet::new();
+    let path = store.cache_index_path();
+    if !path.exists() {
+        return Ok(reachable);
+    }
+    let index = kiln_solver::cache_index::CacheIndex::open(&path)?;
+    let snapshots = store.snapshots();
+    for (key, value) in index.entries()? {
+        let Some(id) = kiln_solver::solve::recorded_snapshot(&value) else {
+            // No snapshot (a context, scratch) or a record kiln cannot read: nothing to keep.
+            continue;
+        };
+        let mut chain = Vec::new();
+        let mut current = Some(id);
+        let mut whole = true;
+        while let Some(id) = current {
+            if reachable.contains(&id) {
+                break;
+            }
+            if !snapshots.is_committed(&id) {
+                whole = false;
+                break;
+            }
+            current = snapshots.parent(&id)?;
+            chain.push(id);
+        }
+        if whole {
+            reachable.extend(chain);
+        } else {
+            index.remove(&key)?;
+        }
+    }
+    Ok(reachable)
 }
 
 fn file_name(path: &Path) -> String {

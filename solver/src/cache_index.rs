@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -41,6 +41,17 @@ pub enum IndexError {
         /// What was wrong with it.
         reason: String,
     },
+}
+
+impl IndexError {
+    /// Whether SQLite could not write because the disk (or a quota) is full.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(
+            self,
+            IndexError::Database { source, .. }
+                if source.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+        )
+    }
 }
 
 /// What the index remembers about one cached result.
@@ -105,12 +116,27 @@ impl CacheIndex {
         };
         let conn = Connection::open(path).map_err(db_err)?;
         // Another kiln process may hold the write lock for a moment; wait rather than fail.
-        conn.busy_timeout(Duration::from_secs(30)).map_err(db_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(db_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(db_err)?;
-        conn.execute_batch(SCHEMA).map_err(db_err)?;
+        // SQLite does not call the busy handler everywhere a first open can collide with
+        // another: switching a fresh database to WAL needs it alone, and a statement that
+        // read the schema and then must write gives up at once if another connection
+        // wrote first (a deadlock SQLite refuses to wait out). Builds started together on
+        // a fresh store hit both; so the set-up is retried as a whole, within the same
+        // time every other query waits.
+        let deadline = Instant::now() + BUSY_TIMEOUT;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match set_up(&conn) {
+                Ok(()) => break,
+                Err(e) if is_busy(&e) && Instant::now() < deadline => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(e) => return Err(db_err(e)),
+            }
+        }
         Ok(CacheIndex {
             path: path.to_owned(),
             conn: Mutex::new(conn),
@@ -176,10 +202,26 @@ impl CacheIndex {
 
     /// Forgets `key`.
     pub fn remove(&self, key: &CacheKey) -> Result<(), IndexError> {
-        self.conn()
-            .execute("DELETE FROM results WHERE key = ?1", params![key.to_hex()])
+        let conn = self.conn();
+        conn.execute("DELETE FROM results WHERE key = ?1", params![key.to_hex()])
             .map_err(|e| self.db_err(e))?;
+        conn.execute(
+            "DELETE FROM last_parts WHERE name = ?1",
+            params![format!("note:{}", facts_note(key))],
+        )
+        .map_err(|e| self.db_err(e))?;
         Ok(())
+    }
+
+    /// What `--explain` keeps of a key: the facts of the step run that made it (JSON),
+    /// kept beside its record so that a cache hit never reads them, and removed with it.
+    pub fn facts(&self, key: &CacheKey) -> Result<Option<String>, IndexError> {
+        self.note(&facts_note(key))
+    }
+
+    /// Keeps a key's facts (see [`CacheIndex::facts`]).
+    pub fn set_facts(&self, key: &CacheKey, text: &str) -> Result<(), IndexError> {
+        self.set_note(&facts_note(key), text)
     }
 
     /// Every record's key and value, for pruning (which needs to know what is referenced).
@@ -337,11 +379,47 @@ impl CacheIndex {
     }
 }
 
+/// How long any use of the index waits for another connection's lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// WAL mode and the tables. The schema is written in one `BEGIN IMMEDIATE` transaction,
+/// which takes the write lock first (waiting for it) instead of upgrading a read.
+fn set_up(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            // Another connection was in a transaction: the switch did not happen yet.
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                Some(format!("journal mode is {mode}, not wal")),
+            ));
+        }
+    }
+    conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
+        .inspect_err(|_| {
+            let _ = conn.execute_batch("ROLLBACK");
+        })
+}
+
+/// Whether SQLite gave up because another connection held a lock.
+fn is_busy(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
 fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+/// The note a key's facts are kept under.
+fn facts_note(key: &CacheKey) -> String {
+    format!("facts:{}", key.to_hex())
 }
 
 #[cfg(test)]
@@ -422,5 +500,38 @@ mod tests {
         index.set_last_parts("build/3", &parts).expect("set");
         assert_eq!(index.last_parts("build/3").expect("get"), Some(parts));
         assert_eq!(index.last_parts("build/4").expect("get"), None);
+    }
+
+    #[test]
+    fn many_first_opens_at_once_all_succeed() {
+        // Builds that start together right after `kiln prune --all` removed the index all
+        // create it at once: schema creation and the switch to WAL race, and each open
+        // must wait its turn (issue 19 (a)), never fail with "database is locked".
+        const OPENERS: usize = 16;
+        for round in 0..40 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("cache.db");
+            let start = std::sync::Arc::new(std::sync::Barrier::new(OPENERS));
+            let handles: Vec<_> = (0..OPENERS)
+                .map(|i| {
+                    let (path, start) = (path.clone(), std::sync::Arc::clone(&start));
+                    std::thread::spawn(move || {
+                        start.wait();
+                        let index = CacheIndex::open(&path)?;
+                        let record = CacheRecord {
+                            value: vec![i as u8],
+                            parts: vec![],
+                        };
+                        index.put(&key(&i.to_string()), &record)
+                    })
+                })
+                .collect();
+            for handle in handles {
+                let opened = handle.join().expect("an opener panicked");
+                assert!(opened.is_ok(), "round {round}: {:?}", opened.err());
+            }
+            let index = CacheIndex::open(&path).expect("open");
+            assert_eq!(index.entries().expect("entries").len(), OPENERS);
+        }
     }
 }

@@ -213,6 +213,11 @@ impl RegistryServer {
     pub fn host(&self) -> String {
         format!("{}:{}", self.ip, self.port)
     }
+
+    /// The registry process, for tests that stop it (SIGSTOP) or kill it.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for RegistryServer {

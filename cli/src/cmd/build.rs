@@ -352,20 +352,26 @@ pub(crate) fn build(
     let started = std::time::Instant::now();
     let cancel = Cancel::new();
     let log = BuildLog::create(&engine.store().logs_dir());
-    let (built, rendered) = runtime.block_on(async {
+    let (built, rendered, signal) = runtime.block_on(async {
         let (sender, events) = Progress::channel();
         let renderer = tokio::spawn(progress::render(mode, events, log));
+        let mut signals = crate::interrupt::Signals::catch();
         let interrupt = {
             let cancel = cancel.clone();
             tokio::spawn(async move {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    cancel.cancel();
-                }
+                let signal = signals.next().await;
+                cancel.cancel();
+                signal
             })
         };
         let built = engine.build(request, sender, cancel.clone()).await;
-        interrupt.abort();
-        (built, renderer.await.ok())
+        let signal = if interrupt.is_finished() {
+            interrupt.await.ok()
+        } else {
+            interrupt.abort();
+            None
+        };
+        (built, renderer.await.ok(), signal)
     });
     let (tally, log) = match rendered {
         Some((tally, log)) => (tally, Some(log)),
@@ -373,7 +379,14 @@ pub(crate) fn build(
     };
     let outcome = match built {
         Ok(outcome) => outcome,
-        Err(e) => return Err(report(&e, log)),
+        Err(e) => {
+            let reported = report(&e, log);
+            // Cancelled by a signal: the sandboxes and temp space are gone by now.
+            return Err(match signal {
+                Some(signal) => crate::interrupt::Interrupted(signal).into(),
+                None => reported,
+            });
+        }
     };
     let finished = Finished {
         id: outcome.image.id.to_string(),

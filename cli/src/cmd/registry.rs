@@ -5,6 +5,9 @@
 //! `/etc/kiln/config.json`), with the keys docker's `daemon.json` uses:
 //! `{"registry-mirrors": ["https://mirror.example"], "insecure-registries": ["r.lan:5000"],
 //! "ca-files": ["/etc/ssl/my-ca.pem"]}`, plus `--insecure-registry` on the command line.
+//! kiln's own key `"registry-stall-timeout": SECONDS` (default 30) bounds how long one
+//! registry request may go without progress before it is retried; each retry is shown
+//! on stderr.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -51,6 +54,8 @@ struct FileConfig {
     insecure_registries: Vec<String>,
     #[serde(default)]
     ca_files: Vec<PathBuf>,
+    /// Seconds.
+    registry_stall_timeout: Option<f64>,
 }
 
 fn config_file() -> Option<PathBuf> {
@@ -67,13 +72,14 @@ fn config_file() -> Option<PathBuf> {
 
 /// The registry settings for this invocation.
 pub(crate) fn registry_config(extra_insecure: &[String]) -> anyhow::Result<RegistryConfig> {
-    let file = match config_file() {
+    let path = config_file();
+    let file = match &path {
         Some(path) if path.exists() => {
-            let text = std::fs::read_to_string(&path)
+            let text = std::fs::read_to_string(path)
                 .with_context(|| format!("read kiln's config file {}", path.display()))?;
             serde_json::from_str::<FileConfig>(&text).with_context(|| {
                 format!(
-                    "{}: not valid kiln config JSON; expected keys registry-mirrors, insecure-registries, ca-files",
+                    "{}: not valid kiln config JSON; expected keys registry-mirrors, insecure-registries, ca-files, registry-stall-timeout (seconds)",
                     path.display()
                 )
             })?
@@ -82,7 +88,24 @@ pub(crate) fn registry_config(extra_insecure: &[String]) -> anyhow::Result<Regis
     };
     let mut insecure = file.insecure_registries;
     insecure.extend(extra_insecure.iter().cloned());
+    let defaults = RegistryConfig::default();
+    let stall_timeout = match file.registry_stall_timeout {
+        None => defaults.stall_timeout,
+        Some(seconds) if seconds.is_finite() && seconds > 0.0 && seconds < 1e9 => {
+            std::time::Duration::from_secs_f64(seconds)
+        }
+        Some(seconds) => bail!(
+            "{}: registry-stall-timeout {seconds} is not a number of seconds above 0; write e.g. 30",
+            path.as_deref()
+                .unwrap_or(std::path::Path::new("kiln's config file"))
+                .display()
+        ),
+    };
     Ok(RegistryConfig {
+        stall_timeout,
+        on_retry: kiln_exporter::registry::RetryObserver::new(|retrying| {
+            eprintln!("{retrying}");
+        }),
         auth: AuthConfig {
             docker_config: default_docker_config_path(),
             helper_dirs: Vec::new(),
@@ -183,8 +206,14 @@ pub(crate) fn push(global: &GlobalArgs, args: PushArgs) -> anyhow::Result<ExitCo
         )
     })?;
     let engine = crate::cmd::store::open_engine(global)?;
-    let report =
-        runtime()?.block_on(engine.push(&args.image, compression, &access(&args.insecure)))?;
+    let report = runtime()?.block_on(crate::interrupt::or_signal(
+        async {
+            Ok(engine
+                .push(&args.image, compression, &access(&args.insecure))
+                .await?)
+        },
+        "push",
+    ))?;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -219,8 +248,14 @@ pub(crate) fn pull(global: &GlobalArgs, args: PullArgs) -> anyhow::Result<ExitCo
         None => Platform::host(),
     };
     let engine = crate::cmd::store::open_engine(global)?;
-    let image =
-        runtime()?.block_on(engine.pull(&args.image, &platform, &access(&args.insecure)))?;
+    let image = runtime()?.block_on(crate::interrupt::or_signal(
+        async {
+            Ok(engine
+                .pull(&args.image, &platform, &access(&args.insecure))
+                .await?)
+        },
+        "pull",
+    ))?;
     writeln!(
         std::io::stdout(),
         "Digest: {}\n{}",

@@ -469,6 +469,7 @@ pub(crate) fn build(
             }
             Ok(())
         };
+        let mut signals = crate::interrupt::Signals::catch();
         let followed = tokio::select! {
             followed = kiln_serve::client::build(
                 &host,
@@ -477,7 +478,10 @@ pub(crate) fn build(
                 on_message,
             ) => followed.map_err(anyhow::Error::from),
             // Dropping the connection cancels the build on the server.
-            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted: the build was cancelled")),
+            signal = signals.next() => {
+                eprintln!("interrupted: the build was cancelled");
+                Err(crate::interrupt::Interrupted(signal).into())
+            }
         };
         drop(events);
         (followed, renderer.await.ok())

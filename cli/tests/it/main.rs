@@ -7,6 +7,7 @@ mod build_topics;
 mod buildah_corpus;
 mod cache_transfer;
 mod explain;
+mod faults;
 mod feedback;
 mod parse;
 

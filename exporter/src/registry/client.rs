@@ -115,14 +115,13 @@ impl Registry {
         let http = self.reqwest_client(host)?;
         let mut scheme = "https";
         if self.http_allowed(host) {
-            let policy = &self.inner.config.retry;
             let op = Op {
                 registry: host,
                 repository: "",
                 what: &format!("{host}: ping /v2/"),
             };
             // Try HTTPS, then HTTP; "any HTTP answer" means the scheme works.
-            let (found, _) = retry(policy, op.what, |_| async {
+            let (found, _) = retry(&self.inner.config, op.what, |_| async {
                 let https_error = match http.get(format!("https://{host}/v2/")).send().await {
                     Ok(_) => return Ok("https"),
                     Err(e) => chain(&e),

@@ -2,6 +2,7 @@
 //! credentials, retries, parallelism).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::auth::AuthConfig;
@@ -38,6 +39,70 @@ pub struct RegistryConfig {
     pub chunked_upload_above: u64,
     /// Connect timeout per request.
     pub connect_timeout: Duration,
+    /// How long one request may go without progress (no byte of an upload taken, no
+    /// byte of a download or an answer received) before it is given up and retried as
+    /// a transient failure: a registry that stops answering must not hang a push.
+    pub stall_timeout: Duration,
+    /// Told of every retry before its wait, so a front end can show it.
+    pub on_retry: RetryObserver,
+}
+
+/// One retry about to happen, for progress output.
+#[derive(Debug, Clone, Copy)]
+pub struct Retrying<'a> {
+    /// The operation ("upload of blob sha256:... to host/repo").
+    pub what: &'a str,
+    /// The try that failed (1-based).
+    pub failed: u32,
+    /// Tries allowed in all.
+    pub attempts: u32,
+    /// The wait before the next try.
+    pub wait: Duration,
+    /// Why the try failed.
+    pub cause: &'a str,
+}
+
+impl std::fmt::Display for Retrying<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: try {} of {} failed ({}); retrying in {:.1}s",
+            self.what,
+            self.failed,
+            self.attempts,
+            self.cause,
+            self.wait.as_secs_f64()
+        )
+    }
+}
+
+/// A callback for [`Retrying`] notices (none by default).
+#[derive(Clone, Default)]
+pub struct RetryObserver(Option<Arc<RetryCallback>>);
+
+type RetryCallback = dyn Fn(&Retrying<'_>) + Send + Sync;
+
+impl RetryObserver {
+    /// Calls `f` for every retry.
+    pub fn new(f: impl Fn(&Retrying<'_>) + Send + Sync + 'static) -> RetryObserver {
+        RetryObserver(Some(Arc::new(f)))
+    }
+
+    pub(crate) fn notify(&self, retrying: &Retrying<'_>) {
+        if let Some(f) = &self.0 {
+            f(retrying);
+        }
+    }
+}
+
+impl std::fmt::Debug for RetryObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "RetryObserver(set)"
+        } else {
+            "RetryObserver(none)"
+        })
+    }
 }
 
 impl Default for RegistryConfig {
@@ -52,6 +117,8 @@ impl Default for RegistryConfig {
             max_parallel_uploads: 4,
             chunked_upload_above: 512 * 1024 * 1024,
             connect_timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(30),
+            on_retry: RetryObserver::default(),
         }
     }
 }

@@ -59,7 +59,7 @@ mod retry;
 
 pub use auth::{AuthConfig, Credential, default_docker_config_path};
 pub use client::Registry;
-pub use config::{RegistryConfig, RetryPolicy};
+pub use config::{RegistryConfig, RetryObserver, RetryPolicy, Retrying};
 pub use digest::Digest;
 pub use error::{Error, Result};
 pub use kiln_image::platform::{Platform, PlatformError};

@@ -20,7 +20,7 @@ use super::client::{Endpoint, Registry};
 use super::digest::Digest;
 use super::error::{Error, Result};
 use super::reference::ImageRef;
-use super::retry::{Failure, Op, classify, retry};
+use super::retry::{Activity, Failure, Op, backoff, classify, retry, watched};
 use kiln_image::platform::Platform;
 
 /// OCI image manifest media type.
@@ -207,22 +207,18 @@ impl Registry {
             what: &what,
         };
         let oci_ref = reference.to_oci();
-        let ((body, _), _) = retry(
-            &self.config().retry,
-            &format!("fetching {what}"),
-            |_| async {
-                endpoint
-                    .oci
-                    .pull_manifest_raw(&oci_ref, &endpoint.auth, ACCEPT)
-                    .await
-                    .map_err(|e| match e {
-                        e if is_not_found(&e) => Failure::Fatal(Error::ManifestNotFound {
-                            reference: reference.to_string(),
-                        }),
-                        e => classify(&op, e),
-                    })
-            },
-        )
+        let ((body, _), _) = retry(self.config(), &format!("fetching {what}"), |_| async {
+            endpoint
+                .oci
+                .pull_manifest_raw(&oci_ref, &endpoint.auth, ACCEPT)
+                .await
+                .map_err(|e| match e {
+                    e if is_not_found(&e) => Failure::Fatal(Error::ManifestNotFound {
+                        reference: reference.to_string(),
+                    }),
+                    e => classify(&op, e),
+                })
+        })
         .await?;
         let digest = Digest::of(&body);
         if let Some(pinned) = reference.digest()
@@ -313,14 +309,14 @@ impl Registry {
             ..OciDescriptor::default()
         };
         // A hand-written retry loop: each try appends to the same sink.
-        let policy = &self.config().retry;
-        let attempts = policy.attempts.max(1);
+        let config = self.config();
+        let attempts = config.retry.attempts.max(1);
         let mut attempt = 1;
         loop {
-            let cause = match self
-                .stream_once(endpoint, &oci_ref, &descriptor, &op, digest, sink)
-                .await
-            {
+            let activity = Activity::new();
+            sink.activity = activity.clone();
+            let once = self.stream_once(endpoint, &oci_ref, &descriptor, &op, digest, sink);
+            let cause = match watched(config.stall_timeout, &activity, once).await {
                 Ok(()) => return Ok(()),
                 Err(Failure::Fatal(e)) => return Err(e),
                 Err(Failure::Transient(cause)) => cause,
@@ -332,7 +328,7 @@ impl Registry {
                     cause,
                 });
             }
-            tokio::time::sleep(policy.backoff(attempt)).await;
+            backoff(config, &format!("download of {what}"), attempt, &cause).await;
             attempt += 1;
         }
     }
@@ -372,6 +368,7 @@ impl Registry {
         };
         let mut stream = stream.stream;
         while let Some(chunk) = stream.next().await {
+            sink.activity.touch();
             let mut chunk = match chunk {
                 Ok(chunk) => chunk,
                 // oci-client's verifying stream saw every byte the sink saw: same verdict.
@@ -399,6 +396,8 @@ struct Sink<'a, W> {
     out: &'a mut W,
     hasher: sha2::Sha256,
     written: u64,
+    /// The current try's progress, touched as bytes arrive.
+    activity: Activity,
 }
 
 impl<'a, W: AsyncWrite + Unpin + Send> Sink<'a, W> {
@@ -407,6 +406,7 @@ impl<'a, W: AsyncWrite + Unpin + Send> Sink<'a, W> {
             out,
             hasher: sha2::Sha256::new(),
             written: 0,
+            activity: Activity::new(),
         }
     }
 

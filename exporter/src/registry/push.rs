@@ -20,7 +20,7 @@ use super::client::{Endpoint, Registry};
 use super::digest::Digest;
 use super::error::{Error, Result};
 use super::reference::ImageRef;
-use super::retry::{Failure, Op, classify, retry};
+use super::retry::{Activity, Failure, Op, classify, retry};
 
 /// Opens a fresh reader over a blob's bytes; called again for each retry.
 pub type BlobOpener = Arc<dyn Fn() -> std::io::Result<Box<dyn Read + Send>> + Send + Sync>;
@@ -221,7 +221,7 @@ impl Registry {
         blob: &BlobSource,
         earlier: &[String],
     ) -> Result<BlobReport> {
-        let policy = &self.config().retry;
+        let config = self.config();
         let reference = target.to_oci();
         let digest = blob.digest.as_str();
         let report = |outcome, attempts| BlobReport {
@@ -242,7 +242,7 @@ impl Registry {
             repository: target.repository(),
             what: &what,
         };
-        let (exists, attempts) = retry(policy, &format!("checking {what}"), |_| async {
+        let (exists, attempts) = retry(config, &format!("checking {what}"), |_| async {
             endpoint
                 .oci
                 .blob_exists(&reference, digest)
@@ -275,40 +275,48 @@ impl Registry {
         }
         let chunked =
             std::sync::atomic::AtomicBool::new(blob.size > self.config().chunked_upload_above);
-        let (_, attempts) = retry(policy, &format!("upload of {what}"), |_| async {
-            let stream = reader_stream(blob).map_err(|source| {
-                Failure::Fatal(Error::BlobSource {
-                    digest: digest.to_owned(),
-                    source,
-                })
-            })?;
-            let client = if chunked.load(Ordering::Relaxed) {
-                &endpoint.oci
-            } else {
-                &endpoint.oci_single
-            };
-            client
-                .push_blob_stream(&reference, stream, digest, Some(blob.size))
-                .await
-                .map_err(|e| match e {
-                    // A local read error is not the registry's fault: do not retry it.
-                    OciDistributionError::GenericError(Some(m)) if m.starts_with(LOCAL_READ) => {
-                        Failure::Fatal(Error::BlobSource {
-                            digest: digest.to_owned(),
-                            source: std::io::Error::other(m[LOCAL_READ.len()..].to_owned()),
-                        })
-                    }
-                    // Request body too large for the registry (or a proxy): go chunked.
-                    OciDistributionError::ServerError { code: 413, .. }
-                        if !chunked.swap(true, Ordering::Relaxed) =>
-                    {
-                        Failure::Transient(
-                            "HTTP 413: body too large; switching to a chunked upload".to_owned(),
-                        )
-                    }
-                    other => classify(&op, other),
-                })
-        })
+        let (chunked, reference, op) = (&chunked, &reference, &op);
+        let (_, attempts) = retry(
+            config,
+            &format!("upload of {what}"),
+            |activity| async move {
+                let stream = reader_stream(blob, activity).map_err(|source| {
+                    Failure::Fatal(Error::BlobSource {
+                        digest: digest.to_owned(),
+                        source,
+                    })
+                })?;
+                let client = if chunked.load(Ordering::Relaxed) {
+                    &endpoint.oci
+                } else {
+                    &endpoint.oci_single
+                };
+                client
+                    .push_blob_stream(reference, stream, digest, Some(blob.size))
+                    .await
+                    .map_err(|e| match e {
+                        // A local read error is not the registry's fault: do not retry it.
+                        OciDistributionError::GenericError(Some(m))
+                            if m.starts_with(LOCAL_READ) =>
+                        {
+                            Failure::Fatal(Error::BlobSource {
+                                digest: digest.to_owned(),
+                                source: std::io::Error::other(m[LOCAL_READ.len()..].to_owned()),
+                            })
+                        }
+                        // Request body too large for the registry (or a proxy): go chunked.
+                        OciDistributionError::ServerError { code: 413, .. }
+                            if !chunked.swap(true, Ordering::Relaxed) =>
+                        {
+                            Failure::Transient(
+                                "HTTP 413: body too large; switching to a chunked upload"
+                                    .to_owned(),
+                            )
+                        }
+                        other => classify(op, other),
+                    })
+            },
+        )
         .await?;
         Ok(report(BlobOutcome::Uploaded, attempts))
     }
@@ -344,17 +352,13 @@ impl Registry {
         };
         let reference = target.to_oci();
         let body = bytes::Bytes::from(image.manifest.clone());
-        retry(
-            &self.config().retry,
-            &format!("upload of {what}"),
-            |_| async {
-                endpoint
-                    .oci
-                    .push_manifest_raw(&reference, body.clone(), content_type.clone())
-                    .await
-                    .map_err(|e| classify(&op, e))
-            },
-        )
+        retry(self.config(), &format!("upload of {what}"), |_| async {
+            endpoint
+                .oci
+                .push_manifest_raw(&reference, body.clone(), content_type.clone())
+                .await
+                .map_err(|e| classify(&op, e))
+        })
         .await?;
         Ok(())
     }
@@ -366,6 +370,7 @@ const LOCAL_READ: &str = "kiln: reading local blob: ";
 /// Streams a blob in `CHUNK`-sized pieces read on a blocking thread, two in flight.
 fn reader_stream(
     blob: &BlobSource,
+    activity: Activity,
 ) -> std::io::Result<
     impl futures_util::Stream<Item = Result<bytes::Bytes, OciDistributionError>> + Send + 'static,
 > {
@@ -404,7 +409,9 @@ fn reader_stream(
             }
         }
     });
-    Ok(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
+    // Each piece the client takes means the one before it went out: progress.
+    Ok(futures_util::stream::unfold(rx, move |mut rx| {
+        activity.touch();
+        async move { rx.recv().await.map(|item| (item, rx)) }
     }))
 }

@@ -57,9 +57,27 @@ pub fn export_image(
                     source_date_epoch: plan.source_date_epoch,
                     ..LayerOptions::default()
                 };
-                let info = store
-                    .layer_for(snapshot, &options)
-                    .map_err(|e| fail(e.into()))?;
+                let info = match store.layer_for(snapshot, &options) {
+                    Ok(info) => info,
+                    Err(source) => {
+                        // The step stays unrecorded: a rebuild runs it again rather than
+                        // take a result whose layer could not be written (a full disk
+                        // would otherwise fail every rebuild the same way). Its snapshot
+                        // is left to `kiln prune`: another build may stand on it.
+                        if let Ok(index) = CacheIndex::open(index_path) {
+                            let _ = index.remove(&done.key);
+                        }
+                        return Err(SolveError::at(
+                            plan,
+                            vertex,
+                            StepError::Layer {
+                                store: std::path::absolute(store.root())
+                                    .unwrap_or_else(|_| store.root().to_owned()),
+                                source,
+                            },
+                        ));
+                    }
+                };
                 let key = chain_key(parent_key.as_ref(), info.diff_id.as_str());
                 chain.push((key, Some(snapshot.clone())));
                 parent_key = Some(key);

@@ -101,6 +101,15 @@ pub enum StepError {
     /// The cache index failed.
     #[error(transparent)]
     Index(#[from] IndexError),
+    /// The step's layer could not be written into the store (the step is not recorded).
+    #[error("its layer could not be written into the store {}: {source}", store.display())]
+    Layer {
+        /// The store's root.
+        store: PathBuf,
+        /// Why.
+        #[source]
+        source: StoreError,
+    },
     /// Reading the context failed.
     #[error(transparent)]
     Context(#[from] ContextError),
@@ -247,10 +256,11 @@ struct Recorded {
     created: i64,
 }
 
-/// The note under which a key's facts are kept (beside the cache record, so that a cache
-/// hit never reads them).
-fn facts_note(key: &CacheKey) -> String {
-    format!("facts:{}", key.to_hex())
+/// The snapshot a cache index record (a [`CacheRecord`]'s value) points to, if any: what
+/// pruning must keep (with its parents) for the entry to stay a hit.
+pub fn recorded_snapshot(value: &[u8]) -> Option<SnapshotId> {
+    let recorded: Recorded = serde_json::from_slice(value).ok()?;
+    SnapshotId::parse(&recorded.snapshot?)
 }
 
 /// An `ADD URL`'s identity (its checksum, its validators or its content's digest) and,
@@ -777,7 +787,7 @@ async fn run_vertex(
     };
     if let Some(facts) = &facts {
         let text = serde_json::to_string(facts).map_err(|e| StepError::Internal(e.to_string()))?;
-        shared.index.set_note(&facts_note(&key), &text)?;
+        shared.index.set_facts(&key, &text)?;
     }
     let value = serde_json::to_vec(&recorded).map_err(|e| StepError::Internal(e.to_string()))?;
     shared.index.put(&key, &CacheRecord { value, parts })?;
@@ -852,7 +862,7 @@ fn explain_step(
         .and_then(|name| shared.explaining.previous.get(name));
     let old_facts = previous
         .and_then(|hex| CacheKey::from_hex(hex))
-        .and_then(|old| shared.index.note(&facts_note(&old)).ok().flatten())
+        .and_then(|old| shared.index.facts(&old).ok().flatten())
         .and_then(|text| serde_json::from_str(&text).ok());
     crate::explain::explain(
         previous.map(|hex| (hex.as_str(), old_facts.as_ref())),
