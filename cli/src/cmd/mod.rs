@@ -1,6 +1,7 @@
 //! One module per group of commands; `run` dispatches.
 
 pub(crate) mod build;
+pub(crate) mod call;
 pub(crate) mod check;
 pub(crate) mod parse;
 pub(crate) mod registry;

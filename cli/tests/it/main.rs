@@ -6,6 +6,7 @@ mod build_features;
 mod build_topics;
 mod buildah_corpus;
 mod cache_transfer;
+mod call;
 mod explain;
 mod feedback;
 mod parse;
