@@ -156,6 +156,22 @@ pub(crate) struct BuildArgs {
     /// stages), check (the build checks, as --check) or build; `,format=json` for JSON
     #[arg(long, value_name = "NAME[,format=json]", help_heading = "Feedback")]
     pub(crate) call: Option<String>,
+    /// Build, then rebuild whenever the Dockerfile or a file the build reads changes,
+    /// showing only the steps that ran again and why (--explain); Ctrl-C stops
+    #[arg(long, help_heading = "Feedback")]
+    pub(crate) watch: bool,
+    /// With --watch: run CMD [ARGS...] after each successful build, the image id in
+    /// $KILN_IMAGE; not through a shell (give sh -c '...' for one). Takes the rest of
+    /// the command line, so it comes last
+    #[arg(
+        long,
+        value_name = "CMD",
+        num_args = 1..,
+        allow_hyphen_values = true,
+        requires = "watch",
+        help_heading = "Feedback"
+    )]
+    pub(crate) exec: Vec<String>,
 }
 
 /// A failure already shown to the user; the process exits 1.
@@ -182,7 +198,7 @@ fn pairs(flag: &str, values: &[String]) -> anyhow::Result<BTreeMap<String, Strin
 }
 
 /// The flags as a request (the context is set by the caller).
-fn request(args: &BuildArgs, context: ContextSource) -> anyhow::Result<BuildRequest> {
+pub(crate) fn request(args: &BuildArgs, context: ContextSource) -> anyhow::Result<BuildRequest> {
     let mut request = BuildRequest::new(context);
     for spec in &args.cache_from {
         request.cache_from.push(CacheImportSpec::parse(spec)?);
@@ -325,6 +341,9 @@ pub(crate) fn build(
             )
         })?
     };
+    if args.watch {
+        return crate::cmd::watch::watch(global, host, args, mode);
+    }
     let call = crate::cmd::call::for_build(&args)?;
     // `--check` and `--call` build nothing: they run here, whatever --host says (the
     // Dockerfile and the .dockerignore are this machine's; base images are looked up

@@ -9,6 +9,7 @@ pub(crate) mod remote;
 pub(crate) mod sandbox;
 pub(crate) mod serve;
 pub(crate) mod store;
+pub(crate) mod watch;
 
 use std::process::ExitCode;
 

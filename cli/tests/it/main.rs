@@ -20,3 +20,4 @@ mod serve;
 mod snapshots;
 mod store;
 mod support;
+mod watch;
