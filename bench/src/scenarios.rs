@@ -42,6 +42,11 @@ pub(crate) const ALL: &[Scenario] = &[
         run: copy,
     },
     Scenario {
+        name: "watch",
+        about: "kiln build --watch on the copy context: a touch judged (no rebuild), one file rewritten",
+        run: watch,
+    },
+    Scenario {
         name: "run-100m",
         about: "RUN writing 100 MiB, exported to the store and to type=oci",
         run: run_100m,
@@ -319,6 +324,114 @@ fn touch_all(dir: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `kiln build --watch` kept running on the copy scenario's context (10,000 files):
+/// each sample touches one file and reads the watcher's verdict line, whose time is the
+/// judgement alone (the 100 ms debounce excluded); then one file is rewritten and the
+/// rebuild it causes is timed from the write to its summary (debounce included).
+fn watch(w: &World) -> Vec<Row> {
+    use std::io::{BufRead, BufReader};
+    let ctx = w.out.join("copy-context");
+    if let Err(e) = inputs::copy_context(&ctx, 10_000, 100, 200 << 20) {
+        return vec![Row::new("watch", "generate inputs", Err(e.to_string()))];
+    }
+    let file = match w.write_dockerfile("watch.Dockerfile", "FROM base\nCOPY . /data\n") {
+        Ok(f) => path_str(&f),
+        Err(e) => return vec![Row::new("watch", "write Dockerfile", Err(e.to_string()))],
+    };
+    let root = match w.fresh_store("watch") {
+        Ok(root) => root,
+        Err(e) => return vec![Row::new("watch", "store", Err(format!("{e:#}")))],
+    };
+    let argv = w.kiln(
+        &root,
+        &[
+            "build",
+            &path_str(&ctx),
+            "-f",
+            &file,
+            "--watch",
+            "--progress=plain",
+        ],
+    );
+    let mut child = match std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => return vec![Row::new("watch", "start", Err(e.to_string()))],
+    };
+    let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
+    let mut until = |text: &str| -> Result<String, String> {
+        for line in lines.by_ref() {
+            let line = line.map_err(|e| e.to_string())?;
+            if line.contains(text) {
+                return Ok(line);
+            }
+        }
+        Err(format!("kiln build --watch ended before {text:?}"))
+    };
+    let mut rows = Vec::new();
+    let judged = (|| {
+        until("watch: waiting for changes")?;
+        let small = ctx.join("d000/f00000.bin");
+        let mut samples = Vec::new();
+        for _ in 0..w.runs.max(5) {
+            fs::File::options()
+                .write(true)
+                .open(&small)
+                .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+                .map_err(|e| e.to_string())?;
+            let line = until("nothing to rebuild")?;
+            let ms = line
+                .rsplit('(')
+                .next()
+                .and_then(|t| t.trim_end_matches(" ms)").parse::<f64>().ok())
+                .ok_or_else(|| format!("no time in {line:?}"))?;
+            samples.push(Sample {
+                seconds: ms / 1e3,
+                max_rss_kib: 0,
+            });
+        }
+        Ok(samples)
+    })();
+    rows.push(
+        Row::new(
+            "watch-touch",
+            "--watch: a touch judged, nothing rebuilt",
+            judged,
+        )
+        .note("goal: < 20 ms"),
+    );
+    let rebuilt = (|| {
+        let small = ctx.join("d000/f00000.bin");
+        let mut samples = Vec::new();
+        for i in 0..w.runs {
+            let started = std::time::Instant::now();
+            fs::write(&small, format!("watch {i}")).map_err(|e| e.to_string())?;
+            until("Built ")?;
+            samples.push(Sample {
+                seconds: started.elapsed().as_secs_f64(),
+                max_rss_kib: 0,
+            });
+        }
+        Ok(samples)
+    })();
+    rows.push(Row::new(
+        "watch-change",
+        "--watch: one file rewritten, write to rebuilt (100 ms debounce in)",
+        rebuilt,
+    ));
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    );
+    let _ = child.wait();
+    let _ = fs::remove_file(ctx.join(".complete"));
+    rows
 }
 
 fn run_100m(w: &World) -> Vec<Row> {

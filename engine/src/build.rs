@@ -81,13 +81,13 @@ pub struct Checked {
 }
 
 /// A parsed request, ready to lower: what both `build` and `check` start from.
-struct Prepared {
-    context: PathBuf,
+pub(crate) struct Prepared {
+    pub(crate) context: PathBuf,
     /// Kept until the build ends: dropping it removes the directory.
-    _temp: Option<TempContext>,
-    dockerfile: DockerfileText,
-    parsed: Dockerfile,
-    ignore: Matcher,
+    pub(crate) _temp: Option<TempContext>,
+    pub(crate) dockerfile: DockerfileText,
+    pub(crate) parsed: Dockerfile,
+    pub(crate) ignore: Matcher,
 }
 
 impl Engine {
@@ -368,7 +368,7 @@ impl Engine {
     }
 
     /// Reads the context and the Dockerfile and parses it.
-    async fn prepare(
+    pub(crate) async fn prepare(
         &self,
         context: ContextSource,
         dockerfile: &DockerfileSource,

@@ -31,6 +31,7 @@ mod error;
 mod fsck;
 mod images;
 mod load;
+mod outline;
 mod output;
 mod request;
 

@@ -19,6 +19,7 @@ mod instruction;
 mod lines;
 pub mod lint;
 mod node;
+pub mod outline;
 pub mod shell;
 mod words;
 

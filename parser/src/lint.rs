@@ -41,10 +41,10 @@
 mod config;
 mod dispatch;
 mod expose;
-mod from;
-mod platform;
+pub(crate) mod from;
+pub(crate) mod platform;
 mod reference;
-mod source;
+pub(crate) mod source;
 mod stages;
 mod suggest;
 

@@ -151,6 +151,27 @@ pub(crate) struct BuildArgs {
     /// the last build of the same Dockerfile and target; `kiln explain` repeats it later)
     #[arg(long, help_heading = "Feedback")]
     pub(crate) explain: bool,
+    /// Instead of building, call a function of the frontend, as buildx does:
+    /// outline (the build args, secrets and ssh ids the target uses), targets (the
+    /// stages), check (the build checks, as --check) or build; `,format=json` for JSON
+    #[arg(long, value_name = "NAME[,format=json]", help_heading = "Feedback")]
+    pub(crate) call: Option<String>,
+    /// Build, then rebuild whenever the Dockerfile or a file the build reads changes,
+    /// showing only the steps that ran again and why (--explain); Ctrl-C stops
+    #[arg(long, help_heading = "Feedback")]
+    pub(crate) watch: bool,
+    /// With --watch: run CMD [ARGS...] after each successful build, the image id in
+    /// $KILN_IMAGE; not through a shell (give sh -c '...' for one). Takes the rest of
+    /// the command line, so it comes last
+    #[arg(
+        long,
+        value_name = "CMD",
+        num_args = 1..,
+        allow_hyphen_values = true,
+        requires = "watch",
+        help_heading = "Feedback"
+    )]
+    pub(crate) exec: Vec<String>,
 }
 
 /// A failure already shown to the user; the process exits 1.
@@ -177,7 +198,7 @@ fn pairs(flag: &str, values: &[String]) -> anyhow::Result<BTreeMap<String, Strin
 }
 
 /// The flags as a request (the context is set by the caller).
-fn request(args: &BuildArgs, context: ContextSource) -> anyhow::Result<BuildRequest> {
+pub(crate) fn request(args: &BuildArgs, context: ContextSource) -> anyhow::Result<BuildRequest> {
     let mut request = BuildRequest::new(context);
     for spec in &args.cache_from {
         request.cache_from.push(CacheImportSpec::parse(spec)?);
@@ -296,7 +317,7 @@ fn sources(engine: &Engine, args: &BuildArgs) -> anyhow::Result<(ContextSource, 
 }
 
 /// Prints an error the engine rendered; the process then exits 1.
-fn report(e: &BuildError, log: Option<BuildLog>) -> anyhow::Error {
+pub(crate) fn report(e: &BuildError, log: Option<BuildLog>) -> anyhow::Error {
     let text = e.render();
     eprint!("{text}");
     if let Some(log) = log {
@@ -320,9 +341,14 @@ pub(crate) fn build(
             )
         })?
     };
-    // `--check` builds nothing: it runs here, whatever --host says (the Dockerfile and
-    // the .dockerignore are this machine's; base images are looked up in its store).
-    if let Some(host) = host.filter(|_| !args.check) {
+    if args.watch {
+        return crate::cmd::watch::watch(global, host, args, mode);
+    }
+    let call = crate::cmd::call::for_build(&args)?;
+    // `--check` and `--call` build nothing: they run here, whatever --host says (the
+    // Dockerfile and the .dockerignore are this machine's; base images are looked up
+    // in its store).
+    if let Some(host) = host.filter(|_| call.is_none()) {
         return crate::cmd::remote::build(global, host, args, mode);
     }
     let engine = crate::cmd::store::open_engine(global)?;
@@ -330,19 +356,8 @@ pub(crate) fn build(
     let mut request = request(&args, context)?;
     request.dockerfile = dockerfile;
     let runtime = crate::cmd::registry::runtime()?;
-    if args.check {
-        let checked = match runtime.block_on(engine.check(request)) {
-            Ok(checked) => checked,
-            Err(e) => return Err(report(&e, None)),
-        };
-        let file = &checked.dockerfile;
-        crate::cmd::check::print(&checked.findings, &file.name, &file.text);
-        if let Some(message) = &checked.violation {
-            eprintln!("error: {message}");
-            return Err(Reported.into());
-        }
-        eprintln!("Check complete: {} finding(s)", checked.findings.len());
-        return Ok(ExitCode::SUCCESS);
+    if let Some(call) = call {
+        return crate::cmd::call::run(&engine, &runtime, request, call);
     }
     // An output written to stdout owns it; the id then goes only to stderr.
     let stdout_taken = request

@@ -40,6 +40,22 @@ pub(crate) fn print(findings: &[Finding], file_name: &str, text: &str) {
     }
 }
 
+/// The findings as `kiln check --format json` prints them.
+pub(crate) fn json(found: &[Finding], name: &str) -> serde_json::Value {
+    found
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "rule": f.rule,
+                "message": f.message,
+                "url": f.url,
+                "error": f.error,
+                "location": {"file": name, "line": f.span.line, "column": f.span.col},
+            })
+        })
+        .collect()
+}
+
 pub(crate) fn check(global: &GlobalArgs, args: CheckArgs) -> anyhow::Result<ExitCode> {
     let path = args
         .file
@@ -88,18 +104,7 @@ pub(crate) fn check(global: &GlobalArgs, args: CheckArgs) -> anyhow::Result<Exit
     );
     match args.format.as_str() {
         "json" => {
-            let json: Vec<serde_json::Value> = found
-                .iter()
-                .map(|f| {
-                    serde_json::json!({
-                        "rule": f.rule,
-                        "message": f.message,
-                        "url": f.url,
-                        "error": f.error,
-                        "location": {"file": name, "line": f.span.line, "column": f.span.col},
-                    })
-                })
-                .collect();
+            let json = json(&found, &name);
             writeln!(
                 std::io::stdout(),
                 "{}",

@@ -1,6 +1,7 @@
 //! One module per group of commands; `run` dispatches.
 
 pub(crate) mod build;
+pub(crate) mod call;
 pub(crate) mod check;
 pub(crate) mod parse;
 pub(crate) mod registry;
@@ -8,6 +9,7 @@ pub(crate) mod remote;
 pub(crate) mod sandbox;
 pub(crate) mod serve;
 pub(crate) mod store;
+pub(crate) mod watch;
 
 use std::process::ExitCode;
 

@@ -177,7 +177,7 @@ fn constant_platform(
 
 /// The automatic platform args (`BUILD*` the host's, `TARGET*` the target's) and
 /// `TARGETSTAGE`, each overridable by a build arg.
-fn default_args(
+pub(crate) fn default_args(
     build_args: &BTreeMap<String, String>,
     target: &str,
     target_platform: &platform::Platform,
