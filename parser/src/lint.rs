@@ -48,6 +48,7 @@ pub(crate) mod source;
 mod stages;
 mod suggest;
 
+pub(crate) use dispatch::image_env;
 pub use dispatch::looks_secret;
 
 use std::collections::BTreeMap;

@@ -237,9 +237,6 @@ struct Walked {
 /// Build args that never become environment variables.
 const NON_ENV_ARGS: &[&str] = &["BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SCAN_STAGE"];
 
-/// BuildKit's default `PATH` for Linux images that set none.
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
 fn set(env: &mut Vec<(String, String)>, key: &str, value: String) {
     env.retain(|(k, _)| k != key);
     env.push((key.to_owned(), value));
@@ -356,7 +353,10 @@ pub fn outline(file: &Dockerfile, text: &str, options: &OutlineOptions) -> Resul
                 },
                 parent.env.clone(),
             ),
-            None => (root.clone(), image_env(options.image_env.get(&base_name))),
+            None => (
+                root.clone(),
+                crate::lint::image_env(options.image_env.get(&base_name)),
+            ),
         };
         capture.used.extend(used);
         let mut deps = Vec::new();
@@ -408,22 +408,6 @@ pub fn outline(file: &Dockerfile, text: &str, options: &OutlineOptions) -> Resul
         secrets,
         ssh,
     })
-}
-
-/// A base image's environment, with BuildKit's default `PATH` when it sets none.
-fn image_env(env: Option<&Vec<String>>) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = env
-        .into_iter()
-        .flatten()
-        .map(|kv| match kv.split_once('=') {
-            Some((k, v)) => (k.to_owned(), v.to_owned()),
-            None => (kv.clone(), String::new()),
-        })
-        .collect();
-    if !out.iter().any(|(k, _)| k == "PATH") {
-        out.push(("PATH".to_owned(), DEFAULT_PATH.to_owned()));
-    }
-    out
 }
 
 /// The stage called `name` (any case); the last if several are.

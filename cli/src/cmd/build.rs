@@ -403,15 +403,7 @@ pub(crate) fn build(
             });
         }
     };
-    let finished = Finished {
-        id: outcome.image.id.to_string(),
-        layers: outcome.image.manifest.layers.len(),
-        size: kiln_engine::image_size(&outcome.image),
-        lines: outcome.delivered.lines.clone(),
-        warnings: outcome.warnings.clone(),
-        findings: outcome.rendered_findings(),
-        metadata: outcome.metadata.clone(),
-    };
+    let finished = Finished::of(&outcome);
     finish(&args, mode, &finished, tally, log, started, stdout_taken)
 }
 
@@ -426,6 +418,21 @@ pub(crate) struct Finished {
     /// The build checks' findings, rendered.
     pub(crate) findings: Vec<String>,
     pub(crate) metadata: serde_json::Value,
+}
+
+impl Finished {
+    /// What a build of this process shows.
+    pub(crate) fn of(outcome: &kiln_engine::BuildOutcome) -> Finished {
+        Finished {
+            id: outcome.image.id.to_string(),
+            layers: outcome.image.manifest.layers.len(),
+            size: kiln_engine::image_size(&outcome.image),
+            lines: outcome.delivered.lines.clone(),
+            warnings: outcome.warnings.clone(),
+            findings: outcome.rendered_findings(),
+            metadata: outcome.metadata.clone(),
+        }
+    }
 }
 
 /// The end of a successful build: `--iidfile`, `--metadata-file`, the summary, the

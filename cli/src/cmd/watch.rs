@@ -248,15 +248,7 @@ impl Cycle<'_> {
             Ok(outcome) => outcome,
             Err(e) => return Err(report(&e, log)),
         };
-        let finished = Finished {
-            id: outcome.image.id.to_string(),
-            layers: outcome.image.manifest.layers.len(),
-            size: kiln_engine::image_size(&outcome.image),
-            lines: outcome.delivered.lines.clone(),
-            warnings: outcome.warnings.clone(),
-            findings: outcome.rendered_findings(),
-            metadata: outcome.metadata.clone(),
-        };
+        let finished = Finished::of(&outcome);
         finish(args, mode, &finished, tally, log, started, stdout_taken)?;
         Ok(Some(finished.id))
     }

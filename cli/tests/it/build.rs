@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::support::{Kiln, busybox_rootfs, describe, is_root, run, world};
 
 /// The events of a `--progress=rawjson` build (stderr), and its output.
-fn build_json(k: &Kiln, args: &[&str]) -> (std::process::Output, Vec<Value>) {
+pub(crate) fn build_json(k: &Kiln, args: &[&str]) -> (std::process::Output, Vec<Value>) {
     let mut all = vec!["build", "--progress=rawjson"];
     all.extend_from_slice(args);
     let out = run(k.cmd().args(&all));
@@ -23,7 +23,7 @@ fn build_json(k: &Kiln, args: &[&str]) -> (std::process::Output, Vec<Value>) {
 }
 
 /// Labels of the steps that ran (not cached), in the order they started.
-fn ran(events: &[Value]) -> Vec<String> {
+pub(crate) fn ran(events: &[Value]) -> Vec<String> {
     events
         .iter()
         .filter(|e| e["type"] == "started")

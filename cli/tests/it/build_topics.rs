@@ -86,6 +86,25 @@ fn copy_context(from: &Path, to: &Path) {
     }
 }
 
+/// Every path of `expected["absent"]` is absent from the tree at `fs_root`.
+pub(crate) fn check_absent(fs_root: &Path, expected: &Value, failures: &mut Vec<String>) {
+    for path in expected
+        .get("absent")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+    {
+        let path = path.as_str().expect("absent paths are strings");
+        let full = fs_root.join(path.trim_start_matches('/'));
+        if full.symlink_metadata().is_ok() {
+            failures.push(format!(
+                "{path}: expected to be absent; got {}",
+                describe_path(&full)
+            ));
+        }
+    }
+}
+
 /// `kiln inspect NAME`'s first (only) object.
 pub(crate) fn inspect(k: &Kiln, name: &str) -> Value {
     let out = k.ok(&["inspect", name]);
@@ -669,21 +688,7 @@ fn run_topic(topic: &str) {
     for (path, want) in &files {
         check_file(&fs_root, path, want, &mut failures);
     }
-    for path in expected
-        .get("absent")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
-    {
-        let path = path.as_str().expect("absent paths are strings");
-        let full = fs_root.join(path.trim_start_matches('/'));
-        if full.symlink_metadata().is_ok() {
-            failures.push(format!(
-                "{path}: expected to be absent; got {}",
-                describe_path(&full)
-            ));
-        }
-    }
+    check_absent(&fs_root, &expected, &mut failures);
 
     assert!(
         failures.is_empty(),

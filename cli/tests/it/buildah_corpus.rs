@@ -36,7 +36,7 @@ use std::process::Command;
 
 use serde_json::{Map, Value};
 
-use crate::build_topics::{check_file, describe_path, extract, inspect, pretty};
+use crate::build_topics::{check_absent, check_file, describe_path, extract, inspect, pretty};
 use crate::support::{Kiln, busybox_rootfs, conformance_dir, describe, is_root, run};
 
 /// The fixed mtime the conformance test gives the context (README §4).
@@ -376,21 +376,7 @@ fn run_case(k: &Kiln, corpus: &Path, case: &Case, expected: &Value) -> Vec<Strin
         check_file(&fs_root, path, want, &mut failures);
     }
     check_nlink_groups(&fs_root, &files, &mut failures);
-    for path in expected
-        .get("absent")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
-    {
-        let path = path.as_str().expect("absent paths are strings");
-        let full = fs_root.join(path.trim_start_matches('/'));
-        if full.symlink_metadata().is_ok() {
-            failures.push(format!(
-                "{path}: expected to be absent; got {}",
-                describe_path(&full)
-            ));
-        }
-    }
+    check_absent(&fs_root, expected, &mut failures);
     for dir in expected
         .get("exact")
         .and_then(Value::as_array)

@@ -5,32 +5,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
+use crate::build::{build_json, ran};
 use crate::support::{Kiln, describe, run, world};
-
-/// The events of a `--progress=rawjson` build (stderr), and its output.
-fn build_json(k: &Kiln, args: &[&str]) -> (std::process::Output, Vec<Value>) {
-    let mut all = vec!["build", "--progress=rawjson"];
-    all.extend_from_slice(args);
-    let out = run(k.cmd().args(&all));
-    let events = String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).expect("a rawjson line parses"))
-        .collect();
-    (out, events)
-}
-
-/// Labels of the Dockerfile steps that ran (not cached).
-fn ran(events: &[Value]) -> Vec<String> {
-    events
-        .iter()
-        .filter(|e| e["type"] == "started")
-        .map(|e| e["label"].as_str().unwrap_or_default().to_owned())
-        .filter(|l| !l.starts_with("[internal]") && !l.contains("] FROM "))
-        .collect()
-}
 
 /// `kiln fsck` says the store is clean (exit 0).
 fn assert_fsck_clean(k: &Kiln) {

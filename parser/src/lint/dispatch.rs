@@ -69,19 +69,25 @@ struct StageState {
     shell_set: bool,
 }
 
+/// A base image's environment as pairs, with BuildKit's default `PATH` when it sets none.
+pub(crate) fn image_env(env: Option<&Vec<String>>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = env
+        .into_iter()
+        .flatten()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => (k.to_owned(), v.to_owned()),
+            None => (kv.clone(), String::new()),
+        })
+        .collect();
+    if !out.iter().any(|(k, _)| k == "PATH") {
+        out.push(("PATH".to_owned(), DEFAULT_PATH.to_owned()));
+    }
+    out
+}
+
 impl StageState {
     fn from_image(image_env: Option<&Vec<String>>) -> StageState {
-        let mut env: Vec<(String, String)> = image_env
-            .into_iter()
-            .flatten()
-            .map(|kv| match kv.split_once('=') {
-                Some((k, v)) => (k.to_owned(), v.to_owned()),
-                None => (kv.clone(), String::new()),
-            })
-            .collect();
-        if !env.iter().any(|(k, _)| k == "PATH") {
-            env.push(("PATH".to_owned(), DEFAULT_PATH.to_owned()));
-        }
+        let env = self::image_env(image_env);
         StageState {
             env,
             args: Vec::new(),

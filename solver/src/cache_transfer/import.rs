@@ -152,11 +152,7 @@ impl ImportedCache {
             name,
             blobs,
             steps,
-            listed: manifest
-                .layers
-                .iter()
-                .map(|l| (l.digest.clone(), l.size))
-                .collect(),
+            listed: listed(manifest),
             source_date_epoch: record.source_date_epoch,
             inline: false,
         })
@@ -217,11 +213,7 @@ impl ImportedCache {
             name,
             blobs,
             steps,
-            listed: manifest
-                .layers
-                .iter()
-                .map(|l| (l.digest.clone(), l.size))
-                .collect(),
+            listed: listed(manifest),
             source_date_epoch: record.source_date_epoch,
             inline: true,
         }))
@@ -295,6 +287,15 @@ impl ImportedCache {
         }
         self.blobs.fetch(&layer.digest, layer.size, store).await
     }
+}
+
+/// The blobs a manifest lists: a record may name no other.
+fn listed(manifest: &Manifest) -> HashSet<(Digest, u64)> {
+    manifest
+        .layers
+        .iter()
+        .map(|l| (l.digest.clone(), l.size))
+        .collect()
 }
 
 /// Why a manifest is refused: its config is not kiln's record.
