@@ -36,6 +36,8 @@ pub(crate) struct GlobalArgs {
 pub(crate) enum Command {
     /// Build an image from a Dockerfile and a context directory
     Build(Box<cmd::build::BuildArgs>),
+    /// Run a command in an image of the store, in kiln's sandbox (not a container runtime)
+    Run(cmd::run::RunArgs),
     /// Run the build checks (BuildKit's lint rules) on a Dockerfile
     Check(cmd::check::CheckArgs),
     /// Print kiln's version and the commit it was built from

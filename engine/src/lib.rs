@@ -33,6 +33,7 @@ mod images;
 mod load;
 mod output;
 mod request;
+mod run;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -53,6 +54,7 @@ pub use request::{
     BuildRequest, ContextSource, Destination, DockerfileSource, Entitlement, Output, OutputKind,
     Sink, parse_compression,
 };
+pub use run::RunRootfs;
 
 /// What one request adds to the engine's registry settings.
 #[derive(Debug, Clone, Default)]

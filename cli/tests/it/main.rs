@@ -11,6 +11,7 @@ mod feedback;
 mod parse;
 
 mod registry;
+mod run;
 mod sandbox;
 mod security_bounds;
 mod security_sandbox;

@@ -47,6 +47,7 @@ mod remote;
 
 use exec::*;
 pub use export::export_image;
+pub use fileops::image_snapshot;
 use fileops::*;
 use imported::*;
 use keys::*;
