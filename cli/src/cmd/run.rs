@@ -26,9 +26,13 @@ use crate::args::GlobalArgs;
 /// writable layer is kept (its id is printed) until `kiln prune`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "kiln is not a container runtime: -p/--publish, -d/--detach and \
---restart are refused. Signals kiln receives (INT, TERM, HUP, QUIT, USR1, USR2) are \
-forwarded to the command; with -t the terminal's size follows yours."
+    after_help = "kiln is not a container runtime: no published ports, no detached \
+runs, no restart policies, no named volumes (-p/--publish, -d/--detach and --restart are \
+refused). The command is PID 1 of its own pid namespace, with no init (echo $$ prints 1), \
+so only the signals it handles reach it; kiln forwards INT, TERM, HUP, QUIT, USR1 and \
+USR2. With -t the terminal's size follows yours. Exit status: the command's, 128+N when \
+signal N killed it, 125 when kiln failed. Without --rm the writable layer is kept (its id \
+is printed) until kiln prune."
 )]
 pub(crate) struct RunArgs {
     /// Keep stdin open: the command reads kiln's stdin
