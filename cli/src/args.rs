@@ -91,4 +91,6 @@ pub(crate) enum DebugCommand {
     Dump(cmd::parse::DumpArgs),
     /// Run one command in a sandbox on a root filesystem directory
     Run(cmd::sandbox::RunArgs),
+    /// Open a shell in a failed step kept by `kiln build --on-error=keep`
+    Shell(cmd::run::ShellArgs),
 }

@@ -54,7 +54,7 @@ pub use request::{
     BuildRequest, ContextSource, Destination, DockerfileSource, Entitlement, Output, OutputKind,
     Sink, parse_compression,
 };
-pub use run::RunRootfs;
+pub use run::{KeptStep, RunRootfs};
 
 /// What one request adds to the engine's registry settings.
 #[derive(Debug, Clone, Default)]

@@ -151,6 +151,11 @@ pub(crate) struct BuildArgs {
     /// the last build of the same Dockerfile and target; `kiln explain` repeats it later)
     #[arg(long, help_heading = "Feedback")]
     pub(crate) explain: bool,
+    /// When a RUN fails: fail (the default), shell (an interactive shell in its sandbox,
+    /// as the command left it; leaving it ends the build) or keep (its state kept for
+    /// `kiln debug shell ID`); with shell or keep, kiln exits with the RUN's exit code
+    #[arg(long, value_enum, default_value_t, value_name = "MODE")]
+    pub(crate) on_error: crate::cmd::run::OnError,
 }
 
 /// A failure already shown to the user; the process exits 1.
@@ -320,6 +325,7 @@ pub(crate) fn build(
             )
         })?
     };
+    args.on_error.check(host.filter(|_| !args.check))?;
     // `--check` builds nothing: it runs here, whatever --host says (the Dockerfile and
     // the .dockerignore are this machine's; base images are looked up in its store).
     if let Some(host) = host.filter(|_| !args.check) {
@@ -329,6 +335,8 @@ pub(crate) fn build(
     let (context, dockerfile) = sources(&engine, &args)?;
     let mut request = request(&args, context)?;
     request.dockerfile = dockerfile;
+    let (hook, kept) = crate::cmd::run::failed_step_hook(args.on_error, &engine);
+    request.on_failed_step = hook;
     let runtime = crate::cmd::registry::runtime()?;
     if args.check {
         let checked = match runtime.block_on(engine.check(request)) {
@@ -373,7 +381,13 @@ pub(crate) fn build(
     };
     let outcome = match built {
         Ok(outcome) => outcome,
-        Err(e) => return Err(report(&e, log)),
+        Err(e) => {
+            let reported = report(&e, log);
+            return match crate::cmd::run::print_kept(&kept) {
+                Some(code) => Ok(code),
+                None => Err(reported),
+            };
+        }
     };
     let finished = Finished {
         id: outcome.image.id.to_string(),

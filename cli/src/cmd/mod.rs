@@ -69,5 +69,6 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::serve(global, args),
         Command::Debug(DebugCommand::Dump(args)) => parse::dump(args),
         Command::Debug(DebugCommand::Run(args)) => sandbox::run(global, args),
+        Command::Debug(DebugCommand::Shell(args)) => run::debug_shell(global, args),
     }
 }

@@ -621,3 +621,170 @@ mod tests {
         );
     }
 }
+
+/// `kiln build --on-error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub(crate) enum OnError {
+    /// The build fails; the step's state is removed
+    #[default]
+    Fail,
+    /// A shell (a real pty) in the failed RUN's sandbox; leaving it ends the build
+    Shell,
+    /// Keep the failed RUN's state for `kiln debug shell ID`
+    Keep,
+}
+
+impl OnError {
+    /// What `--on-error` needs before anything runs: a terminal for `shell`, a local
+    /// build for both.
+    pub(crate) fn check(self, host: Option<&str>) -> anyhow::Result<()> {
+        let name = match self {
+            OnError::Fail => return Ok(()),
+            OnError::Shell => "shell",
+            OnError::Keep => "keep",
+        };
+        if let Some(host) = host {
+            anyhow::bail!(
+                "--on-error={name} does not work through --host {host}: the failed step's sandbox lives on the server; run the build on the server's machine without --host"
+            );
+        }
+        if self == OnError::Shell && !std::io::stdin().is_terminal() {
+            anyhow::bail!(
+                "--on-error=shell needs a terminal, and stdin is not one; run kiln from a terminal, or use --on-error=keep and open the shell later with kiln debug shell ID"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// What `--on-error` saw: the failed RUN's exit code (kiln build exits with it) and the
+/// ids `keep` kept, for the lines printed after the failure.
+#[derive(Debug, Default)]
+pub(crate) struct Failed {
+    code: Option<i32>,
+    kept: Vec<String>,
+}
+
+pub(crate) type KeptIds = Arc<Mutex<Failed>>;
+
+struct ShellHook(KeptIds);
+
+impl kiln_solver::solve::OnFailedStep for ShellHook {
+    fn failed(&self, step: &kiln_solver::solve::FailedStep) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .code
+            .get_or_insert(step.code);
+        let _paused = crate::progress::pause();
+        let _ = writeln!(
+            std::io::stderr(),
+            "\nkiln: {} failed (exit code {}); a shell in its sandbox, as the command left it. Leave it (exit) to end the build.",
+            step.label,
+            step.code
+        );
+        let status = attached(&shell_spec(step.spec.clone(), Vec::new()), true, true);
+        if let Err(e) = status {
+            let _ = writeln!(std::io::stderr(), "kiln: the shell failed: {e:#}");
+        }
+        false
+    }
+}
+
+struct KeepHook {
+    engine: kiln_engine::Engine,
+    kept: KeptIds,
+}
+
+impl kiln_solver::solve::OnFailedStep for KeepHook {
+    fn failed(&self, step: &kiln_solver::solve::FailedStep) -> bool {
+        let mut failed = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        failed.code.get_or_insert(step.code);
+        match self.engine.keep_failed_step(step) {
+            Ok(id) => {
+                failed.kept.push(id);
+                true
+            }
+            Err(e) => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "kiln: could not keep the failed step: {e:#}"
+                );
+                false
+            }
+        }
+    }
+}
+
+/// The solver's hook for `--on-error`, and where `keep` leaves its ids.
+pub(crate) fn failed_step_hook(
+    mode: OnError,
+    engine: &kiln_engine::Engine,
+) -> (Option<kiln_solver::solve::FailedStepHook>, KeptIds) {
+    let kept = KeptIds::default();
+    let hook: Option<Arc<dyn kiln_solver::solve::OnFailedStep>> = match mode {
+        OnError::Fail => None,
+        OnError::Shell => Some(Arc::new(ShellHook(Arc::clone(&kept)))),
+        OnError::Keep => Some(Arc::new(KeepHook {
+            engine: engine.clone(),
+            kept: Arc::clone(&kept),
+        })),
+    };
+    (hook.map(kiln_solver::solve::FailedStepHook), kept)
+}
+
+/// Prints, after a failed build, how to open a shell in each kept step; returns the
+/// failed RUN's exit code, which `kiln build --on-error=shell|keep` exits with.
+pub(crate) fn print_kept(kept: &KeptIds) -> Option<ExitCode> {
+    let failed = kept.lock().unwrap_or_else(PoisonError::into_inner);
+    for id in &failed.kept {
+        let _ = writeln!(
+            std::io::stderr(),
+            "kiln: the failed step's state is kept; open a shell in it with: kiln debug shell {id}   (kiln prune removes it)"
+        );
+    }
+    failed
+        .code
+        .map(|code| ExitCode::from(code.clamp(1, 255) as u8))
+}
+
+/// A failed step's spec with a shell (or `command`) for its command.
+fn shell_spec(mut spec: Spec, command: Vec<String>) -> Spec {
+    spec.argv = match command.is_empty() {
+        true => vec!["sh".to_owned()],
+        false => command,
+    };
+    if !spec.env.iter().any(|e| e.starts_with("TERM=")) {
+        spec.env.push("TERM=xterm".to_owned());
+    }
+    spec.timeout = None;
+    spec
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ShellArgs {
+    /// The id `kiln build --on-error=keep` printed
+    pub(crate) id: String,
+    /// What to run instead of sh
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub(crate) command: Vec<String>,
+}
+
+/// `kiln debug shell ID`: a shell in a kept failed step (a pty when stdin is a terminal,
+/// else kiln's own streams); exits with the shell's status.
+pub(crate) fn debug_shell(global: &GlobalArgs, args: ShellArgs) -> anyhow::Result<ExitCode> {
+    let engine = crate::cmd::store::open_engine(global)?;
+    let (kept, _lock) = engine.kept_step(&args.id)?;
+    let mut stderr = std::io::stderr();
+    let _ = writeln!(
+        stderr,
+        "kiln: {} (exit code {}), as the command left it",
+        kept.label, kept.code
+    );
+    for what in &kept.dropped {
+        let _ = writeln!(stderr, "kiln: not kept: {what}");
+    }
+    let tty = std::io::stdin().is_terminal();
+    let status = attached(&shell_spec(kept.spec, args.command), true, tty)?;
+    Ok(ExitCode::from(status.code().clamp(0, 255) as u8))
+}

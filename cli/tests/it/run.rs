@@ -378,3 +378,120 @@ fn run_refuses_what_a_container_runtime_does() {
         .stdin(Stdio::null()));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a terminal"));
 }
+
+/// A context whose last RUN, as user `app` (1000) with a cache mount, writes files and
+/// fails with exit code 3; `token` is in the step's environment.
+fn failing_context(k: &Kiln, token: &str) {
+    k.write(
+        "fail/Dockerfile",
+        format!(
+            "FROM busybox\nRUN mkdir /work && chown app /work\nUSER app\nWORKDIR /work\n\
+             ENV {token}\nRUN --mount=type=cache,target=/cache,uid=1000 \
+             echo cached > /cache/c && echo left-by-run > /work/left && exit 3\n"
+        ),
+    );
+}
+
+#[test]
+fn on_error_shell_opens_a_shell_in_the_failed_step() {
+    let Some(k) = world() else { return };
+    let token = token("shell");
+    failing_context(&k, &token);
+    let mut cmd = k.cmd();
+    cmd.args(["build", "--progress", "plain", "--on-error=shell", "fail"]);
+    let mut pty = OnPty::spawn(cmd);
+    pty.wait_for("a shell in its sandbox");
+    pty.wait_for("$ ");
+    pty.send("cat /work/left; echo uid=$(id -u); cat /cache/c; tty; exit 0\n");
+    let code = pty.exit_code();
+    let text = pty.text();
+    assert!(text.contains("left-by-run"), "{text}");
+    assert!(text.contains("uid=1000"), "{text}");
+    assert!(text.contains("cached"), "{text}");
+    assert!(text.contains("/dev/pts/0"), "{text}");
+    // The build ends with the original failure, whatever the shell's own status.
+    assert!(text.contains("exit code: 3"), "{text}");
+    assert_eq!(code, 3, "{text}");
+    assert_no_leftovers(&k, &token);
+}
+
+#[test]
+fn on_error_keep_then_debug_shell() {
+    let Some(k) = world() else { return };
+    let token = token("keep");
+    failing_context(&k, &token);
+    let out = run(k
+        .cmd()
+        .args(["build", "--progress", "plain", "--on-error=keep", "fail"]));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let id = stderr
+        .split("kiln debug shell ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no id printed: {stderr}"))
+        .to_owned();
+    assert_no_leftovers(&k, &token);
+    let mut cmd = k.cmd();
+    cmd.args(["debug", "shell", &id]);
+    let mut pty = OnPty::spawn(cmd);
+    pty.wait_for("$ ");
+    pty.send("cat /work/left; echo uid=$(id -u); cat /cache/c; echo pwd=$(pwd); exit 5\n");
+    let code = pty.exit_code();
+    let text = pty.text();
+    assert!(text.contains("left-by-run"), "{text}");
+    assert!(text.contains("uid=1000"), "{text}");
+    assert!(text.contains("cached"), "{text}");
+    assert!(text.contains("pwd=/work"), "{text}");
+    assert_eq!(code, 5, "{text}");
+    assert_no_leftovers(&k, &token);
+    // Without a terminal, the shell reads kiln's stdin.
+    let out = run(k
+        .cmd()
+        .args(["debug", "shell", &id, "cat", "/work/left"])
+        .stdin(Stdio::null()));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "left-by-run\n");
+    // prune removes kept steps.
+    k.ok(&["prune"]);
+    let err = k.fails(&["debug", "shell", &id]);
+    assert!(err.contains("no kept failed step"), "{err}");
+    assert!(
+        !k.root().join("failed-steps").exists()
+            || std::fs::read_dir(k.root().join("failed-steps"))
+                .unwrap()
+                .count()
+                == 0
+    );
+}
+
+#[test]
+fn on_error_refusals_come_before_the_build() {
+    let k = Kiln::new();
+    k.write("ctx/Dockerfile", "FROM busybox\nRUN false\n");
+    let out = run(k
+        .cmd()
+        .args(["build", "--progress", "plain", "--on-error=shell", "ctx"])
+        .stdin(Stdio::null()));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--on-error=shell needs a terminal"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("#1"), "the build started: {stderr}");
+    let out = run(k.cmd().args([
+        "--host",
+        "unix:///nonexistent/kiln.sock",
+        "build",
+        "--on-error=keep",
+        "ctx",
+    ]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("does not work through --host"), "{stderr}");
+    let err = k.fails(&["build", "--on-error=later", "ctx"]);
+    assert!(
+        err.contains("fail, shell, keep") || err.contains("possible values"),
+        "{err}"
+    );
+}
