@@ -671,11 +671,15 @@ struct ShellHook(KeptIds);
 
 impl kiln_solver::solve::OnFailedStep for ShellHook {
     fn failed(&self, step: &kiln_solver::solve::FailedStep) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .code
-            .get_or_insert(step.code);
+        {
+            // One shell per build: a step failing while the first one's shell is open
+            // (or after it) only fails.
+            let mut failed = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            if failed.code.is_some() {
+                return false;
+            }
+            failed.code = Some(step.code);
+        }
         let _paused = crate::progress::pause();
         let _ = writeln!(
             std::io::stderr(),

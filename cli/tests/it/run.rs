@@ -308,6 +308,27 @@ fn run_flags_env_workdir_user_volume() {
         "echo $A $B; pwd; id -u; id -g; cat /data/f; echo w > /data/new; echo x > /ro/x || echo ro-refused",
     ]);
     assert_eq!(out, "image flag\n/tmp\n0\n10\nfrom the host\nro-refused\n");
+    // -i: the command reads kiln's stdin; without it, /dev/null.
+    let mut child = k
+        .cmd()
+        .args(["run", "--rm", "-i", "cfg", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"piped in\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "piped in\n");
+    let out = run(k
+        .cmd()
+        .args(["run", "--rm", "cfg", "cat"])
+        .stdin(Stdio::piped()));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
     assert_eq!(std::fs::read_to_string(host.join("new")).unwrap(), "w\n");
 }
 
@@ -387,6 +408,7 @@ fn failing_context(k: &Kiln, token: &str) {
         format!(
             "FROM busybox\nRUN mkdir /work && chown app /work\nUSER app\nWORKDIR /work\n\
              ENV {token}\nRUN --mount=type=cache,target=/cache,uid=1000 \
+             --mount=type=secret,id=tok,env=TOKSECRET --mount=type=secret,id=tok,target=/s \
              echo cached > /cache/c && echo left-by-run > /work/left && exit 3\n"
         ),
     );
@@ -398,17 +420,30 @@ fn on_error_shell_opens_a_shell_in_the_failed_step() {
     let token = token("shell");
     failing_context(&k, &token);
     let mut cmd = k.cmd();
-    cmd.args(["build", "--progress", "plain", "--on-error=shell", "fail"]);
+    k.write("secret.txt", "s3cr3t-value");
+    cmd.args([
+        "build",
+        "--progress",
+        "plain",
+        "--on-error=shell",
+        "--secret",
+        "id=tok,src=secret.txt",
+        "fail",
+    ]);
     let mut pty = OnPty::spawn(cmd);
     pty.wait_for("a shell in its sandbox");
     pty.wait_for("$ ");
-    pty.send("cat /work/left; echo uid=$(id -u); cat /cache/c; tty; exit 0\n");
+    pty.send("cat /work/left; echo uid=$(id -u); cat /cache/c; tty; echo sec=$TOKSECRET; exit 0\n");
     let code = pty.exit_code();
     let text = pty.text();
     assert!(text.contains("left-by-run"), "{text}");
     assert!(text.contains("uid=1000"), "{text}");
     assert!(text.contains("cached"), "{text}");
     assert!(text.contains("/dev/pts/0"), "{text}");
+    assert!(
+        text.contains("sec=s3cr3t-value"),
+        "the step's secrets are there: {text}"
+    );
     // The build ends with the original failure, whatever the shell's own status.
     assert!(text.contains("exit code: 3"), "{text}");
     assert_eq!(code, 3, "{text}");
@@ -420,9 +455,16 @@ fn on_error_keep_then_debug_shell() {
     let Some(k) = world() else { return };
     let token = token("keep");
     failing_context(&k, &token);
-    let out = run(k
-        .cmd()
-        .args(["build", "--progress", "plain", "--on-error=keep", "fail"]));
+    k.write("secret.txt", "s3cr3t-value");
+    let out = run(k.cmd().args([
+        "build",
+        "--progress",
+        "plain",
+        "--on-error=keep",
+        "--secret",
+        "id=tok,src=secret.txt",
+        "fail",
+    ]));
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     let id = stderr
@@ -432,6 +474,17 @@ fn on_error_keep_then_debug_shell() {
         .unwrap_or_else(|| panic!("no id printed: {stderr}"))
         .to_owned();
     assert_no_leftovers(&k, &token);
+    // Nothing of the secret is kept.
+    for entry in std::fs::read_dir(k.root().join("failed-steps"))
+        .unwrap()
+        .flatten()
+    {
+        let text = std::fs::read_to_string(entry.path()).unwrap();
+        assert!(
+            !text.contains("s3cr3t") && !text.contains("TOKSECRET="),
+            "{text}"
+        );
+    }
     let mut cmd = k.cmd();
     cmd.args(["debug", "shell", &id]);
     let mut pty = OnPty::spawn(cmd);
