@@ -36,6 +36,8 @@ pub(crate) struct GlobalArgs {
 pub(crate) enum Command {
     /// Build an image from a Dockerfile and a context directory
     Build(Box<cmd::build::BuildArgs>),
+    /// Run a command in an image of the store, in kiln's sandbox (not a container runtime)
+    Run(cmd::run::RunArgs),
     /// Run the build checks (BuildKit's lint rules) on a Dockerfile
     Check(cmd::check::CheckArgs),
     /// Print kiln's version and the commit it was built from
@@ -89,4 +91,6 @@ pub(crate) enum DebugCommand {
     Dump(cmd::parse::DumpArgs),
     /// Run one command in a sandbox on a root filesystem directory
     Run(cmd::sandbox::RunArgs),
+    /// Open a shell in a failed step kept by `kiln build --on-error=keep`
+    Shell(cmd::run::ShellArgs),
 }

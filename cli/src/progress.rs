@@ -47,6 +47,34 @@ impl Mode {
     }
 }
 
+/// While a debug shell owns the terminal (`--on-error=shell`), progress is held back:
+/// the live view is hidden and events wait, to be shown once the shell exits.
+static PAUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// The live view's bars, so a pause can hide them.
+static LIVE_BARS: std::sync::Mutex<Option<MultiProgress>> = std::sync::Mutex::new(None);
+
+/// Holds progress back until dropped.
+pub(crate) struct Paused;
+
+/// Stops drawing progress (the live view cleared and hidden) until the guard drops.
+pub(crate) fn pause() -> Paused {
+    PAUSED.store(true, std::sync::atomic::Ordering::SeqCst);
+    if let Some(bars) = LIVE_BARS.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        let _ = bars.clear();
+        bars.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    Paused
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        if let Some(bars) = LIVE_BARS.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            bars.set_draw_target(ProgressDrawTarget::stderr());
+        }
+        PAUSED.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// What the build did, for the closing summary.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Tally {
@@ -177,8 +205,56 @@ pub(crate) async fn render(
     let mut tally = Tally::default();
     let mut started_at: HashMap<u32, u128> = HashMap::new();
     let mut live = (mode == Mode::Tty).then(Live::new);
+    let mut held: Vec<Event> = Vec::new();
+    loop {
+        let event = match events.recv().await {
+            Some(event) if PAUSED.load(std::sync::atomic::Ordering::SeqCst) => {
+                held.push(event);
+                continue;
+            }
+            Some(event) => event,
+            None if !held.is_empty() => {
+                for event in std::mem::take(&mut held) {
+                    show(
+                        mode,
+                        &event,
+                        &mut tally,
+                        &mut started_at,
+                        &mut live,
+                        &mut log,
+                    );
+                }
+                break;
+            }
+            None => break,
+        };
+        for event in std::mem::take(&mut held).into_iter().chain([event]) {
+            show(
+                mode,
+                &event,
+                &mut tally,
+                &mut started_at,
+                &mut live,
+                &mut log,
+            );
+        }
+    }
+    if let Some(live) = live {
+        live.close();
+    }
+    (tally, log)
+}
+
+fn show(
+    mode: Mode,
+    event: &Event,
+    tally: &mut Tally,
+    started_at: &mut HashMap<u32, u128>,
+    live: &mut Option<Live>,
+    log: &mut BuildLog,
+) {
     let stderr = std::io::stderr();
-    while let Some(event) = events.recv().await {
+    {
         match &event.kind {
             EventKind::Started { label } => {
                 started_at.insert(event.vertex, event.at_ns);
@@ -191,12 +267,12 @@ pub(crate) async fn render(
             }
             _ => {}
         }
-        let plain = plain_line(&event, started_at.get(&event.vertex).copied());
+        let plain = plain_line(event, started_at.get(&event.vertex).copied());
         log.write(&plain);
         match mode {
             Mode::Quiet => {}
             Mode::RawJson => {
-                if let Ok(line) = serde_json::to_string(&event) {
+                if let Ok(line) = serde_json::to_string(event) {
                     // A closed stderr must not stop the build.
                     let _ = writeln!(stderr.lock(), "{line}");
                 }
@@ -205,16 +281,12 @@ pub(crate) async fn render(
                 let _ = stderr.lock().write_all(plain.as_bytes());
             }
             Mode::Tty => {
-                if let Some(live) = &mut live {
-                    live.show(&event);
+                if let Some(live) = live {
+                    live.show(event);
                 }
             }
         }
     }
-    if let Some(live) = live {
-        live.close();
-    }
-    (tally, log)
 }
 
 fn plain_line(event: &Event, started: Option<u128>) -> String {
@@ -255,8 +327,10 @@ struct Live {
 
 impl Live {
     fn new() -> Live {
+        let bars = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        *LIVE_BARS.lock().unwrap_or_else(|e| e.into_inner()) = Some(bars.clone());
         Live {
-            bars: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+            bars,
             running: HashMap::new(),
             paint: Paint::for_stderr(),
         }

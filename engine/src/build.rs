@@ -285,6 +285,7 @@ impl Engine {
                 request.target.as_deref(),
             )),
             explain: request.explain,
+            on_failed_step: request.on_failed_step.clone(),
         };
         let index_path = store.cache_index_path();
         let solved = solve::solve(

@@ -63,6 +63,9 @@ pub enum EngineError {
         /// How to fix it.
         hint: Option<String>,
     },
+    /// An image's layers could not be made into its filesystem (`kiln run`).
+    #[error("unpack the image's layers: {0}")]
+    Unpack(#[source] kiln_solver::solve::StepError),
     /// No image of that name or id.
     #[error("no image named {name} in the store (see kiln images)")]
     NoSuchImage {

@@ -303,6 +303,12 @@ impl Engine {
                 reclaimed += store.snapshots().remove(&id)?;
             }
         }
+        // Their layers (active snapshots) are gone: so are the kept failed steps.
+        let failed = store.failed_steps_dir();
+        if failed.exists() {
+            reclaimed += dir_size(&failed);
+            std::fs::remove_dir_all(&failed).map_err(|e| EngineError::io(&failed, e))?;
+        }
         if all {
             let mounts = store.cache_mounts_dir();
             if mounts.exists() {

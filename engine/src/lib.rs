@@ -34,6 +34,7 @@ mod load;
 mod outline;
 mod output;
 mod request;
+mod run;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -54,6 +55,7 @@ pub use request::{
     BuildRequest, ContextSource, Destination, DockerfileSource, Entitlement, Output, OutputKind,
     Sink, parse_compression,
 };
+pub use run::{KeptStep, RunRootfs};
 
 /// What one request adds to the engine's registry settings.
 #[derive(Debug, Clone, Default)]

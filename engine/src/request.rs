@@ -58,6 +58,9 @@ pub struct BuildRequest {
     pub jobs: Option<usize>,
     /// `--explain`: say, for every step that runs, why (an `Explain` progress event).
     pub explain: bool,
+    /// `--on-error=shell|keep`: what to do with a failed RUN's sandbox before it is taken
+    /// down (a front end's hook; see `kiln_solver::solve::OnFailedStep`).
+    pub on_failed_step: Option<kiln_solver::solve::FailedStepHook>,
     /// Registry credentials and insecure registries for this build's pulls and pushes.
     pub registry: RegistryAccess,
     /// The `.dockerignore` text to apply instead of looking for one beside the
@@ -93,6 +96,7 @@ impl BuildRequest {
             named_contexts: BTreeMap::new(),
             jobs: None,
             explain: false,
+            on_failed_step: None,
             registry: RegistryAccess::default(),
             dockerignore: None,
             cache_from: Vec::new(),

@@ -26,7 +26,7 @@ use crate::net::NetPlan;
 use crate::net::root::Veth;
 use crate::net::slirp::Slirp;
 use crate::spec::{ExtraMount, Spec};
-use crate::sys::linux;
+use crate::sys::linux::{self, WindowSize};
 use crate::userns::{self, UserNamespace};
 
 /// The environment variable that marks a process as the helper.
@@ -43,15 +43,44 @@ pub(crate) struct Request {
     pub(crate) userns: Option<UserNamespace>,
     /// The network stack, decided by the caller.
     pub(crate) net: NetPlan,
+    /// How the command's stdin, stdout and stderr are connected.
+    #[serde(default)]
+    pub(crate) stdio: StdioPlan,
+}
+
+/// The command's standard streams.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum StdioPlan {
+    /// stdin `/dev/null`, stdout and stderr the helper's (pipes the caller reads).
+    #[default]
+    Piped,
+    /// The caller's own streams: stdout and stderr the helper's (inherited from the
+    /// caller), stdin the descriptor sent with the request's header when `stdin`; with a
+    /// `terminal`, a pty made inside the sandbox instead of all three, its master sent
+    /// back in a [`Report::Terminal`].
+    Attached {
+        stdin: bool,
+        terminal: Option<WindowSize>,
+    },
 }
 
 /// What the helper answers, one JSON object a line.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Report {
-    Started { pid: i32 },
-    Exited { code: i32 },
-    Signaled { signal: i32 },
-    Failed { message: String },
+    Started {
+        pid: i32,
+    },
+    /// The pty's master is attached to this message (`SCM_RIGHTS`).
+    Terminal,
+    Exited {
+        code: i32,
+    },
+    Signaled {
+        signal: i32,
+    },
+    Failed {
+        message: String,
+    },
 }
 
 /// When this process was started as the sandbox helper, run it and return its exit code;
@@ -74,7 +103,7 @@ pub fn run_if_requested() -> Option<ExitCode> {
     };
     let mut socket = File::from(fd);
     let report = match read_request(&mut socket) {
-        Ok(request) => run_helper(&request, &mut socket),
+        Ok((request, stdin)) => run_helper(&request, stdin, &mut socket),
         Err(message) => Report::Failed { message },
     };
     Some(match send(&mut socket, &report) {
@@ -83,12 +112,29 @@ pub fn run_if_requested() -> Option<ExitCode> {
     })
 }
 
-fn read_request(socket: &mut File) -> Result<Request, String> {
+/// The request: a one-byte header carrying the command's stdin (when attached), then the
+/// JSON up to EOF.
+fn read_request(socket: &mut File) -> Result<(Request, Option<OwnedFd>), String> {
+    let mut header = [0u8; 1];
+    let (n, mut fds) = linux::recv_with_fds(socket.as_fd(), &mut header)
+        .map_err(|e| format!("read the request header: {e}"))?;
+    if n != 1 {
+        return Err("the request has no header".into());
+    }
     let mut buf = Vec::new();
     socket
         .read_to_end(&mut buf)
         .map_err(|e| format!("read the request: {e}"))?;
-    serde_json::from_slice(&buf).map_err(|e| format!("parse the request: {e}"))
+    let request: Request =
+        serde_json::from_slice(&buf).map_err(|e| format!("parse the request: {e}"))?;
+    let stdin = match request.stdio {
+        StdioPlan::Attached { stdin: true, .. } => Some(
+            fds.pop()
+                .ok_or("the request's header carries no stdin descriptor")?,
+        ),
+        _ => None,
+    };
+    Ok((request, stdin))
 }
 
 fn send(socket: &mut File, report: &Report) -> std::io::Result<()> {
@@ -97,8 +143,13 @@ fn send(socket: &mut File, report: &Report) -> std::io::Result<()> {
     socket.write_all(&line)
 }
 
-fn run_helper(request: &Request, socket: &mut File) -> Report {
-    match start(request, socket) {
+fn run_helper(request: &Request, stdin: Option<OwnedFd>, socket: &mut File) -> Report {
+    if matches!(request.stdio, StdioPlan::Attached { .. }) {
+        // Out of the caller's session: the caller's terminal sends its signals (Ctrl-C)
+        // to the caller alone, which forwards them to the command.
+        let _ = nix::unistd::setsid();
+    }
+    match start(request, stdin, socket) {
         Ok(report) => report,
         Err(message) => Report::Failed { message },
     }
@@ -141,7 +192,7 @@ impl Net {
     }
 }
 
-fn start(request: &Request, socket: &mut File) -> Result<Report, String> {
+fn start(request: &Request, stdin: Option<OwnedFd>, socket: &mut File) -> Result<Report, String> {
     // Before any namespace: the host side of the network (root) or the outside process
     // that will run slirp4netns (rootless).
     let mut net = match &request.net {
@@ -149,22 +200,44 @@ fn start(request: &Request, socket: &mut File) -> Result<Report, String> {
         NetPlan::Slirp { exe } => Net::Slirp(Slirp::fork(exe)?),
         NetPlan::Host | NetPlan::Loopback => Net::None,
     };
-    let report = run_in_namespaces(request, socket, &mut net);
+    let report = run_in_namespaces(request, stdin, socket, &mut net);
     net.finish();
     report
 }
 
 fn run_in_namespaces(
     request: &Request,
+    stdin: Option<OwnedFd>,
     socket: &mut File,
     net: &mut Net,
 ) -> Result<Report, String> {
-    let devnull: OwnedFd = File::options()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-        .map_err(|e| format!("open /dev/null: {e}"))?
-        .into();
+    let stdin: OwnedFd = match stdin {
+        Some(fd) => fd,
+        None => File::options()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .map_err(|e| format!("open /dev/null: {e}"))?
+            .into(),
+    };
+    // With a terminal, PID 1 makes the pty in the sandbox's own devpts and sends its
+    // master here, to pass on to the caller (runc's console socket).
+    let terminal = match request.stdio {
+        StdioPlan::Attached {
+            terminal: Some(size),
+            ..
+        } => {
+            let (ours, theirs) = nix::sys::socket::socketpair(
+                nix::sys::socket::AddressFamily::Unix,
+                nix::sys::socket::SockType::Stream,
+                None,
+                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            )
+            .map_err(|e| format!("socketpair: {e}"))?;
+            Some((ours, theirs, size))
+        }
+        _ => None,
+    };
     let (err_read, err_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
 
@@ -192,7 +265,11 @@ fn run_in_namespaces(
     match linux::fork().map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
             drop(err_read);
-            let err = crate::init::run(request, devnull);
+            let terminal = terminal.map(|(ours, theirs, size)| {
+                drop(ours);
+                (theirs, size)
+            });
+            let err = crate::init::run(request, stdin, terminal);
             // Reached only when setup failed before exec.
             let mut pipe = File::from(err_write);
             let _ = pipe.write_all(err.as_bytes());
@@ -200,7 +277,7 @@ fn run_in_namespaces(
         }
         ForkResult::Parent { child } => {
             drop(err_write);
-            drop(devnull);
+            drop(stdin);
             send(
                 socket,
                 &Report::Started {
@@ -208,6 +285,21 @@ fn run_in_namespaces(
                 },
             )
             .map_err(|e| format!("report the pid: {e}"))?;
+            if let Some((ours, theirs, _)) = terminal {
+                drop(theirs);
+                // EOF without a descriptor: PID 1 failed before making the pty, and its
+                // message follows on the error pipe.
+                let mut byte = [0u8; 1];
+                if let Ok((_, mut fds)) = linux::recv_with_fds(ours.as_fd(), &mut byte)
+                    && let Some(master) = fds.pop()
+                {
+                    let mut line = serde_json::to_vec(&Report::Terminal)
+                        .map_err(|e| format!("report the terminal: {e}"))?;
+                    line.push(b'\n');
+                    linux::send_with_fd(socket.as_fd(), &line, Some(master.as_fd()))
+                        .map_err(|e| format!("send the terminal: {e}"))?;
+                }
+            }
             let mut message = String::new();
             let _ = File::from(err_read).read_to_string(&mut message);
             let status = loop {

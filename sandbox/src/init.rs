@@ -5,7 +5,7 @@ use std::ffi::CString;
 use std::fs;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::sys::signal::Signal;
@@ -14,7 +14,7 @@ use nix::unistd::{Gid, Uid};
 use crate::helper::Request;
 use crate::plan::{Create, EtcFiles, Rootless, plan};
 use crate::spec::{DEFAULT_PATH, ExtraMount};
-use crate::sys::linux::{self, Linux};
+use crate::sys::linux::{self, Linux, WindowSize};
 use crate::{caps, rlimit, seccomp, setup, user, userns};
 
 /// The run's temp-dir layout, shared by the parent (which fills it) and the helper.
@@ -31,9 +31,16 @@ pub(crate) fn secret_copy(tmp: &Path, n: usize) -> PathBuf {
     tmp.join(format!("secret-{n}"))
 }
 
-/// Sets everything up and execs; returns only on failure, with the message.
-pub(crate) fn run(request: &Request, devnull: OwnedFd) -> String {
-    match setup_and_exec(request, devnull) {
+/// Sets everything up and execs; returns only on failure, with the message. `stdin`
+/// becomes the command's fd 0; with a `terminal` (the socket to send the pty's master
+/// on, and the window size), a pty made in the sandbox's devpts is its 0, 1 and 2 and
+/// its controlling terminal instead.
+pub(crate) fn run(
+    request: &Request,
+    stdin: OwnedFd,
+    terminal: Option<(OwnedFd, WindowSize)>,
+) -> String {
+    match setup_and_exec(request, stdin, terminal) {
         Ok(never) => match never {},
         Err(message) => message,
     }
@@ -41,7 +48,35 @@ pub(crate) fn run(request: &Request, devnull: OwnedFd) -> String {
 
 enum Never {}
 
-fn setup_and_exec(request: &Request, devnull: OwnedFd) -> Result<Never, String> {
+/// Opens a pty in the sandbox's `/dev/pts` (after `pivot_root`), sizes it, gives the
+/// slave to `owner` and sends the master on `socket`; returns the slave.
+fn open_terminal(socket: OwnedFd, size: WindowSize, owner: Uid) -> Result<OwnedFd, String> {
+    use nix::fcntl::OFlag;
+    let flags = OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    let master = nix::pty::posix_openpt(flags).map_err(|e| format!("open /dev/ptmx: {e}"))?;
+    nix::pty::grantpt(&master).map_err(|e| format!("grantpt: {e}"))?;
+    nix::pty::unlockpt(&master).map_err(|e| format!("unlockpt: {e}"))?;
+    let name = nix::pty::ptsname_r(&master).map_err(|e| format!("ptsname: {e}"))?;
+    let slave: OwnedFd = fs::File::options()
+        .read(true)
+        .write(true)
+        .custom_flags((OFlag::O_NOCTTY | OFlag::O_CLOEXEC).bits())
+        .open(&name)
+        .map_err(|e| format!("open {name}: {e}"))?
+        .into();
+    linux::set_window_size(slave.as_fd(), size).map_err(|e| format!("size {name}: {e}"))?;
+    nix::unistd::fchown(&slave, Some(owner), None)
+        .map_err(|e| format!("chown {name} to {owner}: {e}"))?;
+    linux::send_with_fd(socket.as_fd(), b"t", Some(master.as_fd()))
+        .map_err(|e| format!("send the pty: {e}"))?;
+    Ok(slave)
+}
+
+fn setup_and_exec(
+    request: &Request,
+    stdin: OwnedFd,
+    terminal: Option<(OwnedFd, WindowSize)>,
+) -> Result<Never, String> {
     let spec = &request.spec;
     let root = request.tmp.join("root");
     let secrets: Vec<PathBuf> = spec
@@ -83,6 +118,10 @@ fn setup_and_exec(request: &Request, devnull: OwnedFd) -> Result<Never, String> 
         false => vec![gid],
     };
     userns::check_ids(userns, uid, &needed).map_err(|e| format!("user {:?}: {e}", spec.user))?;
+    let tty = match terminal {
+        Some((socket, size)) => Some(open_terminal(socket, size, uid)?),
+        None => None,
+    };
     if set_groups {
         nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
     }
@@ -111,8 +150,21 @@ fn setup_and_exec(request: &Request, devnull: OwnedFd) -> Result<Never, String> 
     let exe = lookup(program, &path_var);
 
     linux::reset_signals().map_err(|e| format!("reset signals: {e}"))?;
-    nix::unistd::dup2_stdin(devnull.as_fd()).map_err(|e| format!("stdin: {e}"))?;
-    drop(devnull);
+    match &tty {
+        Some(slave) => {
+            // Its own session with the pty as controlling terminal: job control, and
+            // Ctrl-C reaching the foreground process group inside.
+            nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+            linux::set_controlling_terminal(slave.as_fd())
+                .map_err(|e| format!("controlling terminal: {e}"))?;
+            nix::unistd::dup2_stdin(slave).map_err(|e| format!("stdin: {e}"))?;
+            nix::unistd::dup2_stdout(slave).map_err(|e| format!("stdout: {e}"))?;
+            nix::unistd::dup2_stderr(slave).map_err(|e| format!("stderr: {e}"))?;
+        }
+        None => nix::unistd::dup2_stdin(stdin.as_fd()).map_err(|e| format!("stdin: {e}"))?,
+    }
+    drop(tty);
+    drop(stdin);
     // Again, right before exec: whatever was opened since the helper started (by a
     // library, say) closes here too, so the command starts with 0, 1 and 2 only.
     linux::cloexec_from_3().map_err(|e| format!("close inherited fds: {e}"))?;

@@ -61,6 +61,7 @@ pub mod helper;
 mod init;
 pub mod net;
 pub mod plan;
+pub mod pty;
 pub mod rlimit;
 mod run;
 pub mod seccomp;
@@ -71,5 +72,7 @@ pub mod user;
 pub mod userns;
 
 pub use error::Error;
-pub use run::{CancelHandle, ExitStatus, Stream, run};
+pub use nix::sys::signal::Signal;
+pub use run::{Attach, CancelHandle, ExitStatus, Stream, run, run_attached};
 pub use spec::{DEFAULT_PATH, ExtraMount, Mount, Network, Spec, bind_rootfs};
+pub use sys::linux::WindowSize;

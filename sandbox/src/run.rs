@@ -15,10 +15,11 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::error::Error;
-use crate::helper::{MARKER_ENV, Report, Request};
+use crate::helper::{MARKER_ENV, Report, Request, StdioPlan};
 use crate::init::{etc_files, secret_copy};
 use crate::net::{self, NetPlan};
 use crate::spec::{ExtraMount, Network, Spec};
+use crate::sys::linux::WindowSize;
 use crate::userns::UserNamespace;
 
 /// Which of the command's output streams a line came from.
@@ -80,6 +81,18 @@ impl CancelHandle {
         state.kill();
     }
 
+    /// Sends `signal` to the command (PID 1 of the sandbox) if it is running: how a
+    /// front end forwards the signals it gets. As for any PID 1, the kernel delivers
+    /// only the signals the command has a handler for (SIGKILL aside). Returns whether
+    /// there was a command to signal.
+    pub fn signal(&self, signal: Signal) -> bool {
+        let state = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match state.pid1 {
+            Some(pid) => kill(pid, signal).is_ok(),
+            None => false,
+        }
+    }
+
     /// Whether [`cancel`](Self::cancel) was called.
     pub fn is_cancelled(&self) -> bool {
         self.0
@@ -136,13 +149,71 @@ pub fn run(
         tmp: tmp.0.clone(),
         userns,
         net,
+        stdio: StdioPlan::Piped,
     };
-    let result = run_helper(&request, output, cancel);
+    let result = run_helper(&request, Streams::Piped(output), cancel);
     cancel.update(|s| {
         s.helper = None;
         s.pid1 = None;
     });
     result
+}
+
+/// The caller's own streams for [`run_attached`] (`kiln run`, a debug shell).
+#[derive(Debug)]
+pub struct Attach {
+    /// The command's stdin; `None`: `/dev/null`.
+    pub stdin: Option<OwnedFd>,
+    /// The command's stdout (unused with a terminal).
+    pub stdout: OwnedFd,
+    /// The command's stderr (unused with a terminal).
+    pub stderr: OwnedFd,
+    /// Give the command a pty of this size instead: made inside the sandbox (in its own
+    /// devpts, so `tty` names it), owned by the command's user, its controlling
+    /// terminal in a session of its own; its master goes to `on_terminal`.
+    pub terminal: Option<WindowSize>,
+}
+
+/// Runs `spec` with the caller's streams instead of an output callback: the command
+/// reads and writes the descriptors of `attach` itself, or, with `attach.terminal`, a
+/// pty whose master `on_terminal` receives as soon as the command is about to start (the
+/// caller relays it to its own terminal, on another thread, until reading it fails with
+/// EIO: every process of the sandbox has exited). The helper runs in a session of its
+/// own, so the caller's terminal signals reach only the caller, which forwards what it
+/// wants with [`CancelHandle::signal`].
+pub fn run_attached(
+    spec: &Spec,
+    attach: Attach,
+    on_terminal: &mut dyn FnMut(OwnedFd),
+    cancel: &CancelHandle,
+) -> Result<ExitStatus, Error> {
+    validate(spec)?;
+    let userns = UserNamespace::detect();
+    let net = NetPlan::new(spec.network, userns.is_some(), crate::userns::find_in_path)
+        .map_err(Error::Network)?;
+    let tmp = TempDir::new()?;
+    prepare(spec, &tmp.0)?;
+    let request = Request {
+        spec: spec.clone(),
+        tmp: tmp.0.clone(),
+        userns,
+        net,
+        stdio: StdioPlan::Attached {
+            stdin: attach.stdin.is_some(),
+            terminal: attach.terminal,
+        },
+    };
+    let result = run_helper(&request, Streams::Attached(attach, on_terminal), cancel);
+    cancel.update(|s| {
+        s.helper = None;
+        s.pid1 = None;
+    });
+    result
+}
+
+enum Streams<'a> {
+    Piped(&'a mut dyn FnMut(Stream, &[u8])),
+    Attached(Attach, &'a mut dyn FnMut(OwnedFd)),
 }
 
 fn validate(spec: &Spec) -> Result<(), Error> {
@@ -242,7 +313,7 @@ fn prepare(spec: &Spec, tmp: &Path) -> Result<(), Error> {
 
 fn run_helper(
     request: &Request,
-    output: &mut dyn FnMut(Stream, &[u8]),
+    streams: Streams<'_>,
     cancel: &CancelHandle,
 ) -> Result<ExitStatus, Error> {
     let spec = &request.spec;
@@ -251,29 +322,52 @@ fn run_helper(
         source,
     };
     let (mut ours, theirs) = UnixStream::pair().map_err(helper_err)?;
-    let mut child = Command::new(&spec.helper_exe)
+    let mut command = Command::new(&spec.helper_exe);
+    command
         .env(MARKER_ENV, "1")
-        .stdin(Stdio::from(OwnedFd::from(theirs)))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(helper_err)?;
+        .stdin(Stdio::from(OwnedFd::from(theirs)));
+    type Output<'a> = Option<&'a mut dyn FnMut(Stream, &[u8])>;
+    let (output, on_terminal, stdin): (Output<'_>, &mut dyn FnMut(OwnedFd), Option<OwnedFd>) =
+        match streams {
+            Streams::Piped(output) => {
+                command.stdout(Stdio::piped()).stderr(Stdio::piped());
+                (Some(output), &mut |_| {}, None)
+            }
+            Streams::Attached(attach, on_terminal) => {
+                command
+                    .stdout(Stdio::from(attach.stdout))
+                    .stderr(Stdio::from(attach.stderr));
+                (None, on_terminal, attach.stdin)
+            }
+        };
+    let mut child = command.spawn().map_err(helper_err)?;
+    drop(command);
     cancel.update(|s| s.helper = Some(Pid::from_raw(child.id() as i32)));
 
-    let sent = serde_json::to_vec(request)
-        .map_err(std::io::Error::other)
-        .and_then(|bytes| ours.write_all(&bytes))
-        .and_then(|()| ours.shutdown(std::net::Shutdown::Write));
-    let streamed = match (child.stdout.take(), child.stderr.take(), sent) {
-        (Some(stdout), Some(stderr), Ok(())) => stream(
-            spec,
-            cancel,
-            &mut ours,
-            stdout.into(),
-            stderr.into(),
-            output,
-        ),
-        (_, _, Err(err)) => Err(Error::Helper {
+    // The header byte carries the command's stdin, when it has the caller's.
+    let sent =
+        crate::sys::linux::send_with_fd(ours.as_fd(), b"k", stdin.as_ref().map(|f| f.as_fd()))
+            .and_then(|()| serde_json::to_vec(request).map_err(std::io::Error::other))
+            .and_then(|bytes| ours.write_all(&bytes))
+            .and_then(|()| ours.shutdown(std::net::Shutdown::Write));
+    drop(stdin);
+    let mut no_output = |_: Stream, _: &[u8]| {};
+    let pipes = match output {
+        Some(output) => match (child.stdout.take(), child.stderr.take()) {
+            (Some(stdout), Some(stderr)) => Some((
+                output,
+                Some(OwnedFd::from(stdout)),
+                Some(OwnedFd::from(stderr)),
+            )),
+            _ => None,
+        },
+        None => Some((&mut no_output as &mut dyn FnMut(Stream, &[u8]), None, None)),
+    };
+    let streamed = match (pipes, sent) {
+        (Some((output, stdout, stderr)), Ok(())) => {
+            stream(spec, cancel, &mut ours, stdout, stderr, output, on_terminal)
+        }
+        (_, Err(err)) => Err(Error::Helper {
             exe: spec.helper_exe.clone(),
             source: err,
         }),
@@ -304,7 +398,7 @@ fn run_helper(
         Some(Report::Exited { code }) => Ok(ExitStatus::Code(code)),
         Some(Report::Signaled { signal }) => Ok(ExitStatus::Signal(signal)),
         Some(Report::Failed { message }) => Err(Error::Setup(message)),
-        Some(Report::Started { .. }) | None if cancel.is_cancelled() => {
+        Some(Report::Started { .. } | Report::Terminal) | None if cancel.is_cancelled() => {
             Ok(ExitStatus::Signal(Signal::SIGKILL as i32))
         }
         _ => Err(Error::Protocol(format!(
@@ -344,17 +438,20 @@ impl Lines {
 
 type Streamed = (Option<Report>, Option<Duration>);
 
+#[allow(clippy::too_many_arguments)]
 fn stream(
     spec: &Spec,
     cancel: &CancelHandle,
     socket: &mut UnixStream,
-    stdout: OwnedFd,
-    stderr: OwnedFd,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
     output: &mut dyn FnMut(Stream, &[u8]),
+    on_terminal: &mut dyn FnMut(OwnedFd),
 ) -> Result<Streamed, Error> {
     let deadline = spec.timeout.map(|t| (Instant::now() + t, t));
     let mut timed_out = None;
-    let mut files = [Some(fs::File::from(stdout)), Some(fs::File::from(stderr))];
+    let mut files = [stdout.map(fs::File::from), stderr.map(fs::File::from)];
+    let mut received: Vec<OwnedFd> = Vec::new();
     let mut lines = [
         Lines {
             stream: Stream::Stdout,
@@ -422,9 +519,12 @@ fn stream(
             }
         }
         if socket_ready {
-            match socket.read(&mut buf) {
-                Ok(0) => socket_open = false,
-                Ok(n) => status.extend_from_slice(&buf[..n]),
+            match crate::sys::linux::recv_with_fds(socket.as_fd(), &mut buf) {
+                Ok((0, _)) => socket_open = false,
+                Ok((n, fds)) => {
+                    status.extend_from_slice(&buf[..n]);
+                    received.extend(fds);
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 // A helper killed by a cancel may reset the connection: same as EOF.
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => socket_open = false,
@@ -436,6 +536,14 @@ fn stream(
                     .map_err(|e| Error::Protocol(format!("bad report: {e}")))?;
                 match report {
                     Report::Started { pid } => cancel.update(|s| s.pid1 = Some(Pid::from_raw(pid))),
+                    Report::Terminal => match received.pop() {
+                        Some(master) => on_terminal(master),
+                        None => {
+                            return Err(Error::Protocol(
+                                "the terminal report carries no descriptor".into(),
+                            ));
+                        }
+                    },
                     other => {
                         // PID 1 is reaped: never signal its number again.
                         cancel.update(|s| s.pid1 = None);

@@ -140,6 +140,13 @@ impl Store {
         self.root.join("contexts")
     }
 
+    /// Where `kiln build --on-error=keep` describes each failed step it kept (one JSON
+    /// file per step, named after the step's writable layer, an active snapshot);
+    /// `prune` removes them with the layers.
+    pub fn failed_steps_dir(&self) -> PathBuf {
+        self.root.join("failed-steps")
+    }
+
     /// Where the full log of each build is kept.
     pub fn logs_dir(&self) -> PathBuf {
         self.root.join("logs")

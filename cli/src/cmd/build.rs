@@ -172,6 +172,11 @@ pub(crate) struct BuildArgs {
         help_heading = "Feedback"
     )]
     pub(crate) exec: Vec<String>,
+    /// When a RUN fails: fail (the default), shell (an interactive shell in its sandbox,
+    /// as the command left it; leaving it ends the build) or keep (its state kept for
+    /// `kiln debug shell ID`); with shell or keep, kiln exits with the RUN's exit code
+    #[arg(long, value_enum, default_value_t, value_name = "MODE")]
+    pub(crate) on_error: crate::cmd::run::OnError,
 }
 
 /// A failure already shown to the user; the process exits 1.
@@ -345,6 +350,7 @@ pub(crate) fn build(
         return crate::cmd::watch::watch(global, host, args, mode);
     }
     let call = crate::cmd::call::for_build(&args)?;
+    args.on_error.check(host.filter(|_| call.is_none()))?;
     // `--check` and `--call` build nothing: they run here, whatever --host says (the
     // Dockerfile and the .dockerignore are this machine's; base images are looked up
     // in its store).
@@ -355,6 +361,8 @@ pub(crate) fn build(
     let (context, dockerfile) = sources(&engine, &args)?;
     let mut request = request(&args, context)?;
     request.dockerfile = dockerfile;
+    let (hook, kept) = crate::cmd::run::failed_step_hook(args.on_error, &engine);
+    request.on_failed_step = hook;
     let runtime = crate::cmd::registry::runtime()?;
     if let Some(call) = call {
         return crate::cmd::call::run(&engine, &runtime, request, call);
@@ -397,10 +405,13 @@ pub(crate) fn build(
         Err(e) => {
             let reported = report(&e, log);
             // Cancelled by a signal: the sandboxes and temp space are gone by now.
-            return Err(match signal {
-                Some(signal) => crate::interrupt::Interrupted(signal).into(),
-                None => reported,
-            });
+            if let Some(signal) = signal {
+                return Err(crate::interrupt::Interrupted(signal).into());
+            }
+            return match crate::cmd::run::print_kept(&kept) {
+                Some(code) => Ok(code),
+                None => Err(reported),
+            };
         }
     };
     let finished = Finished::of(&outcome);

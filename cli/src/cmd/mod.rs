@@ -6,6 +6,7 @@ pub(crate) mod check;
 pub(crate) mod parse;
 pub(crate) mod registry;
 pub(crate) mod remote;
+pub(crate) mod run;
 pub(crate) mod sandbox;
 pub(crate) mod serve;
 pub(crate) mod store;
@@ -34,6 +35,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Build(args) => build::build(global, cli.host.as_deref(), *args),
         Command::Logs(args) => build::logs(global, args),
         Command::Explain(args) => build::explain(global, args),
+        Command::Run(args) => run::run(global, args),
         Command::Check(args) => check::check(global, args),
         Command::Version => {
             use std::io::Write;
@@ -69,5 +71,6 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::serve(global, args),
         Command::Debug(DebugCommand::Dump(args)) => parse::dump(args),
         Command::Debug(DebugCommand::Run(args)) => sandbox::run(global, args),
+        Command::Debug(DebugCommand::Shell(args)) => run::debug_shell(global, args),
     }
 }

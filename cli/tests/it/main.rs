@@ -13,6 +13,7 @@ mod feedback;
 mod parse;
 
 mod registry;
+mod run;
 mod sandbox;
 mod security_bounds;
 mod security_sandbox;

@@ -68,6 +68,7 @@ pub(super) async fn run_exec(
     let mut spec = kiln_sandbox::Spec::new(rootfs, exec.argv.clone());
     spec.env = exec.env.clone();
     spec.env.extend(shared.plan.proxy_env.iter().cloned());
+    let step_only_env = extras.env.clone();
     spec.env.append(&mut extras.env);
     spec.mounts = std::mem::take(&mut extras.mounts);
     spec.cwd = exec.cwd.clone();
@@ -88,6 +89,7 @@ pub(super) async fn run_exec(
             handle.cancel();
         })
     };
+    let failed_spec = shared.on_failed_step.as_ref().map(|_| spec.clone());
     let progress = shared.progress.clone();
     let outcome = tokio::task::spawn_blocking(move || {
         let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
@@ -118,10 +120,10 @@ pub(super) async fn run_exec(
     })
     .await;
     watcher.abort();
-    extras.clean_up();
     let (status, tail) = match outcome {
         Ok(v) => v,
         Err(e) => {
+            extras.clean_up();
             let _ = shared.store.snapshots().remove(active.id());
             return Err(StepError::Internal(e.to_string()));
         }
@@ -136,8 +138,27 @@ pub(super) async fn run_exec(
         }),
         Err(e) => Some(StepError::Sandbox(e)),
     };
+    let mut keep = false;
+    if let (Some(StepError::ExitCode { code, .. }), Some(hook), Some(spec)) =
+        (&failed, shared.on_failed_step.clone(), failed_spec)
+    {
+        let step = FailedStep {
+            label: shared.plan.graph.vertex(id).label.clone(),
+            spec,
+            step_only_env,
+            layer: active.id().clone(),
+            code: *code,
+        };
+        // The step's mounts (caches, binds, secrets) stay until the hook returns.
+        keep = tokio::task::spawn_blocking(move || hook.0.failed(&step))
+            .await
+            .unwrap_or(false);
+    }
+    extras.clean_up();
     if let Some(error) = failed {
-        let _ = shared.store.snapshots().remove(active.id());
+        if !keep {
+            let _ = shared.store.snapshots().remove(active.id());
+        }
         return Err(error);
     }
     remove_stubs(&shared.store.snapshots().diff_dir(&active), &stubs);

@@ -5,34 +5,47 @@ use super::*;
 
 pub(super) fn unpack_image(shared: &Shared, image: usize) -> Result<Option<SnapshotId>, StepError> {
     let base = &shared.plan.base_images[image];
-    let diff_ids = &base.config.rootfs.diff_ids;
+    unpack_layers(
+        &shared.store,
+        &shared.index,
+        &base.config.rootfs.diff_ids,
+        &base.layers,
+        &|| shared.cancel.is_cancelled(),
+    )
+}
+
+/// The snapshot chain of an image's layers, each layer unpacked once per store and
+/// remembered in the index under its chain key (so builds and `kiln run` share them).
+pub(super) fn unpack_layers(
+    store: &Store,
+    index: &CacheIndex,
+    diff_ids: &[String],
+    layers: &[kiln_snapshotter::Descriptor],
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Option<SnapshotId>, StepError> {
     let mut parent: Option<SnapshotId> = None;
     let mut parent_key: Option<CacheKey> = None;
-    for (i, layer) in base.layers.iter().enumerate() {
+    for (i, layer) in layers.iter().enumerate() {
         let diff_id = diff_ids
             .get(i)
             .cloned()
             .unwrap_or_else(|| layer.digest.to_string());
         let key = chain_key(parent_key.as_ref(), &diff_id);
-        if let Some(done) = lookup(shared, &key)?
-            && done.snapshot.is_some()
-        {
-            parent = done.snapshot;
+        if let Some(snapshot) = lookup_snapshot(store, index, &key)? {
+            parent = Some(snapshot);
             parent_key = Some(key);
             continue;
         }
-        if shared.cancel.is_cancelled() {
+        if cancelled() {
             return Err(StepError::Cancelled);
         }
-        let id = shared
-            .store
-            .snapshot_of_blob(parent.as_ref(), &layer.digest)?;
+        let id = store.snapshot_of_blob(parent.as_ref(), &layer.digest)?;
         let value = serde_json::to_vec(&Recorded {
             snapshot: Some(id.as_str().to_owned()),
             created: now_secs(),
         })
         .map_err(|e| StepError::Internal(e.to_string()))?;
-        shared.index.put(
+        index.put(
             &key,
             &CacheRecord {
                 value,
@@ -43,6 +56,42 @@ pub(super) fn unpack_image(shared: &Shared, image: usize) -> Result<Option<Snaps
         parent_key = Some(key);
     }
     Ok(parent)
+}
+
+/// A committed snapshot the index records under `key` (a pruned one is a miss).
+fn lookup_snapshot(
+    store: &Store,
+    index: &CacheIndex,
+    key: &CacheKey,
+) -> Result<Option<SnapshotId>, StepError> {
+    let Some(record) = index.get(key)? else {
+        return Ok(None);
+    };
+    let Ok(recorded) = serde_json::from_slice::<Recorded>(&record.value) else {
+        return Ok(None);
+    };
+    Ok(recorded
+        .snapshot
+        .and_then(|text| SnapshotId::parse(&text))
+        .filter(|id| store.snapshots().is_committed(id)))
+}
+
+/// The committed snapshot holding an image's filesystem (`None`: no layers), its
+/// layers unpacked as a build's `FROM` does and shared with builds: what `kiln run`
+/// puts its writable layer on. Blocking.
+pub fn image_snapshot(
+    store: &Store,
+    index_path: &std::path::Path,
+    image: &StoredImage,
+) -> Result<Option<SnapshotId>, StepError> {
+    let index = CacheIndex::open(index_path)?;
+    unpack_layers(
+        store,
+        &index,
+        &image.config.rootfs.diff_ids,
+        &image.manifest.layers,
+        &|| false,
+    )
 }
 
 /// Resolves `user[:group]` as BuildKit does for `--chown` and WORKDIR: numbers as they

@@ -47,6 +47,7 @@ mod remote;
 
 use exec::*;
 pub use export::export_image;
+pub use fileops::image_snapshot;
 use fileops::*;
 use imported::*;
 use keys::*;
@@ -234,6 +235,46 @@ pub struct SolveOptions {
     pub explain_scope: Option<String>,
     /// `--explain`: send an `Explain` event for every step that runs.
     pub explain: bool,
+    /// Called when a RUN exits non-zero, with its sandbox still prepared
+    /// (`--on-error=shell|keep`); `None`: the step's state is removed at once.
+    pub on_failed_step: Option<FailedStepHook>,
+}
+
+/// The sandbox a RUN failed in, while it still exists: its spec (rootfs on the step's
+/// writable layer as the command left it, env, user, workdir, mounts), for a front end to
+/// open a shell in or to keep.
+#[derive(Debug, Clone)]
+pub struct FailedStep {
+    /// The step, as progress labels it (`[2/3] RUN make`).
+    pub label: String,
+    /// The spec the command ran with.
+    pub spec: kiln_sandbox::Spec,
+    /// Of `spec.env`, the variables set for this step only (secrets as env,
+    /// `SSH_AUTH_SOCK`): what must not outlive the build.
+    pub step_only_env: Vec<String>,
+    /// The step's writable layer (an active snapshot).
+    pub layer: SnapshotId,
+    /// The command's exit code.
+    pub code: i32,
+}
+
+/// What a front end does with a failed RUN's state; see [`SolveOptions::on_failed_step`].
+pub trait OnFailedStep: Send + Sync {
+    /// Called on a blocking thread before the step's mounts are taken down (other steps
+    /// go on meanwhile); returns whether to keep the step's writable layer in the store
+    /// (an active snapshot, removed by prune) instead of removing it. The step fails
+    /// with its original error either way.
+    fn failed(&self, step: &FailedStep) -> bool;
+}
+
+/// A shared [`OnFailedStep`].
+#[derive(Clone)]
+pub struct FailedStepHook(pub Arc<dyn OnFailedStep>);
+
+impl std::fmt::Debug for FailedStepHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FailedStepHook")
+    }
 }
 
 /// One vertex's result.
@@ -308,6 +349,8 @@ struct Shared {
     hits: std::sync::Mutex<Vec<usize>>,
     /// `--explain`'s view of the build.
     explaining: Explaining,
+    /// `SolveOptions::on_failed_step`.
+    on_failed_step: Option<FailedStepHook>,
 }
 
 /// What `--explain` needs while the build runs: each step's stable name, the keys the
@@ -512,6 +555,7 @@ pub async fn solve(
         warnings: std::sync::Mutex::new(Vec::new()),
         hits: std::sync::Mutex::new(vec![0; options.imports.len()]),
         explaining,
+        on_failed_step: options.on_failed_step.clone(),
     });
     let graph = Arc::new(plan.graph.clone());
     let runner = Arc::clone(&shared);
