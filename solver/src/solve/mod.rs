@@ -427,16 +427,20 @@ impl Explaining {
         let Some(scope) = &self.scope else {
             return Ok(());
         };
+        // A rebuild that changed nothing writes nothing (a write is a commit of the
+        // index, a no-op rebuild's largest cost after the context scan).
         let keys: HashMap<String, String> = lock(&self.keys).iter().cloned().collect();
-        index.set_note(
-            &build_note(scope),
-            &serde_json::to_string(&keys).unwrap_or_default(),
-        )?;
-        let lines = lock(&self.lines).clone();
-        index.set_note(
-            LAST_EXPLAINED,
-            &serde_json::to_string(&lines).unwrap_or_default(),
-        )
+        if keys != self.previous {
+            index.set_note(
+                &build_note(scope),
+                &serde_json::to_string(&keys).unwrap_or_default(),
+            )?;
+        }
+        let lines = serde_json::to_string(&*lock(&self.lines)).unwrap_or_default();
+        if index.note(LAST_EXPLAINED)?.as_deref() != Some(lines.as_str()) {
+            index.set_note(LAST_EXPLAINED, &lines)?;
+        }
+        Ok(())
     }
 }
 
