@@ -144,11 +144,12 @@ fn send(socket: &mut File, report: &Report) -> std::io::Result<()> {
 }
 
 fn run_helper(request: &Request, stdin: Option<OwnedFd>, socket: &mut File) -> Report {
-    if matches!(request.stdio, StdioPlan::Attached { .. }) {
-        // Out of the caller's session: the caller's terminal sends its signals (Ctrl-C)
-        // to the caller alone, which forwards them to the command.
-        let _ = nix::unistd::setsid();
-    }
+    // Out of the caller's session, always: the caller's terminal sends its signals
+    // (Ctrl-C) to the caller alone, which forwards or cancels; and a step without a
+    // terminal of its own has no controlling terminal, so `/dev/tty` names nothing (a RUN
+    // of an untrusted Dockerfile must not read or type into the user's terminal), as runc
+    // makes it for BuildKit.
+    let _ = nix::unistd::setsid();
     match start(request, stdin, socket) {
         Ok(report) => report,
         Err(message) => Report::Failed { message },

@@ -548,3 +548,24 @@ fn on_error_refusals_come_before_the_build() {
         "{err}"
     );
 }
+
+/// A RUN step of a build started from a terminal has no controlling terminal: `/dev/tty`
+/// names nothing, so an untrusted Dockerfile can neither read the user's keystrokes nor
+/// type into their shell (runc does the same for BuildKit).
+#[test]
+fn a_run_step_cannot_open_the_users_terminal() {
+    let Some(k) = world() else { return };
+    k.write(
+        "ttyctx/Dockerfile",
+        "FROM busybox\nRUN if (exec 3<>/dev/tty) 2>/dev/null; then echo opened-$((1+1)); else echo refused-$((2+2)); fi\n",
+    );
+    let mut cmd = k.cmd();
+    cmd.args(["build", "--progress", "plain", "--no-cache", "ttyctx"]);
+    let mut pty = OnPty::spawn(cmd);
+    let code = pty.exit_code();
+    let text = pty.text();
+    assert_eq!(code, 0, "{text}");
+    // The command line is echoed too: its output is what is computed.
+    assert!(text.contains("refused-4"), "{text}");
+    assert!(!text.contains("opened-2"), "{text}");
+}
