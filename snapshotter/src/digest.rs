@@ -73,6 +73,38 @@ impl fmt::Debug for Digest {
     }
 }
 
+/// Passes bytes read from `inner` through, hashing them.
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: io::Read> HashingReader<R> {
+    /// Wraps `inner`.
+    pub fn new(inner: R) -> HashingReader<R> {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+        }
+    }
+
+    /// The digest of everything read so far.
+    pub fn digest(&self) -> Digest {
+        Digest(format!(
+            "sha256:{}",
+            hex::encode(self.hasher.clone().finalize())
+        ))
+    }
+}
+
+impl<R: io::Read> io::Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
 /// Passes bytes through to `inner`, hashing and counting them.
 pub struct HashingWriter<W> {
     inner: W,

@@ -75,11 +75,14 @@ impl Store {
 
     /// A committed snapshot of the layer blob `digest` (in the content store) applied on
     /// `parent`, whiteouts written as this snapshotter keeps them: a base image's layer,
-    /// or a layer a cache import brought. Nothing is left behind if the apply fails.
+    /// or a layer a cache import brought. With `diff_id`, the uncompressed stream must
+    /// have that digest (else nothing is committed). Nothing is left behind if the apply
+    /// fails.
     pub fn snapshot_of_blob(
         &self,
         parent: Option<&SnapshotId>,
         digest: &crate::Digest,
+        diff_id: Option<&crate::Digest>,
     ) -> Result<SnapshotId, StoreError> {
         let snapshots = self.snapshots();
         let active = snapshots.prepare(parent)?;
@@ -88,10 +91,13 @@ impl Store {
             SnapshotterKind::Overlay => crate::layer_in::WhiteoutStyle::Overlay,
             SnapshotterKind::Native => crate::layer_in::WhiteoutStyle::Delete,
         };
-        let applied = self
-            .content()
-            .open(digest)
-            .and_then(|blob| crate::layer_in::apply_layer(blob, &dir, style));
+        let applied = self.content().open(digest).and_then(|blob| {
+            let options = crate::layer_in::ApplyOptions {
+                diff_id: diff_id.cloned(),
+                ..crate::layer_in::ApplyOptions::layer(style)
+            };
+            crate::layer_in::apply_with(blob, &dir, &options)
+        });
         if let Err(e) = applied {
             let _ = snapshots.remove(active.id());
             return Err(e);

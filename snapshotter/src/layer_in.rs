@@ -159,6 +159,9 @@ pub struct ApplyOptions<'a> {
     /// Entry names as BuildKit's `ADD` reads them ([`extract_add_archive`]), not as a
     /// layer's.
     pub names: EntryNames<'a>,
+    /// The digest the uncompressed archive must have (a layer's diff_id): checked after
+    /// the whole stream is read, a mismatch is [`StoreError::Format`].
+    pub diff_id: Option<crate::Digest>,
 }
 
 /// How entry names are resolved.
@@ -219,6 +222,7 @@ impl ApplyOptions<'_> {
             setuid: true,
             protected: None,
             names: EntryNames::Layer,
+            diff_id: None,
         }
     }
 }
@@ -631,7 +635,8 @@ fn apply_entries<R: Read + 'static>(
     let style = options.style;
     let owner = options.owner;
     let mut budget = Budget::new(options.limit, root);
-    let mut archive = tar::Archive::new(decompress(reader)?);
+    let mut uncompressed = crate::digest::HashingReader::new(decompress(reader)?);
+    let mut archive = tar::Archive::new(&mut uncompressed);
     let mut stats = ApplyStats::default();
     let mut dirs: Vec<(PathBuf, Meta)> = Vec::new();
     let mut written: HashSet<PathBuf> = HashSet::new();
@@ -848,6 +853,20 @@ fn apply_entries<R: Read + 'static>(
         }
         written.insert(path);
         stats.entries += 1;
+    }
+    drop(archive);
+    if let Some(expected) = &options.diff_id {
+        // What follows the tar's end blocks is part of the uncompressed stream too.
+        io::copy(&mut uncompressed, &mut io::sink()).map_err(io("<layer>"))?;
+        let got = uncompressed.digest();
+        if got != *expected {
+            return Err(StoreError::Format {
+                path: "<layer>".into(),
+                reason: format!(
+                    "its uncompressed content is {got}, its image's config says {expected} (a diff_id that does not describe it: the image or cache is damaged or forged)"
+                ),
+            });
+        }
     }
     for (dir, meta) in dirs.iter().rev() {
         // A later entry may have replaced the directory, or a parent of it, with a symlink

@@ -262,3 +262,22 @@ fn a_directory_replaced_by_a_symlink_keeps_the_host_untouched() {
         }
     }
 }
+
+/// A layer whose uncompressed content is not its diff_id is refused and leaves nothing
+/// committed: its snapshot would be found by that diff_id for every image of the store.
+#[test]
+fn a_layer_that_is_not_its_diff_id_is_refused() {
+    let store_dir = tempfile::tempdir().expect("tempdir");
+    let store = kiln_snapshotter::Store::open(store_dir.path(), None).expect("store");
+    let bytes = archive(&[(b"file", tar::EntryType::Regular, b"forged", None)]);
+    let digest = store.content().write_bytes(&bytes).expect("blob");
+    let claimed = kiln_snapshotter::Digest::of(b"what debian's layer would be");
+    let err = store
+        .snapshot_of_blob(None, &digest, Some(&claimed))
+        .expect_err("a forged diff_id is refused");
+    assert!(err.to_string().contains("diff_id"), "{err}");
+    // The true diff_id (a plain tar's is its digest) is taken.
+    store
+        .snapshot_of_blob(None, &digest, Some(&digest))
+        .expect("the true diff_id is taken");
+}

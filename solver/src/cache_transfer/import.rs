@@ -200,9 +200,12 @@ impl ImportedCache {
             .collect();
         let mut steps = HashMap::new();
         for mut step in record.steps {
-            if let StepResult::Layer { blob, .. } = &mut step.result
-                && let Some(layer) = pushed.get(blob.diff_id.as_str())
-            {
+            if let StepResult::Layer { blob, .. } = &mut step.result {
+                // Only a layer of the image itself, as its config pairs it with its
+                // diff_id (which the extraction then checks): anything else is left out.
+                let Some(layer) = pushed.get(blob.diff_id.as_str()) else {
+                    continue;
+                };
                 blob.digest = layer.digest.clone();
                 blob.size = layer.size;
                 blob.media_type = layer.media_type.clone();

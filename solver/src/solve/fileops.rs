@@ -39,7 +39,12 @@ pub(super) fn unpack_layers(
         if cancelled() {
             return Err(StepError::Cancelled);
         }
-        let id = store.snapshot_of_blob(parent.as_ref(), &layer.digest)?;
+        // The layer must be what the config's diff_id says: its snapshot is found by that
+        // diff_id from now on, for every image of the store that has the layer.
+        let expected = diff_ids
+            .get(i)
+            .and_then(|d| kiln_snapshotter::Digest::parse(d));
+        let id = store.snapshot_of_blob(parent.as_ref(), &layer.digest, expected.as_ref())?;
         let value = serde_json::to_vec(&Recorded {
             snapshot: Some(id.as_str().to_owned()),
             created: now_secs(),

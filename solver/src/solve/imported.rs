@@ -133,9 +133,11 @@ fn materialize(
                     )
                 })?),
             };
-            let id = shared
-                .store
-                .snapshot_of_blob(parent.as_ref(), &layer.digest)?;
+            let id = shared.store.snapshot_of_blob(
+                parent.as_ref(),
+                &layer.digest,
+                Some(&layer.diff_id),
+            )?;
             // The snapshot is that blob on its parent: exporting it gives the blob back,
             // so the image is the one the exporting machine made.
             let options = LayerOptions {
