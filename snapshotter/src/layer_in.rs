@@ -854,7 +854,6 @@ fn apply_entries<R: Read + 'static>(
         written.insert(path);
         stats.entries += 1;
     }
-    drop(archive);
     if let Some(expected) = &options.diff_id {
         // What follows the tar's end blocks is part of the uncompressed stream too.
         io::copy(&mut uncompressed, &mut io::sink()).map_err(io("<layer>"))?;
