@@ -100,12 +100,20 @@ impl Engine {
         let mut spec = step.spec.clone();
         let mut dropped = Vec::new();
         spec.env.retain(|var| {
-            let keep = !step.step_only_env.contains(var);
-            if !keep {
-                let name = var.split_once('=').map_or(var.as_str(), |(k, _)| k);
-                dropped.push(format!("the variable {name} (set for the step only)"));
+            let name = var.split_once('=').map_or(var.as_str(), |(k, _)| k);
+            let why = if step.step_only_env.contains(var) {
+                Some("set for the step only")
+            } else if kiln_parser::lint::looks_secret(name) {
+                Some("its name marks a secret")
+            } else if kiln_solver::frontend::is_proxy(name) {
+                Some("a proxy setting, which may hold credentials")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                dropped.push(format!("the variable {name} ({why})"));
             }
-            keep
+            why.is_none()
         });
         spec.mounts.retain(|m| match m {
             kiln_sandbox::ExtraMount::Secret { target, .. } => {
@@ -127,9 +135,12 @@ impl Engine {
         let path = dir.join(format!("{id}.json"));
         let bytes =
             serde_json::to_vec_pretty(&kept).map_err(|e| EngineError::io(&path, e.into()))?;
-        let tmp = dir.join(format!(".{id}.json.tmp"));
-        std::fs::write(&tmp, &bytes).map_err(|e| EngineError::io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| EngineError::io(&path, e))?;
+        // Only root reads it: the step's environment and mounts are described there.
+        kiln_image::file::write_to_file_with_mode(&path, 0o600, |out| {
+            std::io::Write::write_all(out, &bytes)
+        })
+        .map_err(|e| EngineError::io(&path, std::io::Error::other(e.to_string())))?
+        .map_err(|e| EngineError::io(&path, e))?;
         Ok(id)
     }
 

@@ -50,6 +50,16 @@ pub fn write_to_file<T, E>(
     dest: &Path,
     write: impl FnOnce(&mut BufWriter<File>) -> Result<T, E>,
 ) -> Result<Result<T, E>, DestError> {
+    write_to_file_with_mode(dest, 0o644, write)
+}
+
+/// [`write_to_file`] with the file's permission bits: `0o600` for what only its owner
+/// may read.
+pub fn write_to_file_with_mode<T, E>(
+    dest: &Path,
+    mode: u32,
+    write: impl FnOnce(&mut BufWriter<File>) -> Result<T, E>,
+) -> Result<Result<T, E>, DestError> {
     let refuse = |reason: &str| DestError::Refused {
         path: dest.to_owned(),
         reason: reason.to_owned(),
@@ -84,10 +94,11 @@ pub fn write_to_file<T, E>(
         .suffix(".tmp")
         .tempfile_in(dir)
         .map_err(io_err(dest))?;
-    // As File::create would make it (the temp file starts private).
+    // 0644 as File::create would make it, or the caller's mode (the temp file starts
+    // private, so nothing is readable before it is set).
     std::fs::set_permissions(
         tmp.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        std::os::unix::fs::PermissionsExt::from_mode(mode),
     )
     .map_err(io_err(dest))?;
     let file = tmp.reopen().map_err(io_err(dest))?;

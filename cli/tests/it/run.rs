@@ -406,7 +406,7 @@ fn failing_context(k: &Kiln, token: &str) {
     k.write(
         "fail/Dockerfile",
         format!(
-            "FROM busybox\nRUN mkdir /work && chown app /work\nUSER app\nWORKDIR /work\n\
+            "FROM busybox\nARG API_TOKEN\nRUN mkdir /work && chown app /work\nUSER app\nWORKDIR /work\n\
              ENV {token}\nRUN --mount=type=cache,target=/cache,uid=1000 \
              --mount=type=secret,id=tok,env=TOKSECRET --mount=type=secret,id=tok,target=/s \
              echo cached > /cache/c && echo left-by-run > /work/left && exit 3\n"
@@ -463,6 +463,10 @@ fn on_error_keep_then_debug_shell() {
         "--on-error=keep",
         "--secret",
         "id=tok,src=secret.txt",
+        "--build-arg",
+        "API_TOKEN=tok-91ab",
+        "--build-arg",
+        "HTTP_PROXY=http://u:pw-77cd@proxy.invalid:3128",
         "fail",
     ]));
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -484,6 +488,15 @@ fn on_error_keep_then_debug_shell() {
             !text.contains("s3cr3t") && !text.contains("TOKSECRET="),
             "{text}"
         );
+        // Nor a build arg whose name marks a secret, nor a proxy's credentials; and the
+        // file is root's alone.
+        assert!(
+            !text.contains("tok-91ab") && !text.contains("pw-77cd"),
+            "{text}"
+        );
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&entry.metadata().unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o600, "{}", entry.path().display());
     }
     let mut cmd = k.cmd();
     cmd.args(["debug", "shell", &id]);

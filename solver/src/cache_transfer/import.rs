@@ -177,7 +177,7 @@ impl ImportedCache {
         let Some(encoded) = image.inline_cache else {
             return Ok(None);
         };
-        if encoded.len() as u64 > MAX_RECORD * 2 {
+        if encoded.len() as u64 > MAX_RECORD.div_ceil(3) * 4 {
             return Err(bad("its inline cache is larger than kiln reads".to_owned()));
         }
         let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &encoded)

@@ -362,7 +362,9 @@ impl EnvList for Vec<(String, String)> {
     }
 }
 
-fn is_proxy(key: &str) -> bool {
+/// Whether a build arg is one of the proxy settings (either case), which reach every RUN
+/// and may hold credentials.
+pub fn is_proxy(key: &str) -> bool {
     PROXY_ARGS.iter().any(|p| p.eq_ignore_ascii_case(key))
 }
 
