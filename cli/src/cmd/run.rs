@@ -294,7 +294,10 @@ fn run_inner(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<ExitCode> {
             return Err(e);
         }
     };
-    let mut spec = Spec::new(sandbox_mounts(rootfs.mounts.clone()), process.argv);
+    let mut spec = Spec::new(
+        kiln_solver::solve::to_sandbox_mounts(rootfs.mounts.clone()),
+        process.argv,
+    );
     spec.env = process.env;
     spec.cwd = process.cwd;
     spec.user = process.user;
@@ -313,18 +316,6 @@ fn run_inner(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::from(status.code().clamp(0, 255) as u8))
-}
-
-pub(crate) fn sandbox_mounts(mounts: Vec<kiln_snapshotter::Mount>) -> Vec<kiln_sandbox::Mount> {
-    mounts
-        .into_iter()
-        .map(|m| kiln_sandbox::Mount {
-            kind: m.kind,
-            source: m.source,
-            target: m.target,
-            options: m.options,
-        })
-        .collect()
 }
 
 /// The signals forwarded to the command.

@@ -86,6 +86,23 @@ fn copy_context(from: &Path, to: &Path) {
     }
 }
 
+/// Every entry of `expected["files"]` is in the tree at `fs_root` as it says; returns them.
+pub(crate) fn check_files(
+    fs_root: &Path,
+    expected: &Value,
+    failures: &mut Vec<String>,
+) -> BTreeMap<String, Value> {
+    let files: BTreeMap<String, Value> = expected
+        .get("files")
+        .and_then(Value::as_object)
+        .map(|m| m.clone().into_iter().collect())
+        .unwrap_or_default();
+    for (path, want) in &files {
+        check_file(fs_root, path, want, failures);
+    }
+    files
+}
+
 /// Every path of `expected["absent"]` is absent from the tree at `fs_root`.
 pub(crate) fn check_absent(fs_root: &Path, expected: &Value, failures: &mut Vec<String>) {
     for path in expected
@@ -680,14 +697,7 @@ fn run_topic(topic: &str) {
 
     let fs_root = k.path("image-fs");
     extract(&k, &image, &fs_root);
-    let files: BTreeMap<String, Value> = expected
-        .get("files")
-        .and_then(Value::as_object)
-        .map(|m| m.clone().into_iter().collect())
-        .unwrap_or_default();
-    for (path, want) in &files {
-        check_file(&fs_root, path, want, &mut failures);
-    }
+    check_files(&fs_root, &expected, &mut failures);
     check_absent(&fs_root, &expected, &mut failures);
 
     assert!(

@@ -36,7 +36,7 @@ use std::process::Command;
 
 use serde_json::{Map, Value};
 
-use crate::build_topics::{check_absent, check_file, describe_path, extract, inspect, pretty};
+use crate::build_topics::{check_absent, check_files, describe_path, extract, inspect, pretty};
 use crate::support::{Kiln, busybox_rootfs, conformance_dir, describe, is_root, run};
 
 /// The fixed mtime the conformance test gives the context (README §4).
@@ -367,14 +367,7 @@ fn run_case(k: &Kiln, corpus: &Path, case: &Case, expected: &Value) -> Vec<Strin
     }
     let fs_root = work.join("image-fs");
     extract(k, &image, &fs_root);
-    let files: BTreeMap<String, Value> = expected
-        .get("files")
-        .and_then(Value::as_object)
-        .map(|m| m.clone().into_iter().collect())
-        .unwrap_or_default();
-    for (path, want) in &files {
-        check_file(&fs_root, path, want, &mut failures);
-    }
+    let files = check_files(&fs_root, expected, &mut failures);
     check_nlink_groups(&fs_root, &files, &mut failures);
     check_absent(&fs_root, expected, &mut failures);
     for dir in expected

@@ -3,7 +3,8 @@
 
 use super::*;
 
-pub(super) fn to_sandbox_mounts(mounts: Vec<kiln_snapshotter::Mount>) -> Vec<kiln_sandbox::Mount> {
+/// The snapshotter's mounts of a rootfs as the sandbox takes them.
+pub fn to_sandbox_mounts(mounts: Vec<kiln_snapshotter::Mount>) -> Vec<kiln_sandbox::Mount> {
     mounts
         .into_iter()
         .map(|m| kiln_sandbox::Mount {

@@ -38,6 +38,7 @@ use crate::request::{NetworkMode, SecretSource, SecretSpec, SshSpec};
 use crate::scheduler::{self, ScheduleError};
 
 mod exec;
+pub use exec::to_sandbox_mounts;
 mod export;
 mod fileops;
 mod imported;
