@@ -138,25 +138,7 @@ pub fn run(
     output: &mut dyn FnMut(Stream, &[u8]),
     cancel: &CancelHandle,
 ) -> Result<ExitStatus, Error> {
-    validate(spec)?;
-    let userns = UserNamespace::detect();
-    let net = NetPlan::new(spec.network, userns.is_some(), crate::userns::find_in_path)
-        .map_err(Error::Network)?;
-    let tmp = TempDir::new()?;
-    prepare(spec, &tmp.0)?;
-    let request = Request {
-        spec: spec.clone(),
-        tmp: tmp.0.clone(),
-        userns,
-        net,
-        stdio: StdioPlan::Piped,
-    };
-    let result = run_helper(&request, Streams::Piped(output), cancel);
-    cancel.update(|s| {
-        s.helper = None;
-        s.pid1 = None;
-    });
-    result
+    run_with(spec, StdioPlan::Piped, Streams::Piped(output), cancel)
 }
 
 /// The caller's own streams for [`run_attached`] (`kiln run`, a debug shell).
@@ -187,6 +169,21 @@ pub fn run_attached(
     on_terminal: &mut dyn FnMut(OwnedFd),
     cancel: &CancelHandle,
 ) -> Result<ExitStatus, Error> {
+    let stdio = StdioPlan::Attached {
+        stdin: attach.stdin.is_some(),
+        terminal: attach.terminal,
+    };
+    run_with(spec, stdio, Streams::Attached(attach, on_terminal), cancel)
+}
+
+/// What [`run`] and [`run_attached`] share: the spec checked, the user namespace and
+/// network planned, the private temp dir prepared, the helper run.
+fn run_with(
+    spec: &Spec,
+    stdio: StdioPlan,
+    streams: Streams<'_>,
+    cancel: &CancelHandle,
+) -> Result<ExitStatus, Error> {
     validate(spec)?;
     let userns = UserNamespace::detect();
     let net = NetPlan::new(spec.network, userns.is_some(), crate::userns::find_in_path)
@@ -198,12 +195,9 @@ pub fn run_attached(
         tmp: tmp.0.clone(),
         userns,
         net,
-        stdio: StdioPlan::Attached {
-            stdin: attach.stdin.is_some(),
-            terminal: attach.terminal,
-        },
+        stdio,
     };
-    let result = run_helper(&request, Streams::Attached(attach, on_terminal), cancel);
+    let result = run_helper(&request, streams, cancel);
     cancel.update(|s| {
         s.helper = None;
         s.pid1 = None;
